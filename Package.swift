@@ -1,0 +1,67 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "replication-sidecar",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "replication-sidecar", targets: ["replication-sidecar"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", exact: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+    ],
+    targets: [
+        // Protocol rules with no I/O: commands, streams, state machines. Imports nothing of ours.
+        .target(name: "ReplicationCore"),
+        // The ordered per-stream log that catch-up and fan-out read from.
+        .target(
+            name: "StreamLog",
+            dependencies: [
+                "ReplicationCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        // Everything that touches a socket.
+        .target(
+            name: "ReplicationNIO",
+            dependencies: [
+                "ReplicationCore",
+                "StreamLog",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "replication-sidecar",
+            dependencies: [
+                "ReplicationCore",
+                "StreamLog",
+                "ReplicationNIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
+        .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "ReplicationCore"]),
+        .testTarget(
+            name: "ReplicationNIOTests",
+            dependencies: [
+                "ReplicationNIO",
+                "StreamLog",
+                "ReplicationCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,60 @@
+/// Every way a connection can end. The raw value is the `reason_type` label of the close-reason counter:
+/// Twisted's exception names where the case is the same as in Synapse, plain names for the rest.
+public enum CloseReason: String, CaseIterable, Sendable {
+    /// The peer closed the connection cleanly.
+    case connectionDone = "ConnectionDone"
+    /// The connection was reset or otherwise lost.
+    case connectionLost = "ConnectionLost"
+    /// We aborted it: it did not go away within the grace period after we closed it.
+    case connectionAborted = "ConnectionAborted"
+    case invalidCommand = "invalid_command"
+    case parseError = "parse_error"
+    case lineTooLong = "line_length_exceeded"
+    case pingTimeout = "ping_timeout"
+    case failedToKeepUp = "failed_to_keep_up"
+    case replicateFailed = "replicate_failed"
+    case writerRejected = "writer_rejected"
+    case wrongRemote = "wrong_remote"
+    case serverShutdown = "server_shutting_down"
+}
+
+/// An `ERROR` we send before closing, with the reason it is counted under.
+public struct ClosingError: Error, Equatable, Sendable {
+    public var text: String
+    public var reason: CloseReason
+
+    public init(_ text: String, reason: CloseReason) {
+        self.text = text
+        self.reason = reason
+    }
+
+    public static let lineTooLong = ClosingError("Line length exceeded", reason: .lineTooLong)
+    public static let pingTimeout = ClosingError("ping timeout", reason: .pingTimeout)
+    public static let failedToKeepUp = ClosingError("Failed to keep up", reason: .failedToKeepUp)
+    public static let serverShutdown = ClosingError("server shutting down", reason: .serverShutdown)
+    public static let wrongRemote = ClosingError("Wrong remote", reason: .wrongRemote)
+
+    public static func line(_ error: LineError) -> ClosingError {
+        switch error {
+        case .invalidCommand: ClosingError(error.errorText, reason: .invalidCommand)
+        case .unparsable, .invalidUTF8: ClosingError(error.errorText, reason: .parseError)
+        }
+    }
+
+    public static func unknownStream(_ stream: String) -> ClosingError {
+        ClosingError(
+            "failed to handle replicate: " + pythonExceptionRepr("Exception", "unknown stream %s", stream),
+            reason: .replicateFailed)
+    }
+
+    public static func fallenBehind(_ stream: StreamName) -> ClosingError {
+        ClosingError(
+            "failed to handle replicate: " + pythonExceptionRepr("Exception", "stream \(stream) has fallen behind"),
+            reason: .replicateFailed)
+    }
+
+    /// A writer's line that cannot be accepted; says which stream and token, and why.
+    public static func writerRejected(_ command: CommandName, stream: String, token: String, _ why: String) -> ClosingError {
+        ClosingError("rejected \(command) \(stream) \(token): \(why)", reason: .writerRejected)
+    }
+}

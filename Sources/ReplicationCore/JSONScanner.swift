@@ -1,0 +1,224 @@
+/// A validating structural scan of one JSON document: no tree is built.
+///
+/// Rows are opaque to the server; it only needs to know that a text is valid JSON and, for an array, how many
+/// elements it has. Errors carry the messages of `simplejson` (which Synapse 1.6 parsed with), so that the
+/// `ERROR` text a peer sees matches what Synapse would have sent.
+public enum JSONScanner {
+    /// What the top level of a valid document is.
+    public enum TopLevel: Equatable, Sendable {
+        case array(count: Int)
+        case other
+    }
+
+    /// A syntax error, positioned in characters (Unicode scalars) as Python reports it.
+    public struct SyntaxError: Error, Equatable, Sendable {
+        public var message: String
+        public var position: Int
+        public var end: Int?
+
+        /// The text of Python's `JSONDecodeError`, e.g. `Expecting value: line 1 column 1 (char 0)`.
+        public var pythonMessage: String {
+            if let end {
+                return "\(message): line 1 column \(position + 1) - line 1 column \(end + 1) (char \(position) - \(end))"
+            }
+            return "\(message): line 1 column \(position + 1) (char \(position))"
+        }
+    }
+
+    public static func scan(_ text: Substring) throws(SyntaxError) -> TopLevel {
+        if let result = text.utf8.withContiguousStorageIfAvailable({ buffer in
+            Result { () throws(SyntaxError) -> TopLevel in try scan(bytes: buffer) }
+        }) {
+            return try result.get()
+        }
+        let copy = Array(text.utf8)
+        return try copy.withUnsafeBufferPointer { buffer throws(SyntaxError) in try scan(bytes: buffer) }
+    }
+
+    private enum Container { case array, object }
+
+    // The scanner is iterative with an explicit stack, so deep nesting cannot overflow the thread's stack.
+    private static func scan(bytes: UnsafeBufferPointer<UInt8>) throws(SyntaxError) -> TopLevel {
+        var cursor = Cursor(bytes: bytes)
+        var stack: [Container] = []
+        var topLevelCount = 0
+        var topIsArray = false
+
+        cursor.skipWhitespace()
+        // Each iteration parses one value, then walks out through closing brackets and delimiters.
+        parseValue: while true {
+            guard let byte = cursor.peek() else { throw cursor.error("Expecting value") }
+            if stack.count == 1, topIsArray { topLevelCount += 1 }
+            switch byte {
+            case UInt8(ascii: "["):
+                if stack.isEmpty { topIsArray = true }
+                cursor.advance()
+                cursor.skipWhitespace()
+                if cursor.peek() == UInt8(ascii: "]") {
+                    cursor.advance()
+                } else {
+                    stack.append(.array)
+                    continue parseValue
+                }
+            case UInt8(ascii: "{"):
+                cursor.advance()
+                cursor.skipWhitespace()
+                if cursor.peek() == UInt8(ascii: "}") {
+                    cursor.advance()
+                } else {
+                    stack.append(.object)
+                    try cursor.objectKey()
+                    continue parseValue
+                }
+            case UInt8(ascii: "\""):
+                try cursor.string()
+            default:
+                try cursor.scalar()
+            }
+            // A value is complete: close containers or find the next element.
+            while true {
+                cursor.skipWhitespace()
+                guard let container = stack.last else { break parseValue }
+                let closer = container == .array ? UInt8(ascii: "]") : UInt8(ascii: "}")
+                switch cursor.peek() {
+                case closer:
+                    cursor.advance()
+                    stack.removeLast()
+                case UInt8(ascii: ","):
+                    cursor.advance()
+                    cursor.skipWhitespace()
+                    if container == .object { try cursor.objectKey() }
+                    continue parseValue
+                default:
+                    throw cursor.error(container == .array ? "Expecting ',' delimiter or ']'" : "Expecting ',' delimiter or '}'")
+                }
+            }
+        }
+        if cursor.offset != bytes.count {
+            throw SyntaxError(
+                message: "Extra data", position: cursor.characterIndex(cursor.offset),
+                end: cursor.characterIndex(bytes.count))
+        }
+        return topIsArray ? .array(count: topLevelCount) : .other
+    }
+
+    private struct Cursor {
+        let bytes: UnsafeBufferPointer<UInt8>
+        var offset = 0
+
+        func peek() -> UInt8? { offset < bytes.count ? bytes[offset] : nil }
+        mutating func advance() { offset += 1 }
+
+        mutating func skipWhitespace() {
+            while offset < bytes.count {
+                switch bytes[offset] {
+                case 0x20, 0x09, 0x0A, 0x0D: offset += 1
+                default: return
+                }
+            }
+        }
+
+        func characterIndex(_ byteOffset: Int) -> Int {
+            var count = 0
+            for index in 0..<byteOffset where bytes[index] & 0xC0 != 0x80 { count += 1 }
+            return count
+        }
+
+        func error(_ message: String, at byteOffset: Int? = nil) -> SyntaxError {
+            SyntaxError(message: message, position: characterIndex(byteOffset ?? offset))
+        }
+
+        /// Parses `"key" :` with whitespace; the value follows.
+        mutating func objectKey() throws(SyntaxError) {
+            guard peek() == UInt8(ascii: "\"") else {
+                throw error("Expecting property name enclosed in double quotes")
+            }
+            try string()
+            skipWhitespace()
+            guard peek() == UInt8(ascii: ":") else { throw error("Expecting ':' delimiter") }
+            advance()
+            skipWhitespace()
+        }
+
+        mutating func string() throws(SyntaxError) {
+            let start = offset
+            advance()
+            while let byte = peek() {
+                switch byte {
+                case UInt8(ascii: "\""):
+                    advance()
+                    return
+                case UInt8(ascii: "\\"):
+                    advance()
+                    guard let escape = peek() else { break }
+                    switch escape {
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
+                        UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                        advance()
+                    case UInt8(ascii: "u"):
+                        let escapeStart = offset - 1
+                        advance()
+                        for _ in 0..<4 {
+                            guard let digit = peek(), isHexDigit(digit) else {
+                                throw error("Invalid \\uXXXX escape sequence", at: escapeStart)
+                            }
+                            advance()
+                        }
+                    default:
+                        throw error("Invalid \\X escape sequence", at: offset - 1)
+                    }
+                case 0x00..<0x20:
+                    throw error("Invalid control character at", at: offset)
+                default:
+                    advance()
+                }
+            }
+            throw error("Unterminated string starting at", at: start)
+        }
+
+        /// Numbers, `true`/`false`/`null`, and the `NaN`/`Infinity` that Python's parsers accept.
+        mutating func scalar() throws(SyntaxError) {
+            for literal in Self.literals where matches(literal) {
+                offset += literal.count
+                return
+            }
+            let start = offset
+            if peek() == UInt8(ascii: "-") { advance() }
+            guard let first = peek(), isDigit(first) else { throw error("Expecting value", at: start) }
+            advance()
+            if first != UInt8(ascii: "0") { skipDigits() }
+            if peek() == UInt8(ascii: "."), offset + 1 < bytes.count, isDigit(bytes[offset + 1]) {
+                advance()
+                skipDigits()
+            }
+            if let e = peek(), e == UInt8(ascii: "e") || e == UInt8(ascii: "E") {
+                var probe = offset + 1
+                if probe < bytes.count, bytes[probe] == UInt8(ascii: "+") || bytes[probe] == UInt8(ascii: "-") {
+                    probe += 1
+                }
+                if probe < bytes.count, isDigit(bytes[probe]) {
+                    offset = probe
+                    skipDigits()
+                }
+            }
+        }
+
+        private static let literals: [[UInt8]] = ["true", "false", "null", "NaN", "Infinity", "-Infinity"].map {
+            Array($0.utf8)
+        }
+
+        private func matches(_ literal: [UInt8]) -> Bool {
+            guard bytes.count - offset >= literal.count else { return false }
+            for (index, byte) in literal.enumerated() where bytes[offset + index] != byte { return false }
+            return true
+        }
+
+        private mutating func skipDigits() {
+            while let byte = peek(), isDigit(byte) { advance() }
+        }
+        private func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        private func isHexDigit(_ byte: UInt8) -> Bool {
+            isDigit(byte) || (byte | 0x20 >= UInt8(ascii: "a") && byte | 0x20 <= UInt8(ascii: "f"))
+        }
+    }
+}

@@ -1,0 +1,28 @@
+/// The protocol's limits and timers. Every default is the value Synapse 1.6 used.
+public struct ProtocolConfiguration: Sendable, Equatable {
+    /// Longest line in either direction, delimiter excluded.
+    public var maxLineLength: Int
+    /// Commands queued while the connection is paused before it is closed with `Failed to keep up`.
+    public var maxPendingCommands: Int
+    /// How often the keepalive timer runs, and how long a side may stay silent before it pings.
+    public var pingIntervalMillis: Int64
+    /// Silence from a peer that has pinged before, after which it is timed out; also the grace period
+    /// an unclean close gets before the connection is aborted.
+    public var pingTimeoutMillis: Int64
+    /// Rows a writer may hold in one unfinished `batch` (an unbounded batch would be an unbounded buffer).
+    public var maxBatchRows: Int
+
+    public init(
+        maxLineLength: Int = 16384,
+        maxPendingCommands: Int = 10_000,
+        pingIntervalMillis: Int64 = 5_000,
+        pingTimeoutMillis: Int64 = 25_000,
+        maxBatchRows: Int = 10_000
+    ) {
+        self.maxLineLength = maxLineLength
+        self.maxPendingCommands = maxPendingCommands
+        self.pingIntervalMillis = pingIntervalMillis
+        self.pingTimeoutMillis = pingTimeoutMillis
+        self.maxBatchRows = maxBatchRows
+    }
+}
