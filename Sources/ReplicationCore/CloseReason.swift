@@ -58,3 +58,12 @@ public struct ClosingError: Error, Equatable, Sendable {
         ClosingError("rejected \(command) \(stream) \(token): \(why)", reason: .writerRejected)
     }
 }
+
+extension ClosingError {
+    /// The log could not serve a `REPLICATE` for another reason than retention.
+    public static func replicateFailed(_ stream: StreamName, _ error: any Error) -> ClosingError {
+        ClosingError(
+            "failed to handle replicate: " + pythonExceptionRepr("Exception", "stream \(stream): \(error)"),
+            reason: .replicateFailed)
+    }
+}

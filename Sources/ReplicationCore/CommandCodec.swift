@@ -153,3 +153,17 @@ extension RowToken {
         }
     }
 }
+
+extension CommandCodec {
+    /// The line for a command if it fits `maxLength` bytes. An `ERROR` that would not fit is shortened
+    /// (it only informs); any other command that does not fit is never written.
+    public static func line(for command: Command, maxLength: Int) -> String? {
+        let line = encode(command)
+        guard line.utf8.count > maxLength else { return line }
+        guard case .error = command else { return nil }
+        var utf8 = line.utf8.prefix(maxLength)
+        // Cut on a character boundary.
+        while let last = utf8.last, last & 0xC0 == 0x80 || last >= 0xC0 { utf8 = utf8.dropLast() }
+        return String(decoding: utf8, as: UTF8.self)
+    }
+}

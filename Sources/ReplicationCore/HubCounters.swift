@@ -1,0 +1,16 @@
+/// Process-wide counts of what clients asked of the server (Synapse's `resource` counters).
+public struct HubCounters: Sendable, Equatable {
+    /// Rows appended per stream, indexed by ``StreamName/index``.
+    public var streamUpdates = [Int](repeating: 0, count: StreamName.all.count)
+    public var userSync = 0
+    public var federationAck = 0
+    public var removePusher = 0
+    public var invalidateCache = 0
+    public var userIP = 0
+    /// The last token a `FEDERATION_ACK` carried, if any arrived.
+    public var lastFederationAck: Int64?
+    /// Connections ended, by how they ended.
+    public var closeReasons: [CloseReason: Int] = [:]
+
+    public init() {}
+}

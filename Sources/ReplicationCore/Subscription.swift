@@ -1,0 +1,64 @@
+/// One connection's subscription to one stream: a cursor into the log, not a queue of rows.
+///
+/// While the connection is writable and the cursor is at the head, new batches go out live. A batch that
+/// cannot be written (paused connection) or that does not follow the cursor (a missed batch) turns the
+/// subscription to catching up: it then reads from the log after its cursor, page by page, at the pace
+/// the connection drains, until it reaches the head. After a `REPLICATE`, reaching the head is announced
+/// with `POSITION`. Memory per subscriber stays constant and nothing is dropped for being slow.
+public struct Subscription: Sendable, Equatable {
+    public enum Phase: Sendable, Equatable {
+        /// Reading from the log; `announce` says a `POSITION` is due when the head is reached.
+        case catchingUp(announce: Bool)
+        case live
+    }
+
+    /// What to do with a newly appended batch.
+    public enum Delivery: Sendable, Equatable {
+        /// Write its live lines; the cursor has moved to its token.
+        case write
+        /// Nothing to write now (already sent, or the log will be read later).
+        case skip
+        /// The subscription missed something: read from the log now.
+        case catchUp
+    }
+
+    /// The last token whose rows were written to the connection.
+    public private(set) var cursor: Int64
+    public private(set) var phase: Phase
+
+    /// A subscription from `REPLICATE <stream> <token>`: catch up, then announce.
+    public static func replicating(after token: Int64) -> Subscription {
+        Subscription(cursor: token, phase: .catchingUp(announce: true))
+    }
+
+    /// A subscription from `REPLICATE <stream> NOW`: live at the current token (its `POSITION` is sent at once).
+    public static func live(at token: Int64) -> Subscription {
+        Subscription(cursor: token, phase: .live)
+    }
+
+    /// A batch `(previousToken, token]` was appended; `canWrite` says whether the connection takes writes now.
+    public mutating func offered(previousToken: Int64, token: Int64, canWrite: Bool) -> Delivery {
+        guard phase == .live, token > cursor else { return .skip }
+        guard canWrite else {
+            phase = .catchingUp(announce: false)
+            return .skip
+        }
+        guard previousToken <= cursor else {
+            phase = .catchingUp(announce: false)
+            return .catchUp
+        }
+        cursor = token
+        return .write
+    }
+
+    /// A page of catch-up was written. Returns true when a `POSITION` at the cursor must follow.
+    public mutating func pageWritten(endToken: Int64, reachedHead: Bool) -> Bool {
+        cursor = endToken
+        guard reachedHead else { return false }
+        let announce = phase == .catchingUp(announce: true)
+        phase = .live
+        return announce
+    }
+
+    public var isCatchingUp: Bool { phase != .live }
+}

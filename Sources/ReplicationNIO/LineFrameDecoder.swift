@@ -1,0 +1,80 @@
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A frame of the line protocol: one line without its `\n` (and without a trailing `\r`), or the news
+/// that the peer sent a line longer than the limit.
+public enum InboundFrame: Equatable, Sendable {
+    case line(ByteBuffer)
+    case tooLong
+}
+
+/// Splits the byte stream into lines of at most `maxLineLength` bytes (delimiter excluded).
+///
+/// A longer line, or an unterminated buffer that is already longer, yields `.tooLong` once; everything
+/// after it is discarded, since the connection is closing. Like Twisted's `LineOnlyReceiver`, a `\r`
+/// counts towards the length; unlike it, a trailing `\r` is then stripped (netcat users).
+public struct LineFrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = InboundFrame
+
+    private let maxLineLength: Int
+    /// Bytes already known to hold no `\n`, so a long line arriving in pieces is scanned once.
+    private var scannedBytes = 0
+    private var overflowed = false
+
+    public init(maxLineLength: Int) {
+        self.maxLineLength = maxLineLength
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = nextFrame(&buffer) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(frame))
+        return .continue
+    }
+
+    public mutating func decodeLast(
+        context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool
+    ) throws -> DecodingState {
+        // A partial last line is dropped at EOF, as Twisted does.
+        while let frame = nextFrame(&buffer) {
+            context.fireChannelRead(Self.wrapInboundOut(frame))
+        }
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return .needMoreData
+    }
+
+    /// The next complete frame in `buffer`, consuming it; `nil` if more bytes are needed.
+    mutating func nextFrame(_ buffer: inout ByteBuffer) -> InboundFrame? {
+        if overflowed {
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return nil
+        }
+        let newline = buffer.withUnsafeReadableBytes { bytes -> Int? in
+            guard bytes.count > scannedBytes, let base = bytes.baseAddress else { return nil }
+            guard let found = memchr(base + scannedBytes, 0x0A, bytes.count - scannedBytes) else { return nil }
+            return base.distance(to: UnsafeRawPointer(found))
+        }
+        guard let length = newline else {
+            scannedBytes = buffer.readableBytes
+            return scannedBytes > maxLineLength ? overflow(&buffer) : nil
+        }
+        scannedBytes = 0
+        guard length <= maxLineLength else { return overflow(&buffer) }
+        var line = buffer.readSlice(length: length)!
+        buffer.moveReaderIndex(forwardBy: 1)
+        if line.readableBytesView.last == UInt8(ascii: "\r") {
+            line.moveWriterIndex(to: line.writerIndex - 1)
+        }
+        return .line(line)
+    }
+
+    private mutating func overflow(_ buffer: inout ByteBuffer) -> InboundFrame {
+        overflowed = true
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return .tooLong
+    }
+}

@@ -1,0 +1,93 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ReplicationCore
+import StreamLog
+
+/// What the hub needs of a connection: rows to deliver and a way to end it. Called on its event loop only.
+protocol HubConnection: AnyObject {
+    func deliver(_ batch: AppendedBatch)
+    /// Sends `ERROR server shutting down` and closes; the future completes when the channel is closed.
+    func shutDown() -> EventLoopFuture<Void>
+}
+
+/// The connections of one event loop. Confined to that loop: no locks on the fan-out path.
+final class LoopFanout {
+    private var connections: [ObjectIdentifier: HubConnection] = [:]
+    private var subscribers = [[ObjectIdentifier: HubConnection]](repeating: [:], count: StreamName.all.count)
+
+    func add(_ connection: HubConnection) { connections[ObjectIdentifier(connection)] = connection }
+
+    func remove(_ connection: HubConnection) {
+        let id = ObjectIdentifier(connection)
+        connections[id] = nil
+        for index in subscribers.indices { subscribers[index][id] = nil }
+    }
+
+    func subscribe(_ connection: HubConnection, to stream: StreamName) {
+        subscribers[stream.index][ObjectIdentifier(connection)] = connection
+    }
+
+    /// Writes a new batch to every subscriber of its stream on this loop.
+    func deliver(_ batch: AppendedBatch) {
+        // Iterating a value copy: a subscriber may close (and leave the dictionary) while we deliver.
+        for subscriber in subscribers[batch.stream.index].values { subscriber.deliver(batch) }
+    }
+
+    func shutDownAll() -> [EventLoopFuture<Void>] { connections.values.map { $0.shutDown() } }
+}
+
+/// The server's shared core: the log, the fan-out to every event loop, and the process-wide counters.
+public final class ReplicationHub: Sendable {
+    public let log: any StreamLog
+    private let fanouts = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<LoopFanout>]>([:])
+    private let counters = NIOLockedValueBox(HubCounters())
+
+    public init(log: any StreamLog) {
+        self.log = log
+    }
+
+    /// The fan-out of the calling event loop, created on first use.
+    func fanout(on eventLoop: any EventLoop) -> LoopFanout {
+        eventLoop.preconditionInEventLoop()
+        return fanouts.withLockedValue { fanouts in
+            if let existing = fanouts[ObjectIdentifier(eventLoop)] { return existing.value }
+            let created = LoopFanout()
+            fanouts[ObjectIdentifier(eventLoop)] = NIOLoopBound(created, eventLoop: eventLoop)
+            return created
+        }
+    }
+
+    /// Appends rows; once the log has accepted them, every event loop is handed the batch once.
+    public func append(
+        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<AppendedBatch> {
+        log.append(rows, to: stream, token: token, on: eventLoop).map { batch in
+            self.counters.withLockedValue { $0.streamUpdates[stream.index] += batch.rowCount }
+            self.broadcast(batch)
+            return batch
+        }
+    }
+
+    private func broadcast(_ batch: AppendedBatch) {
+        for fanout in fanouts.withLockedValue({ Array($0.values) }) {
+            fanout.eventLoop.execute { fanout.value.deliver(batch) }
+        }
+    }
+
+    /// Counts something a client asked for.
+    func count(_ update: (inout HubCounters) -> Void) { counters.withLockedValue(update) }
+
+    /// A copy of the process-wide counters.
+    public var countersSnapshot: HubCounters { counters.withLockedValue { $0 } }
+
+    /// Sends `ERROR server shutting down` to every connection; completes when all have closed.
+    public func shutDownAllConnections(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let perLoop = fanouts.withLockedValue { Array($0.values) }.map { fanout in
+            fanout.eventLoop.flatSubmit {
+                EventLoopFuture.andAllComplete(fanout.value.shutDownAll(), on: fanout.eventLoop)
+            }
+        }
+        return EventLoopFuture.andAllComplete(perLoop, on: eventLoop)
+    }
+}

@@ -1,0 +1,45 @@
+import NIOCore
+import ReplicationCore
+
+/// Everything the replication server is started with, defaults written out once.
+public struct ServerConfiguration: Sendable {
+    /// Address of the TCP listener; loopback unless told otherwise.
+    public var host: String
+    /// Port of the TCP listener; `0` picks a free port.
+    public var port: Int
+    /// Sent in `SERVER`; workers compare it with the name they expect.
+    public var serverName: String
+    /// Client names (`NAME`) that may publish rows with `RDATA` and `POSITION`.
+    public var writers: Set<String>
+    public var protocolLimits: ProtocolConfiguration
+    /// Bytes of catch-up read from the log and written in one go before writability is checked again.
+    public var catchUpPageBytes: Int
+    /// Write-buffer water marks: above `high` a connection is paused, below `low` it resumes.
+    /// Synapse paused at 64 KiB of user-space buffer.
+    public var writeBufferLowWater: Int
+    public var writeBufferHighWater: Int
+    /// How long shutdown waits for connections to take their `ERROR` and go, before closing them.
+    public var shutdownGrace: TimeAmount
+
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 9092,
+        serverName: String = "localhost",
+        writers: Set<String> = [],
+        protocolLimits: ProtocolConfiguration = ProtocolConfiguration(),
+        catchUpPageBytes: Int = 256 * 1024,
+        writeBufferLowWater: Int = 32 * 1024,
+        writeBufferHighWater: Int = 64 * 1024,
+        shutdownGrace: TimeAmount = .seconds(5)
+    ) {
+        self.host = host
+        self.port = port
+        self.serverName = serverName
+        self.writers = writers
+        self.protocolLimits = protocolLimits
+        self.catchUpPageBytes = catchUpPageBytes
+        self.writeBufferLowWater = writeBufferLowWater
+        self.writeBufferHighWater = writeBufferHighWater
+        self.shutdownGrace = shutdownGrace
+    }
+}

@@ -1,0 +1,371 @@
+import Logging
+import NIOCore
+import ReplicationCore
+import StreamLog
+
+/// One client connection on the server. It asks ``ServerConnectionStateMachine`` what each event means
+/// and performs the answer in ``run(_:)``; subscriptions are cursors into the hub's log.
+final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
+    typealias InboundIn = InboundFrame
+    typealias OutboundOut = ByteBuffer
+
+    private var machine: ServerConnectionStateMachine
+    private var subscriptions = [Subscription?](repeating: nil, count: StreamName.all.count)
+    /// Streams that are reading from the log, in the order their catch-up was requested.
+    private var catchUpQueue: [StreamName] = []
+    private var batches: WriterBatches
+    private var syncingUsers: Set<String> = []
+
+    private let hub: ReplicationHub
+    private let configuration: ServerConfiguration
+    private let clock: WallClock
+    private var logger: Logger
+    private var context: ChannelHandlerContext?
+    private var fanout: LoopFanout?
+    private var keepaliveTask: RepeatedTask?
+    private var needsFlush = false
+    private var pumping = false
+    private var pumpAgain = false
+    private var transportFailed = false
+    private var peer = "unknown"
+    private var closeFuture: EventLoopFuture<Void>!
+
+    init(hub: ReplicationHub, configuration: ServerConfiguration, clock: WallClock, logger: Logger) {
+        self.hub = hub
+        self.configuration = configuration
+        self.clock = clock
+        self.logger = logger
+        self.machine = ServerConnectionStateMachine(
+            serverName: configuration.serverName, writers: configuration.writers,
+            configuration: configuration.protocolLimits, now: clock.nowMillis)
+        self.batches = WriterBatches(configuration: configuration.protocolLimits)
+    }
+
+    // MARK: Channel events: ask the machine, run the answer.
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        closeFuture = context.channel.closeFuture
+        peer = context.remoteAddress.map(describe) ?? "unknown"
+        logger[metadataKey: "peer"] = "\(peer)"
+        let fanout = hub.fanout(on: context.eventLoop)
+        fanout.add(self)
+        self.fanout = fanout
+        logger.info("connection opened")
+        for command in machine.connectionActive(now: clock.nowMillis) { write(command) }
+        flushIfNeeded()
+        let interval = TimeAmount.milliseconds(configuration.protocolLimits.pingIntervalMillis)
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            this.value.keepaliveTick()
+        }
+        context.fireChannelActive()
+    }
+
+    private func keepaliveTick() {
+        run(machine.tick(now: clock.nowMillis))
+        flushIfNeeded()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let now = clock.nowMillis
+        switch unwrapInboundIn(data) {
+        case .tooLong:
+            run(machine.lineRejected(.lineTooLong, now: now))
+        case .line(let bytes):
+            guard let text = String(validating: bytes.readableBytesView, as: UTF8.self) else {
+                let offset = firstInvalidUTF8Offset(bytes.readableBytesView)
+                run(machine.lineRejected(.line(.invalidUTF8(byteOffset: offset)), now: now))
+                return
+            }
+            switch machine.lineReceived(text[...], now: now) {
+            case .nothing: break
+            case .dispatch(let command): dispatch(command)
+            case .reply(let outbound): run(outbound)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let now = clock.nowMillis
+        for command in machine.writabilityChanged(isWritable: context.channel.isWritable, now: now) {
+            write(command)
+        }
+        pump()
+        flushIfNeeded()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        transportFailed = true
+        logger.debug("transport error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let reason = machine.connectionClosed(transportFailed ? .failed : .closedByPeer)
+        keepaliveTask?.cancel()
+        keepaliveTask = nil
+        fanout?.remove(self)
+        fanout = nil
+        syncingUsers = []
+        hub.count { $0.closeReasons[reason, default: 0] += 1 }
+        logger.info("connection closed", metadata: ["reason": "\(reason.rawValue)"])
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    // MARK: Hub events (on this event loop).
+
+    func deliver(_ batch: AppendedBatch) {
+        guard let context, var subscription = subscriptions[batch.stream.index] else { return }
+        let canWrite = machine.isEstablished && context.channel.isWritable
+        let delivery = subscription.offered(previousToken: batch.previousToken, token: batch.token, canWrite: canWrite)
+        subscriptions[batch.stream.index] = subscription
+        switch delivery {
+        case .write:
+            if batch.rowCount > 0 { writeRows(batch.liveLines, count: batch.rowCount) }
+        case .skip:
+            if subscription.isCatchingUp { queueCatchUp(batch.stream) }
+        case .catchUp:
+            queueCatchUp(batch.stream)
+            pump()
+        }
+        flushIfNeeded()
+    }
+
+    func shutDown() -> EventLoopFuture<Void> {
+        run(machine.fail(.serverShutdown, now: clock.nowMillis))
+        return closeFuture
+    }
+
+    // MARK: The one place with side effects.
+
+    private func run(_ outbound: ServerConnectionStateMachine.Outbound) {
+        guard let context else { return }
+        switch outbound {
+        case .nothing:
+            break
+        case .write(let command):
+            write(command)
+        case .writeErrorAndClose(let error):
+            logger.warning("closing connection", metadata: ["error": "\(CommandCodec.encode(error))"])
+            fanout?.remove(self)
+            catchUpQueue = []
+            let written = context.eventLoop.makePromise(of: Void.self)
+            write(error, promise: written)
+            needsFlush = false
+            context.flush()
+            // Half-close once the ERROR is out, so the peer reads it before EOF instead of a reset;
+            // the keepalive aborts the connection if the peer never goes away.
+            let channel = context.channel
+            written.futureResult
+                .flatMap { channel.close(mode: .output) }
+                .whenFailure { _ in channel.close(promise: nil) }
+        case .abort:
+            _ = machine.connectionClosed(.aborted)
+            context.close(promise: nil)
+        }
+    }
+
+    private func write(_ command: Command, promise: EventLoopPromise<Void>? = nil) {
+        guard let context,
+            let line = CommandCodec.line(for: command, maxLength: configuration.protocolLimits.maxLineLength)
+        else {
+            promise?.succeed()
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: line.utf8.count + 1)
+        buffer.writeString(line)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        context.write(wrapOutboundOut(buffer), promise: promise)
+        needsFlush = true
+    }
+
+    private func writeRows(_ lines: ByteBuffer, count: Int) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(lines), promise: nil)
+        machine.rowsWritten(count, now: clock.nowMillis)
+        needsFlush = true
+    }
+
+    private func flushIfNeeded() {
+        guard needsFlush, let context else { return }
+        needsFlush = false
+        context.flush()
+    }
+
+    // MARK: Commands.
+
+    private func dispatch(_ command: Command) {
+        switch command {
+        case .name(let name):
+            logger[metadataKey: "name"] = "\(name)"
+            logger.info("connection named", metadata: ["writer": "\(machine.isWriter)"])
+        case .error(let text):
+            logger.error("remote reported error", metadata: ["error": "\(text)"])
+        case .replicate(let stream, let from):
+            replicate(stream, from: from)
+        case .userSync(let user, let state, _):
+            hub.count { $0.userSync += 1 }
+            if state == .start { syncingUsers.insert(user) } else { syncingUsers.remove(user) }
+        case .federationAck(let token):
+            hub.count {
+                $0.federationAck += 1
+                $0.lastFederationAck = token
+            }
+        case .removePusher(let appID, let pushKey, let userID):
+            hub.count { $0.removePusher += 1 }
+            let row = JSONText.array([userID, appID, pushKey].map(JSONText.string) + ["true"])
+            appendServerRow(row, to: .pushers)
+        case .invalidateCache(let function, let keys):
+            hub.count { $0.invalidateCache += 1 }
+            appendServerRow(JSONText.array([JSONText.string(function), keys, String(clock.nowMillis)]), to: .caches)
+        case .userIP:
+            hub.count { $0.userIP += 1 }
+        case .rdata(let stream, let token, let row):
+            switch batches.add(stream: stream, token: token, row: row) {
+            case .failure(let rejection): run(machine.fail(rejection, now: clock.nowMillis))
+            case .success(nil): break
+            case .success(let batch?): appendForWriter(batch.rows, to: batch.stream, token: batch.token, command: .RDATA)
+            }
+        case .position(let stream, let token):
+            switch batches.position(stream: stream, token: token) {
+            case .failure(let rejection): run(machine.fail(rejection, now: clock.nowMillis))
+            case .success(let known): appendForWriter([], to: known, token: token, command: .POSITION)
+            }
+        case .server, .ping, .sync:
+            // The machine never dispatches these to a server.
+            break
+        }
+    }
+
+    private func replicate(_ name: String, from: ReplicateFrom) {
+        if name == "ALL" {
+            for stream in StreamName.all { subscribe(stream, from: from) }
+        } else if let stream = StreamName(name) {
+            subscribe(stream, from: from)
+        } else {
+            run(machine.fail(.unknownStream(name), now: clock.nowMillis))
+            return
+        }
+        pump()
+    }
+
+    private func subscribe(_ stream: StreamName, from: ReplicateFrom) {
+        catchUpQueue.removeAll { $0 == stream }
+        switch from {
+        case .now:
+            let current = hub.log.currentToken(of: stream)
+            subscriptions[stream.index] = .live(at: current)
+            run(machine.send(.position(stream: stream.rawValue, token: current), now: clock.nowMillis))
+        case .token(let token):
+            subscriptions[stream.index] = .replicating(after: token)
+            catchUpQueue.append(stream)
+        }
+        fanout?.subscribe(self, to: stream)
+    }
+
+    private func appendServerRow(_ row: String, to stream: StreamName) {
+        guard let context else { return }
+        hub.append([row], to: stream, token: .next, on: context.eventLoop).whenFailure { [logger] error in
+            logger.error("could not append row", metadata: ["stream": "\(stream)", "error": "\(error)"])
+        }
+    }
+
+    /// Appends a writer's batch (or position advance) and acknowledges it with `POSITION` once stored.
+    private func appendForWriter(_ rows: [String], to stream: StreamName, token: Int64, command: CommandName) {
+        guard let context else { return }
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        hub.append(rows, to: stream, token: .exactly(token), on: context.eventLoop).whenComplete { result in
+            this.value.writerAppendCompleted(result, stream: stream, token: token, command: command)
+        }
+    }
+
+    private func writerAppendCompleted(
+        _ result: Result<AppendedBatch, any Error>, stream: StreamName, token: Int64, command: CommandName
+    ) {
+        let now = clock.nowMillis
+        switch result {
+        case .success(let batch):
+            run(machine.send(.position(stream: stream.rawValue, token: batch.token), now: now))
+        case .failure(let error):
+            let why: String
+            if case StreamLogError.tokenNotAfterCurrent(let current) = error {
+                why = "token must be greater than the stream's current token \(current)"
+            } else {
+                why = "not stored: \(error)"
+            }
+            run(machine.fail(.writerRejected(command, stream: stream.rawValue, token: String(token), why), now: now))
+        }
+        flushIfNeeded()
+    }
+
+    // MARK: Catch-up.
+
+    private func queueCatchUp(_ stream: StreamName) {
+        if !catchUpQueue.contains(stream) { catchUpQueue.append(stream) }
+    }
+
+    /// Reads from the log for every catching-up subscription while the connection takes writes.
+    private func pump() {
+        guard !pumping else {
+            pumpAgain = true
+            return
+        }
+        pumping = true
+        defer { pumping = false }
+        repeat {
+            pumpAgain = false
+            while let context, machine.isEstablished, context.channel.isWritable, let stream = catchUpQueue.first {
+                guard var subscription = subscriptions[stream.index], subscription.isCatchingUp else {
+                    catchUpQueue.removeFirst()
+                    continue
+                }
+                let page: LogPage
+                do {
+                    page = try hub.log.read(
+                        stream, after: subscription.cursor, maxBytes: configuration.catchUpPageBytes)
+                } catch .fallenBehind {
+                    run(machine.fail(.fallenBehind(stream), now: clock.nowMillis))
+                    return
+                } catch {
+                    run(machine.fail(.replicateFailed(stream, error), now: clock.nowMillis))
+                    return
+                }
+                if page.rowCount > 0 { writeRows(page.lines, count: page.rowCount) }
+                let announce = subscription.pageWritten(endToken: page.endToken, reachedHead: page.reachedHead)
+                subscriptions[stream.index] = subscription
+                if page.reachedHead { catchUpQueue.removeFirst() }
+                if announce {
+                    run(machine.send(.position(stream: stream.rawValue, token: page.endToken), now: clock.nowMillis))
+                }
+            }
+        } while pumpAgain
+        flushIfNeeded()
+    }
+}
+
+/// Offset of the first byte that is not valid UTF-8 (for the error text).
+func firstInvalidUTF8Offset(_ bytes: ByteBufferView) -> Int {
+    var parser = Unicode.UTF8.ForwardParser()
+    var iterator = bytes.makeIterator()
+    var offset = 0
+    while true {
+        switch parser.parseScalar(from: &iterator) {
+        case .valid(let scalar): offset += scalar.count
+        case .emptyInput, .error: return offset
+        }
+    }
+}
+
+/// `host:port` for logs.
+func describe(_ address: SocketAddress) -> String {
+    guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+    return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+}

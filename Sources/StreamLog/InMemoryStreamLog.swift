@@ -1,0 +1,112 @@
+import DequeModule
+import NIOConcurrencyHelpers
+import NIOCore
+import ReplicationCore
+
+/// A stream log held in memory, with a per-stream row budget. Used for tests and when no data
+/// directory is wanted; everything is lost on restart.
+public final class InMemoryStreamLog: StreamLog {
+    private struct StoredBatch {
+        var token: Int64
+        var rowCount: Int
+        /// The rows with their numeric token, as catch-up sends them.
+        var catchUpLines: ByteBuffer
+    }
+
+    private struct Stream {
+        var batches = Deque<StoredBatch>()
+        var currentToken: Int64 = 0
+        /// Rows after this token are all retained; a reader behind it has fallen behind.
+        var oldestServable: Int64 = 0
+        var rowCount = 0
+    }
+
+    private let streams: [NIOLockedValueBox<Stream>]
+    private let retainRows: Int
+
+    /// - Parameter retainRows: rows kept per stream at least; older whole batches are dropped beyond it.
+    public init(retainRows: Int = 100_000) {
+        precondition(retainRows > 0, "retainRows must be positive")
+        self.retainRows = retainRows
+        self.streams = StreamName.all.map { _ in NIOLockedValueBox(Stream()) }
+    }
+
+    public func currentToken(of stream: StreamName) -> Int64 {
+        streams[stream.index].withLockedValue { $0.currentToken }
+    }
+
+    public func append(
+        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<AppendedBatch> {
+        let retainRows = self.retainRows
+        let result = streams[stream.index].withLockedValue { state -> Result<AppendedBatch, StreamLogError> in
+            let previous = state.currentToken
+            let newToken: Int64
+            switch token {
+            case .next:
+                newToken = previous + 1
+            case .exactly(let requested):
+                guard requested > previous else { return .failure(.tokenNotAfterCurrent(current: previous)) }
+                newToken = requested
+            }
+            state.currentToken = newToken
+            if !rows.isEmpty {
+                var lines = ByteBufferAllocator().buffer(capacity: rows.reduce(0) { $0 + $1.utf8.count + 32 })
+                RowLines.catchUp(rows, stream: stream, token: newToken, into: &lines)
+                state.batches.append(StoredBatch(token: newToken, rowCount: rows.count, catchUpLines: lines))
+                state.rowCount += rows.count
+                while let oldest = state.batches.first, state.rowCount - oldest.rowCount >= retainRows {
+                    state.batches.removeFirst()
+                    state.rowCount -= oldest.rowCount
+                    state.oldestServable = oldest.token
+                }
+            }
+            // A one-row batch is sent live exactly as catch-up sends it; share the bytes.
+            let live: ByteBuffer =
+                rows.count == 1 && state.batches.last?.token == newToken
+                ? state.batches.last!.catchUpLines : RowLines.live(rows, stream: stream, token: newToken)
+            return .success(
+                AppendedBatch(
+                    stream: stream, previousToken: previous, token: newToken, rowCount: rows.count, liveLines: live))
+        }
+        return eventLoop.makeCompletedFuture(result.mapError { $0 as any Error })
+    }
+
+    public func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {
+        let result = streams[stream.index].withLockedValue { state -> Result<LogPage, StreamLogError> in
+            guard token >= state.oldestServable else { return .failure(.fallenBehind(oldestServable: state.oldestServable)) }
+            var index = firstBatch(after: token, in: state.batches)
+            var lines = ByteBuffer()
+            var rows = 0
+            var endToken = token
+            while index < state.batches.endIndex, lines.readableBytes < maxBytes {
+                var batch = state.batches[index]
+                if lines.readableBytes == 0 {
+                    lines = batch.catchUpLines  // the common single-batch page shares the stored bytes
+                } else {
+                    lines.writeBuffer(&batch.catchUpLines)
+                }
+                rows += batch.rowCount
+                endToken = batch.token
+                index += 1
+            }
+            let reachedHead = index == state.batches.endIndex
+            return .success(
+                LogPage(
+                    lines: lines, rowCount: rows, endToken: reachedHead ? state.currentToken : endToken,
+                    reachedHead: reachedHead))
+        }
+        return try result.get()
+    }
+
+    /// Index of the first batch whose token is greater than `token` (batches are in token order).
+    private func firstBatch(after token: Int64, in batches: Deque<StoredBatch>) -> Int {
+        var low = batches.startIndex
+        var high = batches.endIndex
+        while low < high {
+            let middle = (low + high) / 2
+            if batches[middle].token <= token { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+}

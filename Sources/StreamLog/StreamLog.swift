@@ -1,0 +1,103 @@
+import NIOCore
+import ReplicationCore
+
+/// Where the token of an appended batch comes from.
+public enum AppendToken: Sendable, Equatable {
+    /// A writer's token: it must be strictly greater than the stream's current token.
+    case exactly(Int64)
+    /// The stream's next token (rows the server makes itself, e.g. for `INVALIDATE_CACHE`).
+    case next
+}
+
+/// A batch the log has accepted: everything fan-out needs, encoded once for every subscriber.
+public struct AppendedBatch: Sendable {
+    public let stream: StreamName
+    /// The stream's token before this batch; a subscriber whose cursor is behind it missed something.
+    public let previousToken: Int64
+    public let token: Int64
+    public let rowCount: Int
+    /// The rows as live fan-out sends them: `batch` on every row but the last, which carries the token.
+    /// Empty when a writer only advanced the stream's position.
+    public let liveLines: ByteBuffer
+
+    public init(stream: StreamName, previousToken: Int64, token: Int64, rowCount: Int, liveLines: ByteBuffer) {
+        self.stream = stream
+        self.previousToken = previousToken
+        self.token = token
+        self.rowCount = rowCount
+        self.liveLines = liveLines
+    }
+}
+
+/// One page of catch-up: rows after a token, each with its own numeric token, bounded in bytes.
+public struct LogPage: Sendable {
+    /// `RDATA` lines, ready to write.
+    public var lines: ByteBuffer
+    public var rowCount: Int
+    /// The token the reader's cursor moves to once these lines are written.
+    public var endToken: Int64
+    /// Whether `endToken` is the stream's current token (nothing more to read).
+    public var reachedHead: Bool
+
+    public init(lines: ByteBuffer, rowCount: Int, endToken: Int64, reachedHead: Bool) {
+        self.lines = lines
+        self.rowCount = rowCount
+        self.endToken = endToken
+        self.reachedHead = reachedHead
+    }
+}
+
+public enum StreamLogError: Error, Equatable, Sendable {
+    /// A writer's token was not greater than the stream's current token.
+    case tokenNotAfterCurrent(current: Int64)
+    /// The rows after the requested token are no longer retained.
+    case fallenBehind(oldestServable: Int64)
+    /// The log could not store or read the batch (I/O).
+    case storage(String)
+}
+
+/// The per-stream, ordered log of `(token, row)` that catch-up reads and fan-out follows.
+///
+/// Appends are acknowledged through a future so that a durable implementation can group-commit; a
+/// batch is visible to readers once its future has succeeded, never before.
+public protocol StreamLog: Sendable {
+    /// The stream's current token (the token of its last batch or position advance).
+    func currentToken(of stream: StreamName) -> Int64
+
+    /// Appends a batch of rows (possibly none: a position advance) under one token.
+    func append(
+        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<AppendedBatch>
+
+    /// Reads the rows after `token`, at most about `maxBytes` of lines (always at least one batch).
+    func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage
+}
+
+/// The exact bytes of `RDATA` lines, built once per batch.
+public enum RowLines {
+    /// Every row with the numeric token, as catch-up sends them.
+    public static func catchUp(_ rows: [String], stream: StreamName, token: Int64, into buffer: inout ByteBuffer) {
+        let tokenText = String(token)
+        for row in rows { write(row, stream: stream, tokenText: tokenText, into: &buffer) }
+    }
+
+    /// All rows but the last with `batch`, as live fan-out sends a batch.
+    public static func live(_ rows: [String], stream: StreamName, token: Int64) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: rows.reduce(0) { $0 + $1.utf8.count + 32 })
+        let tokenText = String(token)
+        for (index, row) in rows.enumerated() {
+            write(row, stream: stream, tokenText: index == rows.count - 1 ? tokenText : "batch", into: &buffer)
+        }
+        return buffer
+    }
+
+    private static func write(_ row: String, stream: StreamName, tokenText: String, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("RDATA ")
+        buffer.writeString(stream.rawValue)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(tokenText)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(row)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+    }
+}

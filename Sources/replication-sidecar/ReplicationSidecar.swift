@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct ReplicationSidecar: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replication-sidecar",
+        abstract: "A Synapse replication server with per-connection metrics.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self
+    )
+}
