@@ -49,8 +49,29 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Helpers shared by the test targets: a blocking line socket and a server fixture on loopback.
+        .target(
+            name: "ReplicationTestSupport",
+            dependencies: [
+                "ReplicationNIO",
+                "StreamLog",
+                "ReplicationCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/ReplicationTestSupport"
+        ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
-        .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "ReplicationCore"]),
+        .testTarget(
+            name: "StreamLogTests",
+            dependencies: [
+                "StreamLog",
+                "ReplicationCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "ReplicationNIOTests",
             dependencies: [
@@ -61,6 +82,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                "ReplicationTestSupport",
             ]
         ),
     ]

@@ -161,9 +161,9 @@ extension CommandCodec {
         let line = encode(command)
         guard line.utf8.count > maxLength else { return line }
         guard case .error = command else { return nil }
-        var utf8 = line.utf8.prefix(maxLength)
-        // Cut on a character boundary.
-        while let last = utf8.last, last & 0xC0 == 0x80 || last >= 0xC0 { utf8 = utf8.dropLast() }
-        return String(decoding: utf8, as: UTF8.self)
+        // Cut on a scalar boundary: back up to the last byte that does not continue a scalar.
+        var end = line.utf8.index(line.utf8.startIndex, offsetBy: maxLength)
+        while line.utf8[end] & 0xC0 == 0x80 { end = line.utf8.index(before: end) }
+        return String(line.utf8[..<end])!
     }
 }

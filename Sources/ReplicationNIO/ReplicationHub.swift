@@ -7,8 +7,10 @@ import StreamLog
 /// What the hub needs of a connection: rows to deliver and a way to end it. Called on its event loop only.
 protocol HubConnection: AnyObject {
     func deliver(_ batch: AppendedBatch)
-    /// Sends `ERROR server shutting down` and closes; the future completes when the channel is closed.
-    func shutDown() -> EventLoopFuture<Void>
+    /// Sends `ERROR server shutting down` and closes, aborting after `grace` if the peer does not go;
+    /// the future completes when the channel is closed.
+    func shutDown(grace: TimeAmount) -> EventLoopFuture<Void>
+    func snapshot() -> ConnectionSnapshot
 }
 
 /// The connections of one event loop. Confined to that loop: no locks on the fan-out path.
@@ -34,7 +36,11 @@ final class LoopFanout {
         for subscriber in subscribers[batch.stream.index].values { subscriber.deliver(batch) }
     }
 
-    func shutDownAll() -> [EventLoopFuture<Void>] { connections.values.map { $0.shutDown() } }
+    func shutDownAll(grace: TimeAmount) -> [EventLoopFuture<Void>] {
+        connections.values.map { $0.shutDown(grace: grace) }
+    }
+
+    func snapshots() -> [ConnectionSnapshot] { connections.values.map { $0.snapshot() } }
 }
 
 /// The server's shared core: the log, the fan-out to every event loop, and the process-wide counters.
@@ -81,11 +87,20 @@ public final class ReplicationHub: Sendable {
     /// A copy of the process-wide counters.
     public var countersSnapshot: HubCounters { counters.withLockedValue { $0 } }
 
-    /// Sends `ERROR server shutting down` to every connection; completes when all have closed.
-    public func shutDownAllConnections(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    /// A snapshot of every open connection, each taken on its own event loop (one hop per loop).
+    public func connectionSnapshots(on eventLoop: any EventLoop) -> EventLoopFuture<[ConnectionSnapshot]> {
+        let perLoop = fanouts.withLockedValue { Array($0.values) }.map { fanout in
+            fanout.eventLoop.submit { fanout.value.snapshots() }
+        }
+        return EventLoopFuture.whenAllSucceed(perLoop, on: eventLoop).map { $0.flatMap { $0 } }
+    }
+
+    /// Sends `ERROR server shutting down` to every connection; completes when all have closed, which
+    /// is at most `grace` later.
+    public func shutDownAllConnections(grace: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let perLoop = fanouts.withLockedValue { Array($0.values) }.map { fanout in
             fanout.eventLoop.flatSubmit {
-                EventLoopFuture.andAllComplete(fanout.value.shutDownAll(), on: fanout.eventLoop)
+                EventLoopFuture.andAllComplete(fanout.value.shutDownAll(grace: grace), on: fanout.eventLoop)
             }
         }
         return EventLoopFuture.andAllComplete(perLoop, on: eventLoop)

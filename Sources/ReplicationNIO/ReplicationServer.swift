@@ -35,7 +35,11 @@ public final class ReplicationServer: Service, Sendable {
         let configuration = self.configuration
         let clock = self.clock
         let logger = self.logger
-        let channel = try await ServerBootstrap(group: group)
+        var bootstrap = ServerBootstrap(group: group)
+        if let size = configuration.socketSendBuffer {
+            bootstrap = bootstrap.childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(size))
+        }
+        let channel = try await bootstrap
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -80,18 +84,11 @@ public final class ReplicationServer: Service, Sendable {
     }
 
     /// Stops accepting, sends `ERROR server shutting down` to every connection, and waits for them to
-    /// close (closing any that are still open after the grace period).
+    /// close (aborting any that are still open after the grace period).
     public func shutDown() async throws {
         guard let channel = listener.take() else { return }
         try? await channel.close()
-        let loop = group.next()
-        let allClosed = hub.shutDownAllConnections(on: loop)
-        let grace = loop.scheduleTask(in: configuration.shutdownGrace) {}
-        let first = loop.makePromise(of: Void.self)
-        allClosed.cascade(to: first)
-        grace.futureResult.cascade(to: first)
-        try? await first.futureResult.get()
-        grace.cancel()
+        try? await hub.shutDownAllConnections(grace: configuration.shutdownGrace, on: group.next()).get()
         logger.info("replication listener stopped")
     }
 }

@@ -18,6 +18,9 @@ public struct ServerConfiguration: Sendable {
     /// Synapse paused at 64 KiB of user-space buffer.
     public var writeBufferLowWater: Int
     public var writeBufferHighWater: Int
+    /// `SO_SNDBUF` for worker connections; `nil` leaves the kernel's autotuning (which can hold megabytes
+    /// per connection before the server sees back-pressure).
+    public var socketSendBuffer: Int?
     /// How long shutdown waits for connections to take their `ERROR` and go, before closing them.
     public var shutdownGrace: TimeAmount
 
@@ -30,6 +33,7 @@ public struct ServerConfiguration: Sendable {
         catchUpPageBytes: Int = 256 * 1024,
         writeBufferLowWater: Int = 32 * 1024,
         writeBufferHighWater: Int = 64 * 1024,
+        socketSendBuffer: Int? = nil,
         shutdownGrace: TimeAmount = .seconds(5)
     ) {
         self.host = host
@@ -40,6 +44,7 @@ public struct ServerConfiguration: Sendable {
         self.catchUpPageBytes = catchUpPageBytes
         self.writeBufferLowWater = writeBufferLowWater
         self.writeBufferHighWater = writeBufferHighWater
+        self.socketSendBuffer = socketSendBuffer
         self.shutdownGrace = shutdownGrace
     }
 }

@@ -29,6 +29,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var transportFailed = false
     private var peer = "unknown"
     private var closeFuture: EventLoopFuture<Void>!
+    private var connectedAtMillis: Int64 = 0
 
     init(hub: ReplicationHub, configuration: ServerConfiguration, clock: WallClock, logger: Logger) {
         self.hub = hub
@@ -46,6 +47,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     func channelActive(context: ChannelHandlerContext) {
         self.context = context
         closeFuture = context.channel.closeFuture
+        connectedAtMillis = clock.nowMillis
         peer = context.remoteAddress.map(describe) ?? "unknown"
         logger[metadataKey: "peer"] = "\(peer)"
         let fanout = hub.fanout(on: context.eventLoop)
@@ -139,9 +141,22 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         flushIfNeeded()
     }
 
-    func shutDown() -> EventLoopFuture<Void> {
+    func shutDown(grace: TimeAmount) -> EventLoopFuture<Void> {
         run(machine.fail(.serverShutdown, now: clock.nowMillis))
+        if let context {
+            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let abort = context.eventLoop.scheduleTask(in: grace) { this.value.run(.abort) }
+            closeFuture.whenComplete { _ in abort.cancel() }
+        }
         return closeFuture
+    }
+
+    func snapshot() -> ConnectionSnapshot {
+        let buffered = (try? context?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        return ConnectionSnapshot(
+            name: machine.name, peer: peer, isWriter: machine.isWriter, connectedAtMillis: connectedAtMillis,
+            pendingCommands: machine.pendingCommands.count, bufferedWritableBytes: buffered,
+            counters: machine.counters, sentTokens: subscriptions.map { $0?.cursor }, syncingUsers: syncingUsers.count)
     }
 
     // MARK: The one place with side effects.
@@ -346,8 +361,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                     run(machine.send(.position(stream: stream.rawValue, token: page.endToken), now: clock.nowMillis))
                 }
             }
+            // Flushing may make the channel writable again, which asks for another round.
+            flushIfNeeded()
         } while pumpAgain
-        flushIfNeeded()
     }
 }
 

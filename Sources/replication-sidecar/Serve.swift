@@ -47,6 +47,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Rows a writer may hold in one unfinished batch.")
     var maxBatchRows = 10_000
 
+    @Option(help: "SO_SNDBUF in bytes for worker connections (default: the kernel's autotuning).")
+    var socketSendBuffer: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -69,6 +72,9 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--ping-interval-ms and --ping-timeout-ms must be positive")
         }
         guard maxBatchRows > 0 else { throw ValidationError("--max-batch-rows must be at least 1, got \(maxBatchRows)") }
+        if let socketSendBuffer, socketSendBuffer < 1024 {
+            throw ValidationError("--socket-send-buffer must be at least 1024 bytes, got \(socketSendBuffer)")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -86,7 +92,8 @@ struct Serve: AsyncParsableCommand {
             host: host, port: port, serverName: serverName, writers: Set(writers),
             protocolLimits: ProtocolConfiguration(
                 maxLineLength: maxLineLength, maxPendingCommands: maxPendingCommands,
-                pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows))
+                pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows),
+            socketSendBuffer: socketSendBuffer)
         let server = ReplicationServer(
             configuration: configuration, log: InMemoryStreamLog(retainRows: retainRows),
             group: MultiThreadedEventLoopGroup.singleton, logger: logger)

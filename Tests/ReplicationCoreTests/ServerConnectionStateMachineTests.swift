@@ -1,0 +1,127 @@
+import Testing
+
+@testable import ReplicationCore
+
+@Suite struct ServerConnectionStateMachineTests {
+    func machine(writers: Set<String> = [], maxPending: Int = 10_000) -> ServerConnectionStateMachine {
+        ServerConnectionStateMachine(
+            serverName: "test.local", writers: writers,
+            configuration: ProtocolConfiguration(maxPendingCommands: maxPending), now: 0)
+    }
+
+    @Test func greetsWithServerThenPing() {
+        var machine = machine()
+        #expect(machine.connectionActive(now: 42) == [.server(name: "test.local"), .ping("42")])
+        #expect(machine.counters.outbound(.SERVER) == 1)
+        #expect(machine.counters.outbound(.PING) == 1)
+    }
+
+    @Test func blankLinesAndPingsNeedNothing() {
+        var machine = machine()
+        #expect(machine.lineReceived("", now: 1) == .nothing)
+        #expect(machine.lineReceived("   ", now: 1) == .nothing)
+        #expect(machine.lineReceived("PING 1", now: 1) == .nothing)
+        #expect(machine.keepalive.peerHasPinged)
+        #expect(machine.counters.inbound(.PING) == 1)
+    }
+
+    @Test func nameRenamesTheConnectionAndMayMakeItAWriter() {
+        var machine = machine(writers: ["pub"])
+        #expect(machine.name == "anon")
+        #expect(machine.lineReceived("NAME worker1", now: 1) == .dispatch(.name("worker1")))
+        #expect(machine.name == "worker1" && !machine.isWriter)
+        _ = machine.lineReceived("NAME pub", now: 1)
+        #expect(machine.isWriter)
+        #expect(
+            machine.lineReceived("POSITION events 5", now: 1) == .dispatch(.position(stream: "events", token: 5)))
+    }
+
+    @Test(arguments: ["RDATA events 1 []", "POSITION events 1", "SERVER x", "SYNC x", "FOO bar", "name x"])
+    func commandsFromTheWrongSideAreInvalid(line: String) {
+        var machine = machine()
+        let name = String(line.split(separator: " ")[0])
+        #expect(
+            machine.lineReceived(line[...], now: 1)
+                == .reply(.writeErrorAndClose(.error("invalid command: \(name)"))))
+        #expect(machine.state == .closing(.invalidCommand))
+        // Nothing more is read from a closing connection.
+        #expect(machine.lineReceived("PING 1", now: 2) == .nothing)
+        #expect(machine.counters.inbound(.PING) == 0)
+    }
+
+    @Test func unparsableArgumentsCloseWithTheParseError() {
+        var machine = machine()
+        #expect(
+            machine.lineReceived("FEDERATION_ACK x", now: 1)
+                == .reply(
+                    .writeErrorAndClose(
+                        .error(
+                            #"failed to parse line for  'FEDERATION_ACK': ValueError("invalid literal for int() with base 10: 'x'") ('x'):"#
+                        ))))
+        #expect(machine.counters.inbound(.FEDERATION_ACK) == 1)
+        #expect(machine.connectionClosed(.closedByPeer) == .parseError)
+    }
+
+    @Test func pausedConnectionsQueueCommandsAndResumeInOrder() {
+        var machine = machine()
+        #expect(machine.writabilityChanged(isWritable: false, now: 1).isEmpty)
+        #expect(machine.state == .paused && !machine.isEstablished)
+        #expect(machine.send(.position(stream: "events", token: 1), now: 1) == .nothing)
+        #expect(machine.send(.ping("2"), now: 2) == .nothing)
+        #expect(machine.pendingCommands.count == 2)
+        #expect(machine.counters.outbound(.POSITION) == 0)
+        #expect(machine.writabilityChanged(isWritable: true, now: 3) == [.position(stream: "events", token: 1), .ping("2")])
+        #expect(machine.pendingCommands.isEmpty && machine.counters.outbound(.POSITION) == 1)
+        #expect(machine.send(.ping("4"), now: 4) == .write(.ping("4")))
+    }
+
+    @Test func moreThanTheLimitOfQueuedCommandsFailsToKeepUp() {
+        var machine = machine(maxPending: 3)
+        _ = machine.writabilityChanged(isWritable: false, now: 1)
+        for _ in 0..<3 { #expect(machine.send(.ping("1"), now: 1) == .nothing) }
+        #expect(machine.send(.ping("1"), now: 1) == .writeErrorAndClose(.error("Failed to keep up")))
+        #expect(machine.pendingCommands.isEmpty)
+        #expect(machine.connectionClosed(.closedByPeer) == .failedToKeepUp)
+    }
+
+    @Test func keepaliveTimesOutPingsAndAborts() {
+        var machine = machine()
+        _ = machine.connectionActive(now: 0)
+        #expect(machine.tick(now: 5_000) == .write(.ping("5000")))
+        #expect(machine.tick(now: 6_000) == .nothing)
+        _ = machine.lineReceived("PING 1", now: 6_000)
+        #expect(machine.tick(now: 31_000) == .write(.ping("31000")))
+        #expect(machine.tick(now: 31_001) == .writeErrorAndClose(.error("ping timeout")))
+        #expect(machine.tick(now: 56_001) == .nothing)
+        #expect(machine.tick(now: 56_002) == .abort)
+        #expect(machine.connectionClosed(.aborted) == .connectionAborted)
+    }
+
+    @Test func pingsWhilePausedAreQueued() {
+        var machine = machine()
+        _ = machine.writabilityChanged(isWritable: false, now: 0)
+        #expect(machine.tick(now: 5_000) == .nothing)
+        #expect(machine.pendingCommands == [.ping("5000")])
+    }
+
+    @Test func closeReasonsFollowHowTheConnectionEnded() {
+        var clean = machine()
+        #expect(clean.connectionClosed(.closedByPeer) == .connectionDone)
+        var lost = machine()
+        #expect(lost.connectionClosed(.failed) == .connectionLost)
+        var shutDown = machine()
+        #expect(shutDown.fail(.serverShutdown, now: 0) == .writeErrorAndClose(.error("server shutting down")))
+        #expect(shutDown.fail(.pingTimeout, now: 0) == .nothing)
+        #expect(shutDown.connectionClosed(.closedByPeer) == .serverShutdown)
+        #expect(shutDown.connectionClosed(.failed) == .serverShutdown)
+    }
+
+    @Test func replicateErrorTexts() {
+        #expect(
+            ClosingError.unknownStream("nosuch").text
+                == "failed to handle replicate: Exception('unknown stream %s', 'nosuch')")
+        #expect(
+            ClosingError.fallenBehind(.events).text
+                == "failed to handle replicate: Exception('stream events has fallen behind')")
+    }
+}

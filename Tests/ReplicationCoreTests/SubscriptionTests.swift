@@ -1,0 +1,37 @@
+import Testing
+
+@testable import ReplicationCore
+
+@Suite struct SubscriptionTests {
+    @Test func liveSubscriptionWritesBatchesThatFollowItsCursor() {
+        var subscription = Subscription.live(at: 5)
+        #expect(subscription.offered(previousToken: 5, token: 7, canWrite: true) == .write)
+        #expect(subscription.cursor == 7)
+        #expect(subscription.offered(previousToken: 6, token: 7, canWrite: true) == .skip)
+    }
+
+    @Test func aPausedSubscriptionKeepsItsCursorAndCatchesUpLater() {
+        var subscription = Subscription.live(at: 5)
+        #expect(subscription.offered(previousToken: 5, token: 6, canWrite: false) == .skip)
+        #expect(subscription.cursor == 5 && subscription.isCatchingUp)
+        #expect(subscription.offered(previousToken: 6, token: 7, canWrite: true) == .skip)
+        // Back at the head without a POSITION: nothing was requested.
+        #expect(subscription.pageWritten(endToken: 7, reachedHead: true) == false)
+        #expect(subscription.phase == .live && subscription.cursor == 7)
+    }
+
+    @Test func aMissedBatchTurnsToTheLog() {
+        var subscription = Subscription.live(at: 5)
+        #expect(subscription.offered(previousToken: 6, token: 8, canWrite: true) == .catchUp)
+        #expect(subscription.cursor == 5 && subscription.isCatchingUp)
+    }
+
+    @Test func replicateAnnouncesThePositionWhenItReachesTheHead() {
+        var subscription = Subscription.replicating(after: 0)
+        #expect(subscription.offered(previousToken: 0, token: 1, canWrite: true) == .skip)
+        #expect(subscription.pageWritten(endToken: 10, reachedHead: false) == false)
+        #expect(subscription.isCatchingUp)
+        #expect(subscription.pageWritten(endToken: 20, reachedHead: true) == true)
+        #expect(subscription.phase == .live && subscription.cursor == 20)
+    }
+}

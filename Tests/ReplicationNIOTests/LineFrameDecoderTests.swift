@@ -1,0 +1,51 @@
+import NIOCore
+import NIOEmbedded
+import NIOTestUtils
+import Testing
+
+@testable import ReplicationNIO
+
+@Suite struct LineFrameDecoderTests {
+    func frame(_ text: String) -> InboundFrame { .line(ByteBuffer(string: text)) }
+
+    @Test func splitsLinesStripsCarriageReturnsWhateverTheChunking() throws {
+        let input = "NAME w\r\nPING 1\n\nREPLICATE ALL NOW\n"
+        try ByteToMessageDecoderVerifier.verifyDecoder(
+            stringInputOutputPairs: [(input, [frame("NAME w"), frame("PING 1"), frame(""), frame("REPLICATE ALL NOW")])],
+            decoderFactory: { LineFrameDecoder(maxLineLength: 16384) })
+    }
+
+    @Test func oneByteAtATime() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineFrameDecoder(maxLineLength: 16384)))
+        for byte in "PING 1\nNAME x\n".utf8 { try channel.writeInbound(ByteBuffer(bytes: [byte])) }
+        #expect(try channel.readInbound(as: InboundFrame.self) == frame("PING 1"))
+        #expect(try channel.readInbound(as: InboundFrame.self) == frame("NAME x"))
+        #expect(try channel.readInbound(as: InboundFrame.self) == nil)
+    }
+
+    @Test func aLineOfExactlyTheLimitPassesOneByteMoreDoesNot() throws {
+        var decoder = LineFrameDecoder(maxLineLength: 16384)
+        var fits = ByteBuffer(string: String(repeating: "a", count: 16384) + "\n")
+        #expect(decoder.nextFrame(&fits) == frame(String(repeating: "a", count: 16384)))
+
+        var decoder2 = LineFrameDecoder(maxLineLength: 16384)
+        var tooLong = ByteBuffer(string: String(repeating: "a", count: 16385) + "\nPING 1\n")
+        #expect(decoder2.nextFrame(&tooLong) == .tooLong)
+        // Everything after an overlong line is discarded: the connection is closing.
+        #expect(decoder2.nextFrame(&tooLong) == nil)
+    }
+
+    @Test func anUnterminatedBufferPastTheLimitIsTooLongBeforeItsNewlineArrives() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineFrameDecoder(maxLineLength: 16384)))
+        try channel.writeInbound(ByteBuffer(string: String(repeating: "b", count: 16384)))
+        #expect(try channel.readInbound(as: InboundFrame.self) == nil)
+        try channel.writeInbound(ByteBuffer(string: "b"))
+        #expect(try channel.readInbound(as: InboundFrame.self) == .tooLong)
+    }
+
+    @Test func carriageReturnCountsTowardsTheLimit() throws {
+        var decoder = LineFrameDecoder(maxLineLength: 4)
+        var buffer = ByteBuffer(string: "abcd\r\n")
+        #expect(decoder.nextFrame(&buffer) == .tooLong)
+    }
+}

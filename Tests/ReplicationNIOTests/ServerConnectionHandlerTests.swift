@@ -1,0 +1,95 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import ReplicationCore
+import ReplicationTestSupport
+import StreamLog
+import Testing
+
+@testable import ReplicationNIO
+
+/// The handler on an `EmbeddedChannel`, with a manual clock that moves with the embedded loop's time.
+final class EmbeddedConnection {
+    let channel: EmbeddedChannel
+    let loop: EmbeddedEventLoop
+    let clock = ManualClock(startMillis: 0)
+    let hub: ReplicationHub
+
+    init(configuration: ServerConfiguration = ServerConfiguration(serverName: "test.local")) throws {
+        loop = EmbeddedEventLoop()
+        hub = ReplicationHub(log: InMemoryStreamLog())
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(LineFrameDecoder(maxLineLength: configuration.protocolLimits.maxLineLength)),
+            ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock.clock, logger: logger),
+        ])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    func send(_ text: String) throws { try channel.writeInbound(ByteBuffer(string: text)) }
+
+    /// Every line the server has written so far.
+    func written() throws -> [String] {
+        var lines: [String] = []
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            lines += buffer.readString(length: buffer.readableBytes)!.split(separator: "\n").map(String.init)
+        }
+        return lines
+    }
+
+    func advance(millis: Int64) {
+        clock.advance(byMillis: millis)
+        loop.advanceTime(by: .milliseconds(millis))
+    }
+}
+
+@Suite struct ServerConnectionHandlerTests {
+    @Test func greetsThenPingsWhenIdle() throws {
+        let connection = try EmbeddedConnection()
+        #expect(try connection.written() == ["SERVER test.local", "PING 0"])
+        connection.advance(millis: 5_000)
+        #expect(try connection.written() == ["PING 5000"])
+        try connection.send("NAME w\nREPLICATE events NOW\n")
+        #expect(try connection.written() == ["POSITION events 0"])
+        connection.advance(millis: 5_000)
+        // Something was sent 5 s ago at the latest, so a ping is due again.
+        #expect(try connection.written() == ["PING 10000"])
+    }
+
+    @Test func aPeerThatPingedIsTimedOut() throws {
+        let connection = try EmbeddedConnection()
+        _ = try connection.written()
+        try connection.send("PING 1\n")
+        for _ in 0..<5 { connection.advance(millis: 5_000) }
+        #expect(try connection.written().suffix(1) == ["PING 25000"])
+        connection.advance(millis: 5_000)
+        #expect(try connection.written() == ["ERROR ping timeout"])
+        // (An embedded channel cannot half-close, so it closes at once; the abort is tested on loopback.)
+        #expect(!connection.channel.isActive)
+        #expect(connection.hub.countersSnapshot.closeReasons == [.pingTimeout: 1])
+    }
+
+    @Test func aPeerThatNeverPingedStaysConnected() throws {
+        let connection = try EmbeddedConnection()
+        for _ in 0..<20 { connection.advance(millis: 5_000) }
+        #expect(connection.channel.isActive)
+        #expect(try connection.written().allSatisfy { $0.hasPrefix("PING ") || $0.hasPrefix("SERVER ") })
+    }
+
+    @Test func overlongAndInvalidUTF8LinesCloseWithTheirErrors() throws {
+        let long = try EmbeddedConnection()
+        _ = try long.written()
+        try long.send(String(repeating: "x", count: 16385))
+        #expect(try long.written() == ["ERROR Line length exceeded"])
+
+        let binary = try EmbeddedConnection()
+        _ = try binary.written()
+        try binary.channel.writeInbound(ByteBuffer(bytes: Array("NAME ab".utf8) + [0xFF, 0x0A]))
+        #expect(
+            try binary.written() == [
+                "ERROR failed to parse line: UnicodeDecodeError(\"'utf-8' codec can't decode the byte at position 7\")"
+            ])
+    }
+}
