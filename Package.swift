@@ -32,18 +32,30 @@ let package = Package(
             dependencies: [
                 "ReplicationCore",
                 "StreamLog",
+                "CSocketQueues",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // ioctl(SIOCINQ/SIOCOUTQ) behind non-variadic functions.
+        .target(name: "CSocketQueues"),
+        .systemLibrary(
+            name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Metric names and help texts, and the exposition of a snapshot. Never imports NIO.
+        .target(name: "ReplicationMetrics", dependencies: ["ReplicationCore"]),
+        // The HTTP endpoint on libmicrohttpd.
+        .target(name: "MetricsExporter", dependencies: ["CMicroHTTPD", "CZlib"]),
         .executableTarget(
             name: "replication-sidecar",
             dependencies: [
                 "ReplicationCore",
                 "StreamLog",
                 "ReplicationNIO",
+                "ReplicationMetrics",
+                "MetricsExporter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -63,6 +75,11 @@ let package = Package(
             path: "Tests/ReplicationTestSupport"
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
+        .testTarget(name: "ReplicationMetricsTests", dependencies: ["ReplicationMetrics", "ReplicationCore"]),
+        .testTarget(
+            name: "MetricsExporterTests",
+            dependencies: ["MetricsExporter", "ReplicationMetrics", "ReplicationCore", "ReplicationTestSupport"]
+        ),
         .testTarget(
             name: "StreamLogTests",
             dependencies: [

@@ -9,6 +9,10 @@ public struct ConnectionSnapshot: Sendable, Equatable {
     public var pendingCommands: Int
     /// Bytes the transport holds in user space, not yet handed to the kernel.
     public var bufferedWritableBytes: Int
+    /// Bytes in the kernel's send queue not yet acknowledged by the peer (`SIOCOUTQ`).
+    public var kernelSendQueue: Int
+    /// Bytes in the kernel's receive queue not yet read by the server (`SIOCINQ`).
+    public var kernelReceiveQueue: Int
     public var counters: CommandCounters
     /// Per stream (by ``StreamName/index``): the last token written to this connection, if subscribed.
     public var sentTokens: [Int64?]
@@ -16,7 +20,7 @@ public struct ConnectionSnapshot: Sendable, Equatable {
 
     public init(
         name: String, peer: String, isWriter: Bool, connectedAtMillis: Int64, pendingCommands: Int,
-        bufferedWritableBytes: Int, counters: CommandCounters, sentTokens: [Int64?], syncingUsers: Int
+        bufferedWritableBytes: Int, kernelSendQueue: Int = 0, kernelReceiveQueue: Int = 0, counters: CommandCounters, sentTokens: [Int64?], syncingUsers: Int
     ) {
         self.name = name
         self.peer = peer
@@ -24,6 +28,8 @@ public struct ConnectionSnapshot: Sendable, Equatable {
         self.connectedAtMillis = connectedAtMillis
         self.pendingCommands = pendingCommands
         self.bufferedWritableBytes = bufferedWritableBytes
+        self.kernelSendQueue = kernelSendQueue
+        self.kernelReceiveQueue = kernelReceiveQueue
         self.counters = counters
         self.sentTokens = sentTokens
         self.syncingUsers = syncingUsers

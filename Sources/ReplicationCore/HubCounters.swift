@@ -7,6 +7,9 @@ public struct HubCounters: Sendable, Equatable {
     public var removePusher = 0
     public var invalidateCache = 0
     public var userIP = 0
+    /// Batches (or position advances) stored for writers, and writer lines refused.
+    public var writerAppends = 0
+    public var writerRejections = 0
     /// The last token a `FEDERATION_ACK` carried, if any arrived.
     public var lastFederationAck: Int64?
     /// Connections ended, by how they ended.

@@ -153,9 +153,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     func snapshot() -> ConnectionSnapshot {
         let buffered = (try? context?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        // The descriptor is lent only here, on the event loop, for the duration of the closure.
+        let queues = try? context?.pipeline.syncOperations.withUnsafeTransportIfAvailable(
+            of: NIOBSDSocket.Handle.self
+        ) { descriptor in try? SocketQueues.read(descriptor: descriptor) }
         return ConnectionSnapshot(
             name: machine.name, peer: peer, isWriter: machine.isWriter, connectedAtMillis: connectedAtMillis,
             pendingCommands: machine.pendingCommands.count, bufferedWritableBytes: buffered,
+            kernelSendQueue: queues??.unsent ?? 0, kernelReceiveQueue: queues??.unread ?? 0,
             counters: machine.counters, sentTokens: subscriptions.map { $0?.cursor }, syncingUsers: syncingUsers.count)
     }
 
@@ -245,19 +250,24 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             hub.count { $0.userIP += 1 }
         case .rdata(let stream, let token, let row):
             switch batches.add(stream: stream, token: token, row: row) {
-            case .failure(let rejection): run(machine.fail(rejection, now: clock.nowMillis))
+            case .failure(let rejection): rejectWriterLine(rejection)
             case .success(nil): break
             case .success(let batch?): appendForWriter(batch.rows, to: batch.stream, token: batch.token, command: .RDATA)
             }
         case .position(let stream, let token):
             switch batches.position(stream: stream, token: token) {
-            case .failure(let rejection): run(machine.fail(rejection, now: clock.nowMillis))
+            case .failure(let rejection): rejectWriterLine(rejection)
             case .success(let known): appendForWriter([], to: known, token: token, command: .POSITION)
             }
         case .server, .ping, .sync:
             // The machine never dispatches these to a server.
             break
         }
+    }
+
+    private func rejectWriterLine(_ rejection: ClosingError) {
+        hub.count { $0.writerRejections += 1 }
+        run(machine.fail(rejection, now: clock.nowMillis))
     }
 
     private func replicate(_ name: String, from: ReplicateFrom) {
@@ -308,6 +318,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         let now = clock.nowMillis
         switch result {
         case .success(let batch):
+            hub.count { $0.writerAppends += 1 }
             run(machine.send(.position(stream: stream.rawValue, token: batch.token), now: now))
         case .failure(let error):
             let why: String
@@ -316,7 +327,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             } else {
                 why = "not stored: \(error)"
             }
-            run(machine.fail(.writerRejected(command, stream: stream.rawValue, token: String(token), why), now: now))
+            rejectWriterLine(.writerRejected(command, stream: stream.rawValue, token: String(token), why))
         }
         flushIfNeeded()
     }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import MetricsExporter
 import Logging
 import NIOPosix
 import ReplicationCore
@@ -50,6 +52,27 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "SO_SNDBUF in bytes for worker connections (default: the kernel's autotuning).")
     var socketSendBuffer: Int?
 
+    @Option(help: "Address the metrics endpoint binds to.")
+    var metricsHost = "127.0.0.1"
+
+    @Option(help: "Port of the metrics endpoint (/metrics, /healthz); 0 picks a free port and logs it.")
+    var metricsPort = ExporterConfiguration.defaultPort
+
+    @Option(help: "HTTP connections the metrics endpoint serves at once.")
+    var metricsConnectionLimit = 64
+
+    @Option(help: "Seconds an idle metrics HTTP connection is kept open.")
+    var metricsTimeout = 30
+
+    @Option(help: "PEM private key: serve metrics over HTTPS (needs --metrics-tls-cert).")
+    var metricsTLSKey: String?
+
+    @Option(help: "PEM certificate for --metrics-tls-key.")
+    var metricsTLSCert: String?
+
+    @Option(help: "File holding 'user:password': require HTTP basic auth on the metrics endpoint (not /healthz).")
+    var metricsBasicAuthFile: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -75,6 +98,15 @@ struct Serve: AsyncParsableCommand {
         if let socketSendBuffer, socketSendBuffer < 1024 {
             throw ValidationError("--socket-send-buffer must be at least 1024 bytes, got \(socketSendBuffer)")
         }
+        guard (0...65535).contains(metricsPort) else {
+            throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
+        }
+        guard metricsConnectionLimit > 0, metricsTimeout > 0 else {
+            throw ValidationError("--metrics-connection-limit and --metrics-timeout must be positive")
+        }
+        guard (metricsTLSKey == nil) == (metricsTLSCert == nil) else {
+            throw ValidationError("--metrics-tls-key and --metrics-tls-cert go together: give both or neither")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -97,15 +129,53 @@ struct Serve: AsyncParsableCommand {
         let server = ReplicationServer(
             configuration: configuration, log: InMemoryStreamLog(retainRows: retainRows),
             group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+        let exporter = MetricsHTTPServer(
+            configuration: try exporterConfiguration(), source: HubMetricsSource(server: server))
+        do {
+            let metricsPort = try exporter.start()
+            logger.info("metrics endpoint ready", metadata: ["address": "\(metricsHost)", "port": "\(metricsPort)"])
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode.failure
+        }
         do {
             try await server.start()
         } catch {
+            exporter.stop()
             logger.critical("cannot listen on \(host):\(port): \(error)")
             throw ExitCode.failure
         }
+        // Services stop in reverse order: the replication listener first, the metrics endpoint last.
         let services = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [.init(service: MetricsService(http: exporter, logger: logger)), .init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await services.run()
+    }
+
+    private func exporterConfiguration() throws -> ExporterConfiguration {
+        var configuration = ExporterConfiguration(
+            host: metricsHost, port: metricsPort, connectionLimit: metricsConnectionLimit,
+            connectionTimeoutSeconds: metricsTimeout)
+        if let metricsTLSKey, let metricsTLSCert {
+            configuration.tls = .init(
+                keyPEM: try readFile(metricsTLSKey, flag: "--metrics-tls-key"),
+                certificatePEM: try readFile(metricsTLSCert, flag: "--metrics-tls-cert"))
+        }
+        if let metricsBasicAuthFile {
+            let line = try readFile(metricsBasicAuthFile, flag: "--metrics-basic-auth-file")
+                .split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
+                throw ValidationError("--metrics-basic-auth-file must hold one line 'user:password'")
+            }
+            configuration.basicAuth = .init(
+                username: String(line[..<colon]), password: String(line[line.index(after: colon)...]))
+        }
+        return configuration
+    }
+
+    private func readFile(_ path: String, flag: String) throws -> String {
+        guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("\(flag): cannot read '\(path)'") }
+        return contents
     }
 }

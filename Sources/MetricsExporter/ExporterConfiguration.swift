@@ -1,0 +1,48 @@
+/// How the metrics endpoint listens and whom it serves. Defaults written out once.
+public struct ExporterConfiguration: Sendable {
+    /// Listen address (IPv4 or IPv6 literal); loopback unless told otherwise.
+    public var host: String
+    /// Listen port; `0` picks a free one. The default keeps clear of Prometheus (9090), Alertmanager (9093)
+    /// and node_exporter (9100).
+    public var port: Int
+    /// Concurrent HTTP connections served; more are refused.
+    public var connectionLimit: Int
+    /// Seconds an idle HTTP connection is kept.
+    public var connectionTimeoutSeconds: Int
+    /// PEM key and certificate to serve HTTPS instead of HTTP.
+    public var tls: TLSFiles?
+    /// Credentials required by HTTP basic authentication on every path but `/healthz`.
+    public var basicAuth: BasicAuth?
+
+    public struct TLSFiles: Sendable {
+        public var keyPEM: String
+        public var certificatePEM: String
+        public init(keyPEM: String, certificatePEM: String) {
+            self.keyPEM = keyPEM
+            self.certificatePEM = certificatePEM
+        }
+    }
+
+    public struct BasicAuth: Sendable {
+        public var username: String
+        public var password: String
+        public init(username: String, password: String) {
+            self.username = username
+            self.password = password
+        }
+    }
+
+    public static let defaultPort = 9469
+
+    public init(
+        host: String = "127.0.0.1", port: Int = ExporterConfiguration.defaultPort, connectionLimit: Int = 64,
+        connectionTimeoutSeconds: Int = 30, tls: TLSFiles? = nil, basicAuth: BasicAuth? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.connectionLimit = connectionLimit
+        self.connectionTimeoutSeconds = connectionTimeoutSeconds
+        self.tls = tls
+        self.basicAuth = basicAuth
+    }
+}

@@ -1,0 +1,206 @@
+import CMicroHTTPD
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the endpoint asks of its owner for each scrape.
+public protocol MetricsSource: Sendable {
+    /// The exposition body and its content type; `openMetrics` says the client prefers OpenMetrics.
+    func scrape(openMetrics: Bool) throws -> (body: String, contentType: String)
+    /// Called after each scrape with how long it took and whether it failed.
+    func scrapeFinished(seconds: Double, failed: Bool)
+    /// Whether the server is up, for `/healthz`.
+    var isHealthy: Bool { get }
+}
+
+public struct ExporterError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// The HTTP endpoint on libmicrohttpd: `/metrics` (text 0.0.4 or OpenMetrics, optionally gzip),
+/// `/healthz`, and `/` with a link. libmicrohttpd runs its own thread; the source is called from it.
+public final class MetricsHTTPServer: @unchecked Sendable {
+    // Set once in start(), read by the libmicrohttpd thread afterwards; freed in stop().
+    private let configuration: ExporterConfiguration
+    private let source: any MetricsSource
+    private var daemon: OpaquePointer?
+    private var keepAlive: [[CChar]] = []
+
+    public init(configuration: ExporterConfiguration, source: any MetricsSource) {
+        self.configuration = configuration
+        self.source = source
+    }
+
+    deinit { stop() }
+
+    /// Starts listening; returns the bound port (the real one when the configured port is 0).
+    public func start() throws(ExporterError) -> Int {
+        var flags = UInt32(MHD_USE_AUTO_INTERNAL_THREAD.rawValue | MHD_USE_ERROR_LOG.rawValue)
+        var address4 = sockaddr_in()
+        var address6 = sockaddr_in6()
+        let addressPointer: UnsafeMutableRawPointer
+        if inet_pton(AF_INET, configuration.host, &address4.sin_addr) == 1 {
+            address4.sin_family = sa_family_t(AF_INET)
+            address4.sin_port = in_port_t(UInt16(configuration.port).bigEndian)
+            addressPointer = withUnsafeMutableBytes(of: &address4) { $0.baseAddress! }
+        } else if inet_pton(AF_INET6, configuration.host, &address6.sin6_addr) == 1 {
+            address6.sin6_family = sa_family_t(AF_INET6)
+            address6.sin6_port = in_port_t(UInt16(configuration.port).bigEndian)
+            flags |= UInt32(MHD_USE_IPv6.rawValue)
+            addressPointer = withUnsafeMutableBytes(of: &address6) { $0.baseAddress! }
+        } else {
+            throw ExporterError(description: "metrics host '\(configuration.host)' is not an IPv4 or IPv6 address")
+        }
+        var options: [MHD_OptionItem] = [
+            MHD_OptionItem(option: .SOCK_ADDR, value: 0, ptr_value: addressPointer),
+            MHD_OptionItem(option: .CONNECTION_LIMIT, value: configuration.connectionLimit, ptr_value: nil),
+            MHD_OptionItem(
+                option: .CONNECTION_TIMEOUT, value: configuration.connectionTimeoutSeconds, ptr_value: nil),
+        ]
+        if let tls = configuration.tls {
+            flags |= UInt32(MHD_USE_TLS.rawValue)
+            keepAlive = [Array(tls.keyPEM.utf8CString), Array(tls.certificatePEM.utf8CString)]
+            for (option, index) in [(MHD_OPTION.HTTPS_MEM_KEY, 0), (MHD_OPTION.HTTPS_MEM_CERT, 1)] {
+                let pointer = keepAlive[index].withUnsafeMutableBufferPointer { UnsafeMutableRawPointer($0.baseAddress!) }
+                options.append(MHD_OptionItem(option: option, value: 0, ptr_value: pointer))
+            }
+        }
+        options.append(MHD_OptionItem(option: .END, value: 0, ptr_value: nil))
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        daemon = withExtendedLifetime((address4, address6)) {
+            options.withUnsafeMutableBufferPointer { rs_mhd_start(flags, Self.handleRequest, context, $0.baseAddress) }
+        }
+        guard let daemon else {
+            throw ExporterError(
+                description: "cannot serve metrics on \(configuration.host):\(configuration.port)"
+                    + (configuration.tls != nil ? " (is the TLS key/certificate valid PEM?)" : " (address in use?)"))
+        }
+        return Self.boundPort(of: rs_mhd_listen_fd(daemon))
+    }
+
+    /// Stops listening and closes every HTTP connection.
+    public func stop() {
+        if let daemon { MHD_stop_daemon(daemon) }
+        daemon = nil
+    }
+
+    private static func boundPort(of descriptor: Int32) -> Int {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        let port =
+            storage.ss_family == sa_family_t(AF_INET6)
+            ? withUnsafeBytes(of: storage) { $0.load(as: sockaddr_in6.self).sin6_port }
+            : withUnsafeBytes(of: storage) { $0.load(as: sockaddr_in.self).sin_port }
+        return Int(UInt16(bigEndian: port))
+    }
+
+    // MARK: Requests (on libmicrohttpd's thread)
+
+    private static let handleRequest: MHD_AccessHandlerCallback = {
+        context, connection, url, method, _, _, uploadSize, state in
+        guard let context, let connection, let url, let method, let uploadSize, let state else { return .NO }
+        // Queueing a response on the first call makes libmicrohttpd close the connection after it:
+        // mark the request and answer on the second call, which keeps HTTP keep-alive working.
+        if state.pointee == nil {
+            state.pointee = UnsafeMutableRawPointer(bitPattern: 1)
+            return .YES
+        }
+        if uploadSize.pointee > 0 {  // a body must be drained before answering
+            uploadSize.pointee = 0
+            return .YES
+        }
+        let server = Unmanaged<MetricsHTTPServer>.fromOpaque(context).takeUnretainedValue()
+        let response = server.respond(
+            connection: connection, path: String(cString: url), method: String(cString: method))
+        return server.queue(response, on: connection)
+    }
+
+    struct Response {
+        var status: UInt32
+        var body: [UInt8]
+        var headers: [(String, String)]
+        var challenge = false
+    }
+
+    private func respond(connection: OpaquePointer, path: String, method: String) -> Response {
+        guard method == "GET" || method == "HEAD" else {
+            return Response(status: 405, body: Array("method not allowed\n".utf8), headers: [("Allow", "GET, HEAD")])
+        }
+        if path == "/healthz" {
+            return source.isHealthy
+                ? Response(status: 200, body: Array("ok\n".utf8), headers: [("Content-Type", "text/plain")])
+                : Response(status: 503, body: Array("not ready\n".utf8), headers: [("Content-Type", "text/plain")])
+        }
+        if let auth = configuration.basicAuth, !authorized(connection, auth) {
+            return Response(
+                status: 401, body: Array("authentication required\n".utf8), headers: [], challenge: true)
+        }
+        switch path {
+        case "/metrics":
+            return metrics(connection)
+        case "/":
+            let page = """
+                <html><head><title>replication-sidecar</title></head><body><h1>replication-sidecar</h1>
+                <p><a href="/metrics">Metrics</a> · <a href="/healthz">Health</a></p></body></html>
+
+                """
+            return Response(status: 200, body: Array(page.utf8), headers: [("Content-Type", "text/html; charset=utf-8")])
+        default:
+            return Response(status: 404, body: Array("not found\n".utf8), headers: [("Content-Type", "text/plain")])
+        }
+    }
+
+    private func metrics(_ connection: OpaquePointer) -> Response {
+        let accept = header(connection, "Accept") ?? ""
+        let started = monotonicSeconds()
+        do {
+            let (body, contentType) = try source.scrape(openMetrics: accept.contains("application/openmetrics-text"))
+            var response = Response(status: 200, body: Array(body.utf8), headers: [("Content-Type", contentType)])
+            if (header(connection, "Accept-Encoding") ?? "").contains("gzip"), let zipped = Gzip.compress(response.body) {
+                response.body = zipped
+                response.headers.append(("Content-Encoding", "gzip"))
+            }
+            source.scrapeFinished(seconds: monotonicSeconds() - started, failed: false)
+            return response
+        } catch {
+            source.scrapeFinished(seconds: monotonicSeconds() - started, failed: true)
+            return Response(status: 500, body: Array("scrape failed: \(error)\n".utf8), headers: [])
+        }
+    }
+
+    private func authorized(_ connection: OpaquePointer, _ auth: ExporterConfiguration.BasicAuth) -> Bool {
+        var password: UnsafeMutablePointer<CChar>?
+        guard let user = MHD_basic_auth_get_username_password(connection, &password) else { return false }
+        defer {
+            MHD_free(user)
+            if let password { MHD_free(password) }
+        }
+        return String(cString: user) == auth.username && password.map { String(cString: $0) } == auth.password
+    }
+
+    private func header(_ connection: OpaquePointer, _ name: String) -> String? {
+        MHD_lookup_connection_value(connection, .HEADER_KIND, name).map { String(cString: $0) }
+    }
+
+    private func queue(_ response: Response, on connection: OpaquePointer) -> MHD_Result {
+        let body = response.body
+        let handle = body.withUnsafeBytes { rs_mhd_response_copying($0.count, $0.baseAddress) }
+        guard let handle else { return .NO }
+        defer { MHD_destroy_response(handle) }
+        for (name, value) in response.headers { MHD_add_response_header(handle, name, value) }
+        if response.challenge {
+            return MHD_queue_basic_auth_fail_response(connection, "replication-sidecar", handle)
+        }
+        return MHD_queue_response(connection, response.status, handle)
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+}

@@ -1,0 +1,36 @@
+import ReplicationCore
+
+/// Everything one scrape shows, collected first and rendered afterwards: rendering never touches a
+/// connection.
+public struct MetricsSnapshot: Sendable {
+    public var connections: [ConnectionSnapshot]
+    public var counters: HubCounters
+    /// Current token per stream, by ``StreamName/index``.
+    public var headTokens: [Int64]
+    public var nowMillis: Int64
+    public var process: ProcessStatistics?
+    public var scrapes: ScrapeStatistics
+
+    public init(
+        connections: [ConnectionSnapshot], counters: HubCounters, headTokens: [Int64], nowMillis: Int64,
+        process: ProcessStatistics?, scrapes: ScrapeStatistics
+    ) {
+        self.connections = connections
+        self.counters = counters
+        self.headTokens = headTokens
+        self.nowMillis = nowMillis
+        self.process = process
+        self.scrapes = scrapes
+    }
+}
+
+/// The exporter's own figures.
+public struct ScrapeStatistics: Sendable, Equatable {
+    public var lastDurationSeconds: Double
+    public var errors: Int
+
+    public init(lastDurationSeconds: Double = 0, errors: Int = 0) {
+        self.lastDurationSeconds = lastDurationSeconds
+        self.errors = errors
+    }
+}

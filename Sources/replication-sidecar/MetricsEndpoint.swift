@@ -1,0 +1,61 @@
+import Logging
+import MetricsExporter
+import NIOCore
+import NIOPosix
+import ReplicationCore
+import ReplicationMetrics
+import ReplicationNIO
+import ServiceLifecycle
+import Synchronization
+
+/// Feeds the HTTP endpoint from the running server: one snapshot per scrape, taken on each event loop.
+final class HubMetricsSource: MetricsSource {
+    private let server: ReplicationServer
+    private let clock: WallClock
+    private let scrapes = Mutex(ScrapeStatistics())
+
+    init(server: ReplicationServer, clock: WallClock = .system) {
+        self.server = server
+        self.clock = clock
+    }
+
+    func scrape(openMetrics: Bool) throws -> (body: String, contentType: String) {
+        let hub = server.hub
+        // Called on libmicrohttpd's thread, never on an event loop, so waiting here is safe.
+        let connections = try hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
+        let snapshot = MetricsSnapshot(
+            connections: connections, counters: hub.countersSnapshot,
+            headTokens: StreamName.all.map { hub.log.currentToken(of: $0) }, nowMillis: clock.nowMillis,
+            process: ProcessStatistics.current(), scrapes: scrapes.withLock { $0 })
+        let format: ExpositionFormat = openMetrics ? .openMetrics : .text
+        return (Exposition.render(Exposition.families(snapshot), as: format), format.contentType)
+    }
+
+    func scrapeFinished(seconds: Double, failed: Bool) {
+        scrapes.withLock {
+            $0.lastDurationSeconds = seconds
+            if failed { $0.errors += 1 }
+        }
+    }
+
+    var isHealthy: Bool { server.localAddress != nil }
+}
+
+/// The metrics endpoint as a service: it starts before the replication listener and stops after it.
+final class MetricsService: Service {
+    private let http: MetricsHTTPServer
+    private let logger: Logger
+
+    init(http: MetricsHTTPServer, logger: Logger) {
+        self.http = http
+        self.logger = logger
+    }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            try? await gracefulShutdown()
+        } onGracefulShutdown: {}
+        http.stop()
+        logger.info("metrics endpoint stopped")
+    }
+}
