@@ -48,14 +48,28 @@ let package = Package(
         .target(name: "ReplicationMetrics", dependencies: ["ReplicationCore"]),
         // The HTTP endpoint on libmicrohttpd.
         .target(name: "MetricsExporter", dependencies: ["CMicroHTTPD", "CZlib"]),
+        // Glue between the running server and the metrics endpoint: snapshots in, exposition out.
+        .target(
+            name: "SidecarMetrics",
+            dependencies: [
+                "ReplicationCore",
+                "ReplicationNIO",
+                "ReplicationMetrics",
+                "MetricsExporter",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "replication-sidecar",
             dependencies: [
                 "ReplicationCore",
                 "StreamLog",
                 "ReplicationNIO",
-                "ReplicationMetrics",
                 "MetricsExporter",
+                "SidecarMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -75,10 +89,15 @@ let package = Package(
             path: "Tests/ReplicationTestSupport"
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
-        .testTarget(name: "ReplicationMetricsTests", dependencies: ["ReplicationMetrics", "ReplicationCore"]),
+        .testTarget(
+            name: "ReplicationMetricsTests", dependencies: ["ReplicationMetrics", "ReplicationCore", "ReplicationTestSupport"],
+            exclude: ["Golden"]),
         .testTarget(
             name: "MetricsExporterTests",
-            dependencies: ["MetricsExporter", "ReplicationMetrics", "ReplicationCore", "ReplicationTestSupport"]
+            dependencies: [
+                "MetricsExporter", "ReplicationMetrics", "ReplicationCore", "ReplicationNIO", "SidecarMetrics",
+                "ReplicationTestSupport", "CSocketQueues", .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "StreamLogTests",

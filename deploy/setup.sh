@@ -3,7 +3,7 @@
 # with the Swift toolchain: only what is missing, so it is cheap to run every time.
 set -euo pipefail
 
-packages=(pkg-config libmicrohttpd-dev prometheus netcat-openbsd)
+packages=(pkg-config libmicrohttpd-dev zlib1g-dev prometheus netcat-openbsd curl openssl)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -14,4 +14,16 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python packages the tests use (the Prometheus client's parsers), in a virtual environment of the
+# project's own, so the system's Python stays untouched.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.venv"
+requirements="$root/Tests/python-requirements.txt"
+if ! cmp -s "$requirements" "$venv/requirements.installed" 2>/dev/null; then
+    echo "setup: preparing $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/requirements.installed"
 fi

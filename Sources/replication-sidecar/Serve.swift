@@ -6,6 +6,7 @@ import NIOPosix
 import ReplicationCore
 import ReplicationNIO
 import ServiceLifecycle
+import SidecarMetrics
 import StreamLog
 
 struct Serve: AsyncParsableCommand {

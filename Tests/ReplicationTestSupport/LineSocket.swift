@@ -86,6 +86,16 @@ public final class LineSocket: @unchecked Sendable {  // used by one thread at a
         }
     }
 
+    /// Exactly `count` raw bytes; throws on end of stream or timeout.
+    public func readBytes(_ count: Int, timeoutMillis: Int32 = 10_000) throws -> [UInt8] {
+        while buffer.count - readOffset < count {
+            guard try fill(timeoutMillis: timeoutMillis) else { throw SocketError("end of stream in a \(count)-byte read") }
+        }
+        let bytes = Array(buffer[readOffset..<(readOffset + count)])
+        readOffset += count
+        return bytes
+    }
+
     /// Exactly `count` lines; throws on end of stream or timeout.
     public func readLines(_ count: Int, timeoutMillis: Int32 = 10_000) throws -> [String] {
         var lines: [String] = []

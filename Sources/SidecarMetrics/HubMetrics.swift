@@ -9,17 +9,17 @@ import ServiceLifecycle
 import Synchronization
 
 /// Feeds the HTTP endpoint from the running server: one snapshot per scrape, taken on each event loop.
-final class HubMetricsSource: MetricsSource {
+public final class HubMetricsSource: MetricsSource {
     private let server: ReplicationServer
     private let clock: WallClock
     private let scrapes = Mutex(ScrapeStatistics())
 
-    init(server: ReplicationServer, clock: WallClock = .system) {
+    public init(server: ReplicationServer, clock: WallClock = .system) {
         self.server = server
         self.clock = clock
     }
 
-    func scrape(openMetrics: Bool) throws -> (body: String, contentType: String) {
+    public func scrape(openMetrics: Bool) throws -> (body: String, contentType: String) {
         let hub = server.hub
         // Called on libmicrohttpd's thread, never on an event loop, so waiting here is safe.
         let connections = try hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
@@ -31,27 +31,27 @@ final class HubMetricsSource: MetricsSource {
         return (Exposition.render(Exposition.families(snapshot), as: format), format.contentType)
     }
 
-    func scrapeFinished(seconds: Double, failed: Bool) {
+    public func scrapeFinished(seconds: Double, failed: Bool) {
         scrapes.withLock {
             $0.lastDurationSeconds = seconds
             if failed { $0.errors += 1 }
         }
     }
 
-    var isHealthy: Bool { server.localAddress != nil }
+    public var isHealthy: Bool { server.localAddress != nil }
 }
 
 /// The metrics endpoint as a service: it starts before the replication listener and stops after it.
-final class MetricsService: Service {
+public final class MetricsService: Service {
     private let http: MetricsHTTPServer
     private let logger: Logger
 
-    init(http: MetricsHTTPServer, logger: Logger) {
+    public init(http: MetricsHTTPServer, logger: Logger) {
         self.http = http
         self.logger = logger
     }
 
-    func run() async throws {
+    public func run() async throws {
         await withGracefulShutdownHandler {
             try? await gracefulShutdown()
         } onGracefulShutdown: {}

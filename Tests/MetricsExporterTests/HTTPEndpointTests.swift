@@ -1,0 +1,168 @@
+import Foundation
+import MetricsExporter
+import ReplicationTestSupport
+import Synchronization
+import Testing
+
+/// A source with fixed content that records what the endpoint asked of it.
+final class FakeSource: MetricsSource {
+    let healthy = Mutex(true)
+    let failing = Mutex(false)
+    let finished = Mutex<[Bool]>([])
+
+    func scrape(openMetrics: Bool) throws -> (body: String, contentType: String) {
+        struct Broken: Error {}
+        if failing.withLock({ $0 }) { throw Broken() }
+        let body = String(repeating: "# HELP x_total A counter.\n", count: 200) + "x_total 1\n"
+        return openMetrics
+            ? (body + "# EOF\n", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            : (body, "text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    func scrapeFinished(seconds: Double, failed: Bool) { finished.withLock { $0.append(failed) } }
+    var isHealthy: Bool { healthy.withLock { $0 } }
+}
+
+/// A started endpoint on 127.0.0.1 with a free port, stopped when released.
+final class Endpoint {
+    let server: MetricsHTTPServer
+    let port: Int
+    let source = FakeSource()
+
+    init(_ configure: (inout ExporterConfiguration) -> Void = { _ in }) throws {
+        var configuration = ExporterConfiguration(host: "127.0.0.1", port: 0)
+        configure(&configuration)
+        server = MetricsHTTPServer(configuration: configuration, source: source)
+        port = try server.start()
+    }
+
+    deinit { server.stop() }
+
+    func connect() throws -> LineSocket { try LineSocket(port: port) }
+}
+
+@Suite struct HTTPEndpointTests {
+    @Test func servesTheTextFormatWithKeepAlive() throws {
+        let endpoint = try Endpoint()
+        let client = try endpoint.connect()
+        for _ in 0..<3 {  // the same connection answers every request
+            let response = try client.http("GET", "/metrics")
+            #expect(response.status == 200)
+            #expect(response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
+            #expect(response.text.hasSuffix("x_total 1\n"))
+        }
+        #expect(endpoint.source.finished.withLock { $0 } == [false, false, false])
+    }
+
+    @Test func servesOpenMetricsWhenAskedFor() throws {
+        let endpoint = try Endpoint()
+        let response = try endpoint.connect().http(
+            "GET", "/metrics", headers: ["Accept": "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"])
+        #expect(response.headers["content-type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        #expect(response.text.hasSuffix("# EOF\n"))
+    }
+
+    @Test func compressesWhenTheClientAcceptsGzip() throws {
+        let endpoint = try Endpoint()
+        let client = try endpoint.connect()
+        let plain = try client.http("GET", "/metrics")
+        let zipped = try client.http("GET", "/metrics", headers: ["Accept-Encoding": "gzip, deflate"])
+        #expect(zipped.headers["content-encoding"] == "gzip")
+        #expect(Array(zipped.body.prefix(2)) == [0x1F, 0x8B])
+        let unzipped = try runProcess("/bin/sh", ["-c", "base64 -d | gzip -dc"], input: Data(zipped.body).base64EncodedString())
+        #expect(unzipped.output == plain.text)
+        #expect(zipped.body.count < plain.body.count / 5)
+    }
+
+    @Test func headGetsHeadersOnly() throws {
+        let endpoint = try Endpoint()
+        let client = try endpoint.connect()
+        let head = try client.http("HEAD", "/metrics")
+        #expect(head.status == 200 && head.body.isEmpty)
+        #expect(head.headers["content-length"] == String(try client.http("GET", "/metrics").body.count))
+    }
+
+    @Test func otherMethodsAndPaths() throws {
+        let endpoint = try Endpoint()
+        let client = try endpoint.connect()
+        let post = try client.http("POST", "/metrics", body: "a=1&b=2")
+        #expect(post.status == 405 && post.headers["allow"] == "GET, HEAD")
+        #expect(try client.http("GET", "/nope").status == 404)
+        let landing = try client.http("GET", "/")
+        #expect(landing.status == 200 && landing.text.contains(#"href="/metrics""#))
+        #expect(try client.http("GET", "/healthz").text == "ok\n")
+        endpoint.source.healthy.withLock { $0 = false }
+        #expect(try client.http("GET", "/healthz").status == 503)
+    }
+
+    @Test func aFailingScrapeIsA500AndCounted() throws {
+        let endpoint = try Endpoint()
+        endpoint.source.failing.withLock { $0 = true }
+        #expect(try endpoint.connect().http("GET", "/metrics").status == 500)
+        #expect(endpoint.source.finished.withLock { $0 } == [true])
+    }
+
+    @Test func basicAuthGuardsEverythingButHealth() throws {
+        let endpoint = try Endpoint { $0.basicAuth = .init(username: "prometheus", password: "s3cret") }
+        let client = try endpoint.connect()
+        let denied = try client.http("GET", "/metrics")
+        #expect(denied.status == 401 && denied.headers["www-authenticate"]?.hasPrefix("Basic") == true)
+        let wrong = Data("prometheus:nope".utf8).base64EncodedString()
+        #expect(try client.http("GET", "/metrics", headers: ["Authorization": "Basic \(wrong)"]).status == 401)
+        let right = Data("prometheus:s3cret".utf8).base64EncodedString()
+        #expect(try client.http("GET", "/metrics", headers: ["Authorization": "Basic \(right)"]).status == 200)
+        #expect(try client.http("GET", "/healthz").status == 200)
+    }
+
+    @Test func servesHTTPSWithAKeyAndCertificate() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let key = directory.appendingPathComponent("key.pem").path
+        let certificate = directory.appendingPathComponent("cert.pem").path
+        let made = try runProcess(
+            "/usr/bin/openssl",
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1",
+             "-subj", "/CN=127.0.0.1"])
+        #expect(made.status == 0, "\(made.errors)")
+        let endpoint = try Endpoint {
+            $0.tls = .init(
+                keyPEM: try! String(contentsOfFile: key, encoding: .utf8),
+                certificatePEM: try! String(contentsOfFile: certificate, encoding: .utf8))
+        }
+        let https = try runProcess(
+            "/usr/bin/curl", ["-s", "--cacert", certificate, "https://127.0.0.1:\(endpoint.port)/metrics"])
+        #expect(https.status == 0 && https.output.hasSuffix("x_total 1\n"), "\(https.errors)")
+        let plain = try runProcess("/usr/bin/curl", ["-s", "http://127.0.0.1:\(endpoint.port)/metrics"])
+        #expect(plain.status != 0 || !plain.output.contains("x_total"))
+    }
+
+    @Test func aBadCertificateIsAClearStartError() {
+        let server = MetricsHTTPServer(
+            configuration: ExporterConfiguration(port: 0, tls: .init(keyPEM: "nope", certificatePEM: "nope")),
+            source: FakeSource())
+        #expect(throws: ExporterError.self) { try server.start() }
+    }
+
+    @Test func connectionsBeyondTheLimitWaitUntilOneCloses() throws {
+        let endpoint = try Endpoint { $0.connectionLimit = 2 }
+        let first = try endpoint.connect()
+        let second = try endpoint.connect()
+        #expect(try first.http("GET", "/healthz").status == 200)
+        #expect(try second.http("GET", "/healthz").status == 200)
+        let third = try endpoint.connect()
+        try third.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        // Not served while two connections are open (the kernel holds it in the backlog)...
+        #expect(throws: SocketError.self) { try third.readLine(timeoutMillis: 300) }
+        first.close()
+        // ...and served as soon as one goes.
+        #expect(try third.readLine() == "HTTP/1.1 200 OK\r")
+    }
+
+    @Test func idleConnectionsTimeOut() throws {
+        let endpoint = try Endpoint { $0.connectionTimeoutSeconds = 1 }
+        let client = try endpoint.connect()
+        #expect(try client.http("GET", "/healthz").status == 200)
+        #expect(try client.readsEndOfStream(timeoutMillis: 5_000))
+    }
+}

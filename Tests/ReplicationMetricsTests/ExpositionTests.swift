@@ -1,0 +1,125 @@
+import Foundation
+import ReplicationCore
+import ReplicationTestSupport
+import Testing
+
+@testable import ReplicationMetrics
+
+/// A fixed scene: two connections named `synapse.app.generic_worker` (summed), one writer with a name that
+/// needs escaping, and some server-wide counts.
+func fixedSnapshot() -> MetricsSnapshot {
+    func counters(_ inbound: [CommandName: Int], _ outbound: [CommandName: Int]) -> CommandCounters {
+        var counters = CommandCounters()
+        for (name, count) in inbound { for _ in 0..<count { counters.countInbound(name) } }
+        for (name, count) in outbound { counters.countOutbound(name, by: count) }
+        return counters
+    }
+    var tokens = [Int64?](repeating: nil, count: StreamName.all.count)
+    tokens[StreamName.events.index] = 10
+    tokens[StreamName.caches.index] = 4
+    var laggingTokens = tokens
+    laggingTokens[StreamName.events.index] = 7
+    let worker1 = ConnectionSnapshot(
+        name: "synapse.app.generic_worker", peer: "127.0.0.1:1", isWriter: false, connectedAtMillis: 1_000,
+        pendingCommands: 2, bufferedWritableBytes: 66_560, kernelSendQueue: 1_000, kernelReceiveQueue: 0,
+        counters: counters([.NAME: 1, .PING: 1, .REPLICATE: 2], [.SERVER: 1, .PING: 1, .RDATA: 18, .POSITION: 2]),
+        sentTokens: tokens, syncingUsers: 1)
+    let worker2 = ConnectionSnapshot(
+        name: "synapse.app.generic_worker", peer: "127.0.0.1:2", isWriter: false, connectedAtMillis: 3_000,
+        pendingCommands: 1, bufferedWritableBytes: 0, kernelSendQueue: 24, kernelReceiveQueue: 5,
+        counters: counters([.NAME: 1, .REPLICATE: 1], [.SERVER: 1, .RDATA: 2]), sentTokens: laggingTokens,
+        syncingUsers: 0)
+    let writer = ConnectionSnapshot(
+        name: #"pub "one"\n"#, peer: "127.0.0.1:3", isWriter: true, connectedAtMillis: 5_000, pendingCommands: 0,
+        bufferedWritableBytes: 0, counters: counters([.NAME: 1, .RDATA: 3], [.POSITION: 1]),
+        sentTokens: [Int64?](repeating: nil, count: StreamName.all.count), syncingUsers: 0)
+    var hub = HubCounters()
+    hub.streamUpdates[StreamName.events.index] = 12
+    hub.streamUpdates[StreamName.caches.index] = 6
+    hub.userSync = 2
+    hub.federationAck = 1
+    hub.lastFederationAck = 17
+    hub.invalidateCache = 1
+    hub.closeReasons = [.connectionDone: 3, .pingTimeout: 1]
+    hub.writerAppends = 5
+    hub.writerRejections = 1
+    var heads = [Int64](repeating: 0, count: StreamName.all.count)
+    heads[StreamName.events.index] = 10
+    heads[StreamName.caches.index] = 4
+    return MetricsSnapshot(
+        connections: [worker1, worker2, writer], counters: hub, headTokens: heads, nowMillis: 11_000,
+        process: ProcessStatistics(
+            cpuSeconds: 1.5, residentBytes: 1_048_576, virtualBytes: 2_097_152, openFDs: 12, maxFDs: 1024,
+            startTimeSeconds: 1_700_000_000),
+        scrapes: ScrapeStatistics(lastDurationSeconds: 0.25, errors: 0))
+}
+
+/// The golden file's text; with `RECORD_GOLDEN=1` in the environment, `actual` is written there first
+/// (review the diff before committing it).
+func golden(_ name: String, actual: String) throws -> String {
+    let url = repositoryRoot.appendingPathComponent("Tests/ReplicationMetricsTests/Golden/\(name)")
+    if ProcessInfo.processInfo.environment["RECORD_GOLDEN"] == "1" { try actual.write(to: url, atomically: true, encoding: .utf8) }
+    return try String(contentsOf: url, encoding: .utf8)
+}
+
+@Suite struct ExpositionTests {
+    let families = Exposition.families(fixedSnapshot())
+
+    @Test func textFormatMatchesTheGoldenFile() throws {
+        let text = Exposition.render(families, as: .text)
+        #expect(text == (try golden("text.txt", actual: text)))
+    }
+
+    @Test func openMetricsMatchesTheGoldenFile() throws {
+        let text = Exposition.render(families, as: .openMetrics)
+        #expect(text == (try golden("openmetrics.txt", actual: text)))
+    }
+
+    @Test func connectionsSharingANameAreSummed() {
+        let pending = families.first { $0.family == MetricFamilies.pendingCommands }!
+        #expect(pending.samples.first { $0.labels[0].value == "synapse.app.generic_worker" }?.value == 3)
+        let lag = families.first { $0.family == MetricFamilies.lagTokens }!
+        // The most lagging connection of a name is what its lag shows.
+        #expect(
+            lag.samples.first { $0.labels[0].value == "synapse.app.generic_worker" && $0.labels[1].value == "events" }?
+                .value == 3)
+    }
+
+    @Test func closedConnectionsLeaveNoSeries() {
+        var snapshot = fixedSnapshot()
+        snapshot.connections = []
+        let text = Exposition.render(Exposition.families(snapshot), as: .text)
+        #expect(!text.contains("{name=") && !text.contains(",name="))
+        #expect(text.contains("synapse_replication_tcp_resource_total_connections 0\n"))
+    }
+
+    @Test func promtoolAcceptsTheTextFormat() throws {
+        let result = try runProcess("/usr/bin/promtool", ["check", "metrics"], input: Exposition.render(families, as: .text))
+        #expect(result.status == 0, "\(result.output)\(result.errors)")
+    }
+
+    @Test(arguments: [ExpositionFormat.text, .openMetrics])
+    func thePythonClientParsesBothFormats(format: ExpositionFormat) throws {
+        let parser =
+            format == .text
+            ? "from prometheus_client.parser import text_string_to_metric_families as parse"
+            : "from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse"
+        let script = """
+            import sys
+            \(parser)
+            for family in parse(sys.stdin.read()):
+                for sample in family.samples:
+                    print(family.type, sample.name, sorted(sample.labels.items()), float(sample.value))
+            """
+        let result = try runProcess(projectPython, ["-c", script], input: Exposition.render(families, as: format))
+        #expect(result.status == 0, "\(result.errors)")
+        let lines = result.output.split(separator: "\n")
+        #expect(
+            lines.contains(
+                #"gauge synapse_replication_tcp_protocol_pending_commands [('name', 'pub "one"\\n')] 0.0"#))
+        #expect(
+            lines.contains(
+                "counter synapse_replication_tcp_protocol_close_reason_total [('reason_type', 'ping_timeout')] 1.0"))
+        #expect(lines.count == families.reduce(0) { $0 + $1.samples.count })
+    }
+}
