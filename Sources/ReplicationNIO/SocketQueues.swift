@@ -12,6 +12,7 @@ public struct SocketQueues: Sendable, Equatable {
 
     public struct Failure: Error, Equatable, CustomStringConvertible {
         public var errno: Int32
+        public init(errno: Int32) { self.errno = errno }
         public var description: String { "ioctl on the socket failed (errno \(errno))" }
     }
 
