@@ -88,6 +88,21 @@ let package = Package(
             ],
             path: "Tests/ReplicationTestSupport"
         ),
+        // Benchmarks: commands that print figures (run them built with -c release).
+        .executableTarget(
+            name: "replication-bench",
+            dependencies: [
+                "ReplicationCore",
+                "StreamLog",
+                "ReplicationNIO",
+                "MetricsExporter",
+                "SidecarMetrics",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
         .testTarget(
             name: "ReplicationMetricsTests", dependencies: ["ReplicationMetrics", "ReplicationCore", "ReplicationTestSupport"],

@@ -59,12 +59,3 @@ import Testing
         #expect(throws: SocketQueues.Failure(errno: EBADF)) { try SocketQueues.read(descriptor: listener) }
     }
 }
-
-/// Checks `condition` every few milliseconds until it holds, for at most `seconds`.
-func waitUntilTrue(seconds: Double = 10, _ condition: () -> Bool) throws {
-    let deadline = Date().addingTimeInterval(seconds)
-    while !condition() {
-        guard Date() < deadline else { throw SocketError("condition not met within \(seconds) s") }
-        usleep(2_000)
-    }
-}

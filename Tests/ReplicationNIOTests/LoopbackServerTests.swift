@@ -261,14 +261,3 @@ import Testing
         #expect(fixture.server.hub.countersSnapshot.closeReasons == [.serverShutdown: 2])
     }
 }
-
-struct Timeout: Error {}
-
-/// Waits until `condition` holds, checking every few milliseconds, for at most `seconds`.
-func waitUntil(seconds: Double = 10, _ condition: () async -> Bool) async throws {
-    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else { throw Timeout() }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-}
