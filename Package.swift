@@ -96,6 +96,7 @@ let package = Package(
                 "StreamLog",
                 "ReplicationNIO",
                 "MetricsExporter",
+                "ReplicationMetrics",
                 "SidecarMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
