@@ -3,12 +3,9 @@ import ReplicationCore
 /// One family with its samples, ready to render.
 public struct FamilySamples: Sendable, Equatable {
     public struct Sample: Sendable, Equatable {
-        public var labels: [(name: String, value: String)]
+        /// The label pairs as they appear between the braces, already escaped (empty for none).
+        public var labels: String
         public var value: Double
-
-        public static func == (lhs: Sample, rhs: Sample) -> Bool {
-            lhs.value == rhs.value && lhs.labels.elementsEqual(rhs.labels) { $0 == $1 }
-        }
     }
 
     public var family: MetricFamily
@@ -37,42 +34,44 @@ public enum ExpositionFormat: Sendable {
 /// out in a stable order, and a name registered twice must not crash the process.
 public enum Exposition {
     public static func families(_ snapshot: MetricsSnapshot) -> [FamilySamples] {
-        let byName = Dictionary(grouping: snapshot.connections, by: \.name).sorted { $0.key < $1.key }
-        func perName(_ family: MetricFamily, _ value: ([ConnectionSnapshot]) -> Double) -> FamilySamples {
-            FamilySamples(
-                family: family,
-                samples: byName.map { .init(labels: [("name", $0.key)], value: value($0.value)) })
+        // One pass over the connections, summing per name; everything after works on the aggregates.
+        var aggregates: [String: NameAggregate] = [:]
+        var subscribers = [Int](repeating: 0, count: StreamName.all.count)
+        for index in snapshot.connections.indices {
+            aggregates[snapshot.connections[index].name, default: NameAggregate()].add(snapshot.connections[index])
+            for (stream, token) in snapshot.connections[index].sentTokens.enumerated() where token != nil {
+                subscribers[stream] += 1
+            }
         }
-        func perCommand(_ family: MetricFamily, _ count: (CommandCounters, CommandName) -> Int) -> FamilySamples {
+        let names = aggregates.keys.sorted().map { ($0, "name=\"\(escape($0, quotes: true))\"", aggregates[$0]!) }
+        let streamLabels = StreamName.all.map { "stream_name=\"\($0.rawValue)\"" }
+
+        func perName(_ family: MetricFamily, _ value: (NameAggregate) -> Double) -> FamilySamples {
+            FamilySamples(family: family, samples: names.map { .init(labels: $0.1, value: value($0.2)) })
+        }
+        func perCommand(_ family: MetricFamily, _ counts: (NameAggregate) -> [Int]) -> FamilySamples {
             var samples: [FamilySamples.Sample] = []
-            for (name, connections) in byName {
-                for command in CommandName.allCases {
-                    let total = connections.reduce(0) { $0 + count($1.counters, command) }
-                    if total > 0 {
-                        samples.append(.init(labels: [("command", command.rawValue), ("name", name)], value: Double(total)))
-                    }
+            for (_, label, aggregate) in names {
+                for (command, count) in zip(CommandName.allCases, counts(aggregate)) where count > 0 {
+                    samples.append(.init(labels: "command=\"\(command.rawValue)\",\(label)", value: Double(count)))
                 }
             }
             return FamilySamples(family: family, samples: samples)
         }
         func single(_ family: MetricFamily, _ value: Double) -> FamilySamples {
-            FamilySamples(family: family, samples: [.init(labels: [], value: value)])
+            FamilySamples(family: family, samples: [.init(labels: "", value: value)])
         }
         func perStream(_ family: MetricFamily, _ value: (StreamName) -> Double) -> FamilySamples {
             FamilySamples(
-                family: family,
-                samples: StreamName.all.map { .init(labels: [("stream_name", $0.rawValue)], value: value($0)) })
+                family: family, samples: StreamName.all.map { .init(labels: streamLabels[$0.index], value: value($0)) })
         }
-        /// Per (name, stream) for the streams a connection of that name subscribes to.
-        func perNameAndStream(_ family: MetricFamily, _ value: ([Int64], StreamName) -> Double) -> FamilySamples {
+        /// Per (name, stream), for the streams some connection of that name subscribes to.
+        func perNameAndStream(_ family: MetricFamily, _ value: (Int64, StreamName) -> Double) -> FamilySamples {
             var samples: [FamilySamples.Sample] = []
-            for (name, connections) in byName {
+            for (_, label, aggregate) in names {
                 for stream in StreamName.all {
-                    let tokens = connections.compactMap { $0.sentTokens[stream.index] }
-                    if !tokens.isEmpty {
-                        samples.append(
-                            .init(labels: [("name", name), ("stream_name", stream.rawValue)], value: value(tokens, stream)))
-                    }
+                    guard let lowest = aggregate.lowestSentTokens[stream.index] else { continue }
+                    samples.append(.init(labels: "\(label),\(streamLabels[stream.index])", value: value(lowest, stream)))
                 }
             }
             return FamilySamples(family: family, samples: samples)
@@ -80,16 +79,16 @@ public enum Exposition {
 
         let counters = snapshot.counters
         var families: [FamilySamples] = [
-            perName(MetricFamilies.pendingCommands) { Double($0.reduce(0) { $0 + $1.pendingCommands }) },
-            perName(MetricFamilies.transportSendBuffer) { Double($0.reduce(0) { $0 + $1.bufferedWritableBytes }) },
-            perName(MetricFamilies.kernelSendBuffer) { Double($0.reduce(0) { $0 + $1.kernelSendQueue }) },
-            perName(MetricFamilies.kernelReadBuffer) { Double($0.reduce(0) { $0 + $1.kernelReceiveQueue }) },
-            perCommand(MetricFamilies.inboundCommands) { $0.inbound($1) },
-            perCommand(MetricFamilies.outboundCommands) { $0.outbound($1) },
+            perName(MetricFamilies.pendingCommands) { Double($0.pendingCommands) },
+            perName(MetricFamilies.transportSendBuffer) { Double($0.bufferedWritableBytes) },
+            perName(MetricFamilies.kernelSendBuffer) { Double($0.kernelSendQueue) },
+            perName(MetricFamilies.kernelReadBuffer) { Double($0.kernelReceiveQueue) },
+            perCommand(MetricFamilies.inboundCommands) { $0.inbound },
+            perCommand(MetricFamilies.outboundCommands) { $0.outbound },
             FamilySamples(
                 family: MetricFamilies.closeReason,
                 samples: CloseReason.allCases.compactMap { reason in
-                    counters.closeReasons[reason].map { .init(labels: [("reason_type", reason.rawValue)], value: Double($0)) }
+                    counters.closeReasons[reason].map { .init(labels: "reason_type=\"\(reason.rawValue)\"", value: Double($0)) }
                 }),
             perStream(MetricFamilies.streamUpdates) { Double(counters.streamUpdates[$0.index]) },
             single(MetricFamilies.userSync, Double(counters.userSync)),
@@ -98,18 +97,14 @@ public enum Exposition {
             single(MetricFamilies.invalidateCache, Double(counters.invalidateCache)),
             single(MetricFamilies.userIPCache, Double(counters.userIP)),
             single(MetricFamilies.totalConnections, Double(snapshot.connections.count)),
-            perStream(MetricFamilies.connectionsPerStream) { stream in
-                Double(snapshot.connections.filter { $0.sentTokens[stream.index] != nil }.count)
-            },
+            perStream(MetricFamilies.connectionsPerStream) { Double(subscribers[$0.index]) },
             perStream(MetricFamilies.streamHeadToken) { Double(snapshot.headTokens[$0.index]) },
-            perNameAndStream(MetricFamilies.sentToken) { tokens, _ in Double(tokens.min()!) },
-            perNameAndStream(MetricFamilies.lagTokens) { tokens, stream in
-                Double(max(0, snapshot.headTokens[stream.index] - tokens.min()!))
+            perNameAndStream(MetricFamilies.sentToken) { lowest, _ in Double(lowest) },
+            perNameAndStream(MetricFamilies.lagTokens) { lowest, stream in
+                Double(max(0, snapshot.headTokens[stream.index] - lowest))
             },
-            perName(MetricFamilies.syncingUsers) { Double($0.reduce(0) { $0 + $1.syncingUsers }) },
-            perName(MetricFamilies.connectionAge) { connections in
-                Double(snapshot.nowMillis - connections.map(\.connectedAtMillis).min()!) / 1000
-            },
+            perName(MetricFamilies.syncingUsers) { Double($0.syncingUsers) },
+            perName(MetricFamilies.connectionAge) { Double(snapshot.nowMillis - $0.oldestConnectedAtMillis) / 1000 },
             single(MetricFamilies.writerAppends, Double(counters.writerAppends)),
             single(MetricFamilies.writerRejections, Double(counters.writerRejections)),
             single(MetricFamilies.scrapeDuration, snapshot.scrapes.lastDurationSeconds),
@@ -129,27 +124,92 @@ public enum Exposition {
         return families
     }
 
+    /// What the connections sharing one name add up to.
+    struct NameAggregate {
+        var pendingCommands = 0
+        var bufferedWritableBytes = 0
+        var kernelSendQueue = 0
+        var kernelReceiveQueue = 0
+        var syncingUsers = 0
+        var inbound = [Int](repeating: 0, count: CommandName.allCases.count)
+        var outbound = [Int](repeating: 0, count: CommandName.allCases.count)
+        /// The most lagging connection's token per stream.
+        var lowestSentTokens = [Int64?](repeating: nil, count: StreamName.all.count)
+        var oldestConnectedAtMillis = Int64.max
+
+        mutating func add(_ connection: ConnectionSnapshot) {
+            pendingCommands += connection.pendingCommands
+            bufferedWritableBytes += connection.bufferedWritableBytes
+            kernelSendQueue += connection.kernelSendQueue
+            kernelReceiveQueue += connection.kernelReceiveQueue
+            syncingUsers += connection.syncingUsers
+            for index in inbound.indices {
+                inbound[index] += connection.counters.inbound[index]
+                outbound[index] += connection.counters.outbound[index]
+            }
+            for (index, token) in connection.sentTokens.enumerated() {
+                guard let token else { continue }
+                lowestSentTokens[index] = min(lowestSentTokens[index] ?? token, token)
+            }
+            oldestConnectedAtMillis = min(oldestConnectedAtMillis, connection.connectedAtMillis)
+        }
+    }
+
     public static func render(_ families: [FamilySamples], as format: ExpositionFormat) -> String {
-        var out = ""
-        out.reserveCapacity(families.reduce(0) { $0 + 120 + $1.samples.count * 100 })
+        var out: [UInt8] = []
+        out.reserveCapacity(families.reduce(256) { $0 + 160 + $1.samples.count * 96 })
         for entry in families {
             let family = entry.family
             // Text format 0.0.4 names the family as its samples are named; OpenMetrics without `_total`.
             let familyName = format == .text ? family.sampleName : family.name
-            out += "# HELP \(familyName) \(escape(family.help, quotes: false))\n"
-            out += "# TYPE \(familyName) \(family.kind.rawValue)\n"
+            out += "# HELP ".utf8
+            out += familyName.utf8
+            out.append(UInt8(ascii: " "))
+            out += escape(family.help, quotes: false).utf8
+            out += "\n# TYPE ".utf8
+            out += familyName.utf8
+            out.append(UInt8(ascii: " "))
+            out += family.kind.rawValue.utf8
+            out.append(UInt8(ascii: "\n"))
+            let sampleName = family.sampleName
             for sample in entry.samples {
-                out += family.sampleName
+                out += sampleName.utf8
                 if !sample.labels.isEmpty {
-                    out += "{"
-                    out += sample.labels.map { "\($0.name)=\"\(escape($0.value, quotes: true))\"" }.joined(separator: ",")
-                    out += "}"
+                    out.append(UInt8(ascii: "{"))
+                    out += sample.labels.utf8
+                    out.append(UInt8(ascii: "}"))
                 }
-                out += " \(formatValue(sample.value))\n"
+                out.append(UInt8(ascii: " "))
+                appendValue(sample.value, to: &out)
+                out.append(UInt8(ascii: "\n"))
             }
         }
-        if format == .openMetrics { out += "# EOF\n" }
-        return out
+        if format == .openMetrics { out += "# EOF\n".utf8 }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Integers without a fraction (the common case, written digit by digit), other values as Swift prints them.
+    static func appendValue(_ value: Double, to out: inout [UInt8]) {
+        guard value == value.rounded(), abs(value) < 1e15 else {
+            out += formatValue(value).utf8
+            return
+        }
+        var integer = Int64(value)
+        if integer < 0 {
+            out.append(UInt8(ascii: "-"))
+            integer = -integer
+        }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            repeat {
+                buffer[15 - count] = UInt8(ascii: "0") + UInt8(integer % 10)
+                integer /= 10
+                count += 1
+            } while integer > 0
+            out += buffer[(16 - count)...]
+        }
     }
 
     /// Backslash and newline are escaped in help texts; label values escape double quotes too.

@@ -39,7 +39,7 @@ public struct ProcessStatistics: Sendable, Equatable {
         getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         return ProcessStatistics(
             cpuSeconds: (field(14) + field(15)) / ticks, residentBytes: field(24) * pageSize,
-            virtualBytes: field(23), openFDs: Double(countEntries("/proc/self/fd")),
+            virtualBytes: field(23), openFDs: Double(openDescriptors()),
             maxFDs: Double(limit.rlim_cur), startTimeSeconds: bootTime + field(22) / ticks)
         #else
         return nil
@@ -57,6 +57,14 @@ public struct ProcessStatistics: Sendable, Equatable {
             bytes += chunk[0..<count]
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Linux 6.2 and later report the number of open descriptors as the size of `/proc/self/fd`, which
+    /// costs one `stat` instead of a directory walk (about a microsecond per descriptor).
+    private static func openDescriptors() -> Int {
+        var info = stat()
+        if stat("/proc/self/fd", &info) == 0, info.st_size > 0 { return Int(info.st_size) }
+        return countEntries("/proc/self/fd")
     }
 
     private static func countEntries(_ path: String) -> Int {

@@ -77,12 +77,11 @@ func golden(_ name: String, actual: String) throws -> String {
 
     @Test func connectionsSharingANameAreSummed() {
         let pending = families.first { $0.family == MetricFamilies.pendingCommands }!
-        #expect(pending.samples.first { $0.labels[0].value == "synapse.app.generic_worker" }?.value == 3)
+        #expect(pending.samples.first { $0.labels == #"name="synapse.app.generic_worker""# }?.value == 3)
         let lag = families.first { $0.family == MetricFamilies.lagTokens }!
         // The most lagging connection of a name is what its lag shows.
         #expect(
-            lag.samples.first { $0.labels[0].value == "synapse.app.generic_worker" && $0.labels[1].value == "events" }?
-                .value == 3)
+            lag.samples.first { $0.labels == #"name="synapse.app.generic_worker",stream_name="events""# }?.value == 3)
     }
 
     @Test func closedConnectionsLeaveNoSeries() {
