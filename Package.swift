@@ -17,11 +17,14 @@ let package = Package(
     targets: [
         // Protocol rules with no I/O: commands, streams, state machines. Imports nothing of ours.
         .target(name: "ReplicationCore"),
-        // The ordered per-stream log that catch-up and fan-out read from.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // The ordered per-stream log that catch-up and fan-out read from: SQLite on disk, or in memory.
         .target(
             name: "StreamLog",
             dependencies: [
                 "ReplicationCore",
+                "CSQLite",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]

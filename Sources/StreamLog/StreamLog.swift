@@ -78,7 +78,7 @@ public enum RowLines {
     /// Every row with the numeric token, as catch-up sends them.
     public static func catchUp(_ rows: [String], stream: StreamName, token: Int64, into buffer: inout ByteBuffer) {
         let tokenText = String(token)
-        for row in rows { write(row, stream: stream, tokenText: tokenText, into: &buffer) }
+        for row in rows { write(row.utf8, stream: stream, tokenText: tokenText, into: &buffer) }
     }
 
     /// All rows but the last with `batch`, as live fan-out sends a batch.
@@ -86,18 +86,21 @@ public enum RowLines {
         var buffer = ByteBufferAllocator().buffer(capacity: rows.reduce(0) { $0 + $1.utf8.count + 32 })
         let tokenText = String(token)
         for (index, row) in rows.enumerated() {
-            write(row, stream: stream, tokenText: index == rows.count - 1 ? tokenText : "batch", into: &buffer)
+            write(row.utf8, stream: stream, tokenText: index == rows.count - 1 ? tokenText : "batch", into: &buffer)
         }
         return buffer
     }
 
-    private static func write(_ row: String, stream: StreamName, tokenText: String, into buffer: inout ByteBuffer) {
+    /// One line: `RDATA <stream> <token> <row>\n`, the row given as its UTF-8 bytes.
+    public static func write(
+        _ row: some Sequence<UInt8>, stream: StreamName, tokenText: String, into buffer: inout ByteBuffer
+    ) {
         buffer.writeStaticString("RDATA ")
         buffer.writeString(stream.rawValue)
         buffer.writeInteger(UInt8(ascii: " "))
         buffer.writeString(tokenText)
         buffer.writeInteger(UInt8(ascii: " "))
-        buffer.writeString(row)
+        buffer.writeBytes(row)
         buffer.writeInteger(UInt8(ascii: "\n"))
     }
 }

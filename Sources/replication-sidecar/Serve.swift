@@ -32,8 +32,20 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("writer"), help: "A client NAME allowed to publish rows with RDATA/POSITION (repeatable).")
     var writers: [String] = []
 
-    @Option(help: "Rows kept per stream in the in-memory log; a REPLICATE from before them has fallen behind.")
-    var retainRows = 100_000
+    @Option(help: "Directory of the durable stream log (created if missing).")
+    var dataDir = "./replication-data"
+
+    @Option(help: "Durability of an acknowledged row: 'full' (fsync per commit, survives power loss) or 'normal' (survives a process crash).")
+    var sync = "full"
+
+    @Flag(help: "Keep the stream log in memory only (lost on restart).")
+    var inMemory = false
+
+    @Option(help: "Rows kept per stream at least; a REPLICATE from before the kept rows has fallen behind.")
+    var retainRows = 1_000_000
+
+    @Option(help: "Also keep rows younger than this (e.g. 90s, 30m, 24h, 7d); default: no age bound.")
+    var retainAge: String?
 
     @Option(help: "Longest protocol line in bytes, in both directions.")
     var maxLineLength = 16384
@@ -86,6 +98,12 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--writer must be a non-empty client name, got '\(writer)'")
         }
         guard retainRows > 0 else { throw ValidationError("--retain-rows must be at least 1, got \(retainRows)") }
+        guard SQLiteStreamLog.SyncMode(rawValue: sync) != nil else {
+            throw ValidationError("--sync must be 'full' or 'normal', got '\(sync)'")
+        }
+        if let retainAge, parseDuration(retainAge) == nil {
+            throw ValidationError("--retain-age must be a number with s, m, h or d (e.g. 24h), got '\(retainAge)'")
+        }
         guard maxLineLength >= 64 else {
             throw ValidationError("--max-line-length must be at least 64 bytes, got \(maxLineLength)")
         }
@@ -127,9 +145,23 @@ struct Serve: AsyncParsableCommand {
                 maxLineLength: maxLineLength, maxPendingCommands: maxPendingCommands,
                 pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows),
             socketSendBuffer: socketSendBuffer)
+        let log: any StreamLog
+        if inMemory {
+            log = InMemoryStreamLog(retainRows: retainRows)
+        } else {
+            do {
+                log = try SQLiteStreamLog(
+                    directory: dataDir, sync: SQLiteStreamLog.SyncMode(rawValue: sync)!,
+                    retention: .init(rows: retainRows, ageMillis: retainAge.flatMap(parseDuration)),
+                    clock: { WallClock.system.nowMillis })
+            } catch {
+                logger.critical("\(error)")
+                throw ExitCode.failure
+            }
+            logger.info("stream log ready", metadata: ["path": "\(dataDir)", "sync": "\(sync)"])
+        }
         let server = ReplicationServer(
-            configuration: configuration, log: InMemoryStreamLog(retainRows: retainRows),
-            group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            configuration: configuration, log: log, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         let exporter = MetricsHTTPServer(
             configuration: try exporterConfiguration(), source: HubMetricsSource(server: server))
         do {
@@ -178,5 +210,17 @@ struct Serve: AsyncParsableCommand {
     private func readFile(_ path: String, flag: String) throws -> String {
         guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("\(flag): cannot read '\(path)'") }
         return contents
+    }
+}
+
+/// Milliseconds in a duration such as `90s`, `30m`, `24h` or `7d`.
+func parseDuration(_ text: String) -> Int64? {
+    guard let unit = text.last, let amount = Int64(text.dropLast()), amount > 0 else { return nil }
+    switch unit {
+    case "s": return amount * 1_000
+    case "m": return amount * 60_000
+    case "h": return amount * 3_600_000
+    case "d": return amount * 86_400_000
+    default: return nil
     }
 }

@@ -1,0 +1,117 @@
+import CSQLite
+
+/// A failure of the SQLite library, with its message.
+public struct SQLiteError: Error, Equatable, CustomStringConvertible {
+    public var code: Int32
+    public var message: String
+    public var description: String { "\(message) (SQLite code \(code))" }
+}
+
+/// One SQLite connection, used by one thread at a time. Just what the log needs: statements with
+/// integer and text parameters, stepped row by row.
+final class SQLiteConnection {
+    let handle: OpaquePointer
+
+    init(path: String, create: Bool) throws(SQLiteError) {
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX
+        let result = sqlite3_open_v2(path, &handle, flags, nil)
+        guard result == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
+            sqlite3_close(handle)
+            throw SQLiteError(code: result, message: message)
+        }
+        self.handle = handle
+        sqlite3_busy_timeout(handle, 5_000)
+    }
+
+    deinit { sqlite3_close_v2(handle) }
+
+    func execute(_ sql: String) throws(SQLiteError) {
+        let result = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard result == SQLITE_OK else { throw error(result) }
+    }
+
+    func prepare(_ sql: String) throws(SQLiteError) -> Statement {
+        var statement: OpaquePointer?
+        let result = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard result == SQLITE_OK, let statement else { throw error(result) }
+        return Statement(handle: statement, connection: self)
+    }
+
+    /// The first column of the first row of a query returning one integer.
+    func integer(_ sql: String) throws(SQLiteError) -> Int64 {
+        let statement = try prepare(sql)
+        defer { statement.finish() }
+        guard try statement.step() else { return 0 }
+        return statement.integer(0)
+    }
+
+    func error(_ code: Int32) -> SQLiteError {
+        SQLiteError(code: code, message: String(cString: sqlite3_errmsg(handle)))
+    }
+
+    final class Statement {
+        let handle: OpaquePointer
+        unowned let connection: SQLiteConnection
+
+        init(handle: OpaquePointer, connection: SQLiteConnection) {
+            self.handle = handle
+            self.connection = connection
+        }
+
+        deinit { sqlite3_finalize(handle) }
+
+        /// Resets the statement and binds parameters (1-based, in order).
+        @discardableResult
+        func bind(_ values: Value...) throws(SQLiteError) -> Statement {
+            sqlite3_reset(handle)
+            sqlite3_clear_bindings(handle)
+            for (offset, value) in values.enumerated() {
+                let index = Int32(offset + 1)
+                let result: Int32
+                switch value {
+                case .integer(let integer): result = sqlite3_bind_int64(handle, index, integer)
+                case .text(let text):
+                    result = text.utf8.withContiguousStorageIfAvailable {
+                        $0.withMemoryRebound(to: CChar.self) { rs_sqlite_bind_text(handle, index, $0.baseAddress, Int32($0.count)) }
+                    } ?? rs_sqlite_bind_text(handle, index, text, -1)
+                }
+                guard result == SQLITE_OK else { throw connection.error(result) }
+            }
+            return self
+        }
+
+        /// Steps once: true while a row is available.
+        func step() throws(SQLiteError) -> Bool {
+            let result = sqlite3_step(handle)
+            switch result {
+            case SQLITE_ROW: return true
+            case SQLITE_DONE: return false
+            default: throw connection.error(result)
+            }
+        }
+
+        /// Runs a statement that returns no rows.
+        func run() throws(SQLiteError) {
+            while try step() {}
+        }
+
+        /// Ends the current execution, so that the transaction it ran in can commit.
+        func finish() { sqlite3_reset(handle) }
+
+        func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+        func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
+
+        /// The text column as raw bytes (valid until the next step).
+        func textBytes(_ column: Int32) -> UnsafeRawBufferPointer {
+            guard let pointer = sqlite3_column_text(handle, column) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+            return UnsafeRawBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(handle, column)))
+        }
+    }
+
+    enum Value {
+        case integer(Int64)
+        case text(String)
+    }
+}

@@ -1,0 +1,355 @@
+import CSQLite
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ReplicationCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The durable stream log: one SQLite database (WAL mode) in the data directory.
+///
+/// Appends are validated at once (tokens strictly increasing), then written by one writer thread that
+/// commits everything queued in one transaction (group commit: one fsync for many batches under load).
+/// A batch's future succeeds only after its transaction committed, so an acknowledged row is durable
+/// under the chosen sync mode, and a batch is stored whole or not at all. Readers use their own
+/// connections and see a consistent snapshot per page.
+public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
+    /// How hard a commit insists on reaching the disk.
+    public enum SyncMode: String, Sendable, CaseIterable {
+        /// fsync at every commit: an acknowledged row survives power loss.
+        case full
+        /// no fsync at commit in WAL mode: an acknowledged row survives a crash of the process, not of the machine.
+        case normal
+    }
+
+    /// What the log keeps: a row is pruned only when it is beyond the newest `rows` of its stream *and*
+    /// older than `ageMillis` (a `nil` bound does not hold rows back).
+    public struct Retention: Sendable, Equatable {
+        public var rows: Int?
+        public var ageMillis: Int64?
+        public init(rows: Int?, ageMillis: Int64?) {
+            self.rows = rows
+            self.ageMillis = ageMillis
+        }
+    }
+
+    public struct OpenError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    static let applicationID: Int64 = 0x5253_4C47  // "RSLG"
+    static let migrations: [String] = [
+        """
+        CREATE TABLE streams (
+            id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            current_token INTEGER NOT NULL, oldest_servable INTEGER NOT NULL);
+        CREATE TABLE rows (
+            stream INTEGER NOT NULL, token INTEGER NOT NULL, seq INTEGER NOT NULL,
+            appended_at INTEGER NOT NULL, row TEXT NOT NULL,
+            PRIMARY KEY (stream, token, seq)) WITHOUT ROWID;
+        """
+    ]
+    public static var schemaVersion: Int { migrations.count }
+
+    private struct Pending {
+        var stream: StreamName
+        var token: Int64
+        var rows: [String]
+        var batch: AppendedBatch
+        var promise: EventLoopPromise<AppendedBatch>
+    }
+
+    private struct WriterState {
+        /// Per stream: the token of the last batch accepted (durable or queued): new tokens must exceed it.
+        var accepted: [Int64]
+        var queue: [Pending] = []
+        var committing = false
+    }
+
+    private struct Heads {
+        /// Per stream: the last durable token, and the oldest token a reader may start after.
+        var current: [Int64]
+        var oldestServable: [Int64]
+    }
+
+    public let path: String
+    private let retention: Retention
+    private let clock: @Sendable () -> Int64
+    private let writerConnection: SQLiteConnection
+    private let writerThread = NIOThreadPool(numberOfThreads: 1)
+    private let writerState: NIOLockedValueBox<WriterState>
+    private let heads: NIOLockedValueBox<Heads>
+    private let readers = NIOLockedValueBox<[SQLiteConnection]>([])
+    private var lastPruneMillis: Int64 = 0  // writer thread only
+
+    /// Opens (or creates) the log in `directory`. Refuses a file that is not this project's database or
+    /// that has a newer schema, and never overwrites anything it does not recognise.
+    public init(
+        directory: String, sync: SyncMode = .full, retention: Retention = Retention(rows: 1_000_000, ageMillis: nil),
+        clock: @escaping @Sendable () -> Int64
+    ) throws(OpenError) {
+        try Self.createDirectory(directory)
+        path = directory + "/stream-log.sqlite3"
+        self.retention = retention
+        self.clock = clock
+        do {
+            writerConnection = try SQLiteConnection(path: path, create: true)
+            try Self.prepareSchema(writerConnection, path: path)
+            try writerConnection.execute("PRAGMA synchronous = \(sync == .full ? "FULL" : "NORMAL")")
+            // Proves the file can be written before any worker connects.
+            try writerConnection.execute("BEGIN IMMEDIATE; COMMIT")
+        } catch let error as OpenError {
+            throw error
+        } catch let error as SQLiteError {
+            throw OpenError(description: "cannot use the stream log \(path): \(error.message)")
+        } catch {
+            throw OpenError(description: "cannot use the stream log \(path): \(error)")
+        }
+        var current = [Int64](repeating: 0, count: StreamName.all.count)
+        var oldest = current
+        do {
+            let statement = try writerConnection.prepare("SELECT id, name, current_token, oldest_servable FROM streams")
+            while try statement.step() {
+                let id = Int(statement.integer(0))
+                let name = String(decoding: statement.textBytes(1), as: UTF8.self)
+                guard id < StreamName.all.count, StreamName.all[id].rawValue == name else {
+                    throw OpenError(description: "\(path) names stream \(id) '\(name)', which this build does not know")
+                }
+                current[id] = statement.integer(2)
+                oldest[id] = statement.integer(3)
+            }
+        } catch let error as OpenError {
+            throw error
+        } catch {
+            throw OpenError(description: "cannot read the stream log \(path): \(error)")
+        }
+        writerState = NIOLockedValueBox(WriterState(accepted: current))
+        heads = NIOLockedValueBox(Heads(current: current, oldestServable: oldest))
+        writerThread.start()
+    }
+
+    deinit { try? writerThread.syncShutdownGracefully() }
+
+    private static func createDirectory(_ directory: String) throws(OpenError) {
+        var prefix = directory.hasPrefix("/") ? "" : "."
+        for component in directory.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, 0o750) != 0 && errno != EEXIST {
+                throw OpenError(
+                    description: "cannot create the data directory \(directory): \(String(cString: strerror(errno)))")
+            }
+        }
+        guard access(directory, W_OK) == 0 else {
+            throw OpenError(description: "the data directory \(directory) is not writable")
+        }
+    }
+
+    private static func prepareSchema(_ connection: SQLiteConnection, path: String) throws {
+        let applicationID: Int64
+        do {
+            applicationID = try connection.integer("PRAGMA application_id")
+        } catch {
+            throw OpenError(description: "\(path) is not a replication-sidecar stream log (\(error.message)); it was left untouched")
+        }
+        let version = Int(try connection.integer("PRAGMA user_version"))
+        let objects = try connection.integer("SELECT count(*) FROM sqlite_master")
+        guard applicationID == Self.applicationID || (applicationID == 0 && objects == 0) else {
+            throw OpenError(description: "\(path) is not a replication-sidecar stream log; it was left untouched")
+        }
+        guard version <= schemaVersion else {
+            throw OpenError(
+                description: "\(path) has schema version \(version), newer than this build supports (\(schemaVersion)); "
+                    + "run a newer replication-sidecar")
+        }
+        let mode = try connection.prepare("PRAGMA journal_mode = WAL")
+        guard try mode.step(), String(decoding: mode.textBytes(0), as: UTF8.self) == "wal" else {
+            throw OpenError(description: "\(path): WAL mode is not available")
+        }
+        mode.finish()
+        for next in version..<schemaVersion {
+            try connection.execute(
+                "BEGIN IMMEDIATE; \(migrations[next]) PRAGMA user_version = \(next + 1); "
+                    + "PRAGMA application_id = \(Self.applicationID); COMMIT")
+        }
+    }
+
+    // MARK: StreamLog
+
+    public func currentToken(of stream: StreamName) -> Int64 {
+        heads.withLockedValue { $0.current[stream.index] }
+    }
+
+    public func append(
+        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<AppendedBatch> {
+        let promise = eventLoop.makePromise(of: AppendedBatch.self)
+        let startCommit = writerState.withLockedValue { state -> Bool? in
+            let previous = state.accepted[stream.index]
+            let newToken: Int64
+            switch token {
+            case .next: newToken = previous + 1
+            case .exactly(let requested):
+                guard requested > previous else {
+                    promise.fail(StreamLogError.tokenNotAfterCurrent(current: previous))
+                    return nil
+                }
+                newToken = requested
+            }
+            state.accepted[stream.index] = newToken
+            let batch = AppendedBatch(
+                stream: stream, previousToken: previous, token: newToken, rowCount: rows.count,
+                liveLines: RowLines.live(rows, stream: stream, token: newToken))
+            state.queue.append(Pending(stream: stream, token: newToken, rows: rows, batch: batch, promise: promise))
+            defer { state.committing = true }
+            return !state.committing
+        }
+        if startCommit == true {
+            writerThread.submit { _ in self.commitQueued() }
+        }
+        return promise.futureResult
+    }
+
+    public func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {
+        let connection: SQLiteConnection
+        do {
+            connection = try readers.withLockedValue { $0.popLast() } ?? SQLiteConnection(path: path, create: false)
+        } catch {
+            throw .storage("\(error)")
+        }
+        defer { readers.withLockedValue { $0.append(connection) } }
+        do {
+            try connection.execute("BEGIN")
+            defer { try? connection.execute("COMMIT") }
+            let head = try connection.prepare("SELECT current_token, oldest_servable FROM streams WHERE id = ?")
+            try head.bind(.integer(Int64(stream.index)))
+            let (current, oldest) = try head.step() ? (head.integer(0), head.integer(1)) : (0, 0)
+            head.finish()
+            guard token >= oldest else { throw StreamLogError.fallenBehind(oldestServable: oldest) }
+            let rows = try connection.prepare(
+                "SELECT token, row FROM rows WHERE stream = ? AND token > ? ORDER BY token, seq")
+            try rows.bind(.integer(Int64(stream.index)), .integer(token))
+            var lines = ByteBufferAllocator().buffer(capacity: min(maxBytes, 1 << 16) + 1024)
+            var count = 0
+            var lastToken = token
+            var tokenText = ""
+            defer { rows.finish() }
+            while try rows.step() {
+                let rowToken = rows.integer(0)
+                if rowToken != lastToken {
+                    // Pages end on a batch boundary, once they hold enough bytes.
+                    if lines.readableBytes >= maxBytes {
+                        return LogPage(lines: lines, rowCount: count, endToken: lastToken, reachedHead: false)
+                    }
+                    lastToken = rowToken
+                    tokenText = String(rowToken)
+                }
+                RowLines.write(rows.textBytes(1), stream: stream, tokenText: tokenText, into: &lines)
+                count += 1
+            }
+            return LogPage(lines: lines, rowCount: count, endToken: max(current, lastToken), reachedHead: true)
+        } catch let error as StreamLogError {
+            throw error
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
+    // MARK: The writer thread
+
+    /// Commits everything queued, round after round, until the queue is empty.
+    private func commitQueued() {
+        while true {
+            let round = writerState.withLockedValue { state -> [Pending] in
+                let round = state.queue
+                state.queue = []
+                if round.isEmpty { state.committing = false }
+                return round
+            }
+            guard !round.isEmpty else { return }
+            do {
+                try commit(round)
+                heads.withLockedValue { heads in
+                    for pending in round { heads.current[pending.stream.index] = pending.token }
+                }
+                for pending in round { pending.promise.succeed(pending.batch) }
+            } catch {
+                try? writerConnection.execute("ROLLBACK")
+                let durable = heads.withLockedValue { $0.current }
+                writerState.withLockedValue { state in
+                    for pending in round where state.accepted[pending.stream.index] == pending.token {
+                        state.accepted[pending.stream.index] = durable[pending.stream.index]
+                    }
+                }
+                for pending in round { pending.promise.fail(StreamLogError.storage("\(error)")) }
+            }
+            pruneIfDue()
+        }
+    }
+
+    private func commit(_ round: [Pending]) throws(SQLiteError) {
+        let now = clock()
+        try writerConnection.execute("BEGIN IMMEDIATE")
+        let insert = try writerConnection.prepare(
+            "INSERT INTO rows (stream, token, seq, appended_at, row) VALUES (?, ?, ?, ?, ?)")
+        let head = try writerConnection.prepare(
+            """
+            INSERT INTO streams (id, name, current_token, oldest_servable) VALUES (?, ?, ?, 0)
+            ON CONFLICT (id) DO UPDATE SET current_token = excluded.current_token
+            """)
+        for pending in round {
+            let stream = Int64(pending.stream.index)
+            for (seq, row) in pending.rows.enumerated() {
+                try insert.bind(.integer(stream), .integer(pending.token), .integer(Int64(seq)), .integer(now), .text(row))
+                    .run()
+            }
+            try head.bind(.integer(stream), .text(pending.stream.rawValue), .integer(pending.token)).run()
+        }
+        try writerConnection.execute("COMMIT")
+    }
+
+    /// Drops rows beyond the retention, at most once a second, in small transactions of its own.
+    private func pruneIfDue() {
+        guard retention.rows != nil || retention.ageMillis != nil else { return }
+        let now = clock()
+        guard now - lastPruneMillis >= 1_000 else { return }
+        lastPruneMillis = now
+        for stream in StreamName.all {
+            do {
+                try prune(stream, now: now)
+            } catch {
+                try? writerConnection.execute("ROLLBACK")
+            }
+        }
+    }
+
+    private func prune(_ stream: StreamName, now: Int64) throws(SQLiteError) {
+        let id = Int64(stream.index)
+        // Rows with a token below the `rows`-th newest may go (whole batches only)...
+        var belowToken = Int64.max
+        if let keep = retention.rows {
+            let boundary = try writerConnection.prepare(
+                "SELECT token FROM rows WHERE stream = ? ORDER BY token DESC, seq DESC LIMIT 1 OFFSET ?")
+            try boundary.bind(.integer(id), .integer(Int64(keep - 1)))
+            guard try boundary.step() else { return }
+            belowToken = boundary.integer(0)
+            boundary.finish()
+        }
+        // ...if they are also older than the age bound.
+        let appendedBefore = retention.ageMillis.map { now - $0 } ?? Int64.max
+        let last = try writerConnection.prepare(
+            "SELECT max(token) FROM rows WHERE stream = ? AND token < ? AND appended_at < ?")
+        try last.bind(.integer(id), .integer(belowToken), .integer(appendedBefore))
+        guard try last.step(), !last.isNull(0) else { return }
+        let pruneThrough = last.integer(0)
+        last.finish()
+        try writerConnection.execute("BEGIN IMMEDIATE")
+        try writerConnection.prepare("DELETE FROM rows WHERE stream = ? AND token <= ?")
+            .bind(.integer(id), .integer(pruneThrough)).run()
+        try writerConnection.prepare("UPDATE streams SET oldest_servable = ? WHERE id = ?")
+            .bind(.integer(pruneThrough), .integer(id)).run()
+        try writerConnection.execute("COMMIT")
+        heads.withLockedValue { $0.oldestServable[stream.index] = pruneThrough }
+    }
+}
