@@ -256,6 +256,11 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         }
     }
 
+    /// Completes once everything the writer thread was given before (commits and pruning) is done.
+    public func quiesce(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        writerThread.runIfActive(eventLoop: eventLoop) {}
+    }
+
     // MARK: The writer thread
 
     /// Commits everything queued, round after round, until the queue is empty.
