@@ -141,6 +141,10 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                     description: "cannot create the data directory \(directory): \(String(cString: strerror(errno)))")
             }
         }
+        var info = stat()
+        guard stat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw OpenError(description: "cannot use the data directory \(directory): it is not a directory")
+        }
         guard access(directory, W_OK) == 0 else {
             throw OpenError(description: "the data directory \(directory) is not writable")
         }

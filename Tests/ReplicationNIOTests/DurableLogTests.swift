@@ -1,0 +1,114 @@
+import Foundation
+import NIOPosix
+import ReplicationCore
+import ReplicationNIO
+import ReplicationTestSupport
+import StreamLog
+import Testing
+
+@Suite(.serialized) struct DurableLogTests {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("durable-\(UUID().uuidString)").path
+    let configuration = ServerConfiguration(serverName: "test.local", writers: ["pub"])
+
+    func openLog() throws -> SQLiteStreamLog {
+        try SQLiteStreamLog(directory: directory, sync: .full, clock: { WallClock.system.nowMillis })
+    }
+
+    @Test func aRestartedServerServesEveryRowFromAnOldToken() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try await ServerFixture.start(configuration, log: try openLog())
+        let writer = try first.connect(name: "pub")
+        var published: [String] = []
+        for token in 1...400 {
+            // Every fourth token is a batch of two rows.
+            if token % 4 == 0 {
+                try writer.send("RDATA events batch \(eventRow(token * 10))\n")
+                published.append("RDATA events \(token) \(eventRow(token * 10))")
+            }
+            try writer.send("RDATA events \(token) \(eventRow(token))\n")
+            published.append("RDATA events \(token) \(eventRow(token))")
+        }
+        #expect(try writer.readLines(400).last == "POSITION events 400")
+        try await first.stop()
+
+        let second = try await ServerFixture.start(configuration, log: try openLog())
+        #expect(second.log.currentToken(of: .events) == 400)
+        let worker = try second.connect(name: "worker")
+        try worker.send("REPLICATE events 150\n")
+        let expected = published.filter { Int($0.split(separator: " ")[2])! > 150 } + ["POSITION events 400"]
+        #expect(try worker.readLines(expected.count) == expected)
+        try await second.stop()
+    }
+
+    @Test func afterKillNineEveryAcknowledgedRowIsThereAndNoUnfinishedBatch() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let sidecar = try SidecarProcess(serve: ["--writer", "pub", "--data-dir", directory])
+        let writer = try LineSocket(port: sidecar.port)
+        _ = try writer.readLines(2)
+        try writer.send("NAME pub\n")
+        // Batches of three rows; read acknowledgements as they come.
+        var acknowledged: Int64 = 0
+        for token in 1...300 {
+            try writer.send(
+                (0..<2).map { "RDATA caches batch [\"f\", [\"\(token)-\($0)\"], 1]\n" }.joined()
+                    + "RDATA caches \(token) [\"f\", [\"\(token)-2\"], 1]\n")
+            if token % 50 == 0 {
+                while acknowledged < Int64(token) - 10 {
+                    let ack = try #require(try writer.readLine())
+                    acknowledged = Int64(ack.split(separator: " ")[2])!
+                }
+            }
+        }
+        while acknowledged < 300 {
+            acknowledged = Int64(try #require(try writer.readLine()).split(separator: " ")[2])!
+        }
+        // An unfinished batch, then more rows in flight, then SIGKILL.
+        try writer.send("RDATA caches batch [\"f\", [\"unfinished\"], 1]\n")
+        sidecar.kill()
+
+        let restarted = try SidecarProcess(serve: ["--writer", "pub", "--data-dir", directory])
+        defer { #expect(restarted.terminate() == 0) }
+        let reader = try LineSocket(port: restarted.port)
+        _ = try reader.readLines(2)
+        try reader.send("NAME reader\nREPLICATE caches 0\n")
+        let lines = try reader.readLines(until: { $0.hasPrefix("POSITION") })
+        #expect(lines.last == "POSITION caches 300")
+        #expect(lines.count == 300 * 3 + 1)
+        #expect(!lines.contains { $0.contains("unfinished") })
+        for token in 1...300 {
+            for part in 0..<3 {
+                #expect(lines[(token - 1) * 3 + part] == "RDATA caches \(token) [\"f\", [\"\(token)-\(part)\"], 1]")
+            }
+        }
+    }
+
+    @Test func sigtermExitsZeroAfterTellingWorkers() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let sidecar = try SidecarProcess(serve: ["--data-dir", directory])
+        let worker = try LineSocket(port: sidecar.port)
+        _ = try worker.readLines(2)
+        try worker.send("NAME worker\nREPLICATE events NOW\n")
+        #expect(try worker.readLine() == "POSITION events 0")
+        let stopping = Thread { _ = sidecar.terminate() }
+        stopping.start()
+        #expect(try worker.readLine() == "ERROR server shutting down")
+        #expect(try worker.readsEndOfStream())
+        worker.close()
+        try waitUntilTrue { !sidecar.process.isRunning }
+        #expect(sidecar.process.terminationStatus == 0)
+    }
+
+    @Test func badFlagsAndBadGroundExitNonZeroWithAMessage() throws {
+        let bundleDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let executable = bundleDirectory.appendingPathComponent("replication-sidecar").path
+        let badPort = try runProcess(executable, ["serve", "--port", "70000"])
+        #expect(badPort.status != 0 && badPort.errors.contains("--port must be between 0 and 65535"))
+        let badSync = try runProcess(executable, ["serve", "--sync", "sometimes"])
+        #expect(badSync.status != 0 && badSync.errors.contains("--sync must be 'full' or 'normal'"))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("plain-\(UUID().uuidString)").path
+        _ = FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let badDirectory = try runProcess(executable, ["serve", "--port", "0", "--metrics-port", "0", "--data-dir", file])
+        #expect(badDirectory.status != 0 && badDirectory.errors.contains("data directory \(file): it is not a directory"))
+    }
+}
