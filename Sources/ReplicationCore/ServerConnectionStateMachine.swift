@@ -1,195 +1,71 @@
 /// The server's side of one replication connection, as a value: each event returns what to do, and the
 /// channel handler only performs it.
 ///
-/// It owns the connection state (established ⇄ paused → closing → closed), the connection's name, the
-/// keepalive, the queue of commands held while paused and the command counters. Stream rows do not pass
-/// through here: a subscription is a cursor into the log, so rows are never queued per connection; only
-/// their count is reported (``rowsWritten(_:now:)``).
+/// On top of the shared ``ConnectionStateMachine`` it owns the greeting, the connection's name and
+/// whether that name may write. Stream rows do not pass through here: a subscription is a cursor into
+/// the log, so rows are never queued per connection; only their count is reported
+/// (``rowsWritten(_:now:)``).
 public struct ServerConnectionStateMachine: Sendable {
-    public enum State: Equatable, Sendable {
-        case established
-        case paused
-        /// We sent an `ERROR` (or were told to close) and wait for the connection to go away.
-        case closing(CloseReason)
-        case closed(CloseReason)
-    }
+    public typealias State = ConnectionStateMachine.State
+    public typealias Outbound = ConnectionStateMachine.Outbound
+    public typealias Inbound = ConnectionStateMachine.Inbound
+    public typealias Ending = ConnectionStateMachine.Ending
 
-    /// What to write, decided by the machine.
-    public enum Outbound: Equatable, Sendable {
-        case nothing
-        case write(Command)
-        /// Write this `ERROR` now, ahead of anything queued, then close.
-        case writeErrorAndClose(Command)
-        /// Tear the connection down without further writes.
-        case abort
-    }
-
-    /// What an inbound line means.
-    public enum Inbound: Equatable, Sendable {
-        /// Nothing to do: a blank line, a `PING`, or input arriving while we close.
-        case nothing
-        /// A valid command for the server to act on.
-        case dispatch(Command)
-        case reply(Outbound)
-    }
-
-    /// How the transport ended the connection.
-    public enum Ending: Sendable {
-        case closedByPeer
-        case failed
-        case aborted
-    }
-
-    public private(set) var state: State = .established
+    public private(set) var connection: ConnectionStateMachine
     /// The name the client gave with `NAME`; `anon` until then.
     public private(set) var name = "anon"
     public private(set) var isWriter = false
-    public private(set) var counters = CommandCounters()
-    public private(set) var keepalive: Keepalive
-    public private(set) var pendingCommands: [Command] = []
 
     private let serverName: String
     private let writers: Set<String>
-    private let configuration: ProtocolConfiguration
 
     public init(serverName: String, writers: Set<String>, configuration: ProtocolConfiguration, now: Int64) {
         self.serverName = serverName
         self.writers = writers
-        self.configuration = configuration
-        self.keepalive = Keepalive(now: now, configuration: configuration)
+        self.connection = ConnectionStateMachine(configuration: configuration, now: now)
     }
+
+    public var state: State { connection.state }
+    public var counters: CommandCounters { connection.counters }
+    public var keepalive: Keepalive { connection.keepalive }
+    public var pendingCommands: [Command] { connection.pendingCommands }
+    public var isEstablished: Bool { connection.isEstablished }
 
     /// The greeting: `SERVER` first, then a `PING` so that the client knows it may time us out.
     public mutating func connectionActive(now: Int64) -> [Command] {
         let greeting: [Command] = [.server(name: serverName), .ping(String(now))]
-        for command in greeting { recordSent(command.name, now: now) }
+        for command in greeting { connection.recordSent(command.name, now: now) }
         return greeting
     }
 
     /// One line from the client, without its delimiter (and without a trailing CR).
     public mutating func lineReceived(_ line: Substring, now: Int64) -> Inbound {
-        guard isOpen else { return .nothing }
-        if line.allSatisfy({ $0.isWhitespace }) { return .nothing }
-        let (word, rest) = CommandCodec.split(line)
-        guard let name = CommandName(rawValue: String(word)), accepts(name) else {
-            return .reply(fail(.line(.invalidCommand(name: String(word))), now: now))
+        let isWriter = self.isWriter
+        let inbound = connection.lineReceived(line, accepts: { Self.accepts($0, writer: isWriter) }, now: now)
+        if case .dispatch(.name(let newName)) = inbound {
+            name = newName
+            self.isWriter = writers.contains(newName)
         }
-        keepalive.received(name, now: now)
-        counters.countInbound(name)
-        switch CommandCodec.parse(name, rest: rest) {
-        case .failure(let error):
-            return .reply(fail(.line(error), now: now))
-        case .success(.ping):
-            return .nothing
-        case .success(.name(let newName)):
-            rename(to: newName)
-            return .dispatch(.name(newName))
-        case .success(let command):
-            return .dispatch(command)
-        }
+        return inbound
     }
 
     /// A line that could not be read as text, or that was too long.
-    public mutating func lineRejected(_ error: ClosingError, now: Int64) -> Outbound {
-        fail(error, now: now)
-    }
+    public mutating func lineRejected(_ error: ClosingError, now: Int64) -> Outbound { connection.fail(error, now: now) }
+    public mutating func send(_ command: Command, now: Int64) -> Outbound { connection.send(command, now: now) }
+    public mutating func fail(_ error: ClosingError, now: Int64) -> Outbound { connection.fail(error, now: now) }
+    public mutating func tick(now: Int64) -> Outbound { connection.tick(now: now) }
+    public mutating func connectionClosed(_ ending: Ending) -> CloseReason { connection.connectionClosed(ending) }
 
-    /// Sends a command now, or queues it while paused; too many queued commands end the connection.
-    public mutating func send(_ command: Command, now: Int64) -> Outbound {
-        switch state {
-        case .established:
-            recordSent(command.name, now: now)
-            return .write(command)
-        case .paused:
-            pendingCommands.append(command)
-            if pendingCommands.count > configuration.maxPendingCommands {
-                return fail(.failedToKeepUp, now: now)
-            }
-            return .nothing
-        case .closing, .closed:
-            return .nothing
-        }
-    }
-
-    /// Closes the connection with an `ERROR`, which is written ahead of anything queued.
-    public mutating func fail(_ error: ClosingError, now: Int64) -> Outbound {
-        guard isOpen else { return .nothing }
-        state = .closing(error.reason)
-        pendingCommands = []
-        keepalive.closeRequested(now: now)
-        recordSent(.ERROR, now: now)
-        return .writeErrorAndClose(.error(error.text))
-    }
-
-    /// The transport's writability changed. Returns the queued commands to write, in order, on resume.
     public mutating func writabilityChanged(isWritable: Bool, now: Int64) -> [Command] {
-        switch (state, isWritable) {
-        case (.established, false):
-            state = .paused
-            return []
-        case (.paused, true):
-            state = .established
-            let queued = pendingCommands
-            pendingCommands = []
-            for command in queued { recordSent(command.name, now: now) }
-            return queued
-        default:
-            return []
-        }
-    }
-
-    /// The keepalive timer fired.
-    public mutating func tick(now: Int64) -> Outbound {
-        switch keepalive.tick(now: now) {
-        case .nothing: return .nothing
-        case .sendPing: return send(.ping(String(now)), now: now)
-        case .timeOut: return fail(.pingTimeout, now: now)
-        case .abort: return .abort
-        }
+        connection.writabilityChanged(isWritable: isWritable, now: now)
     }
 
     /// `count` stream rows were written straight from the log.
     public mutating func rowsWritten(_ count: Int, now: Int64) {
-        counters.countOutbound(.RDATA, by: count)
-        keepalive.sent(now: now)
+        connection.recordSent(.RDATA, count: count, now: now)
     }
 
-    /// The connection is gone; returns the reason it is counted under.
-    public mutating func connectionClosed(_ ending: Ending) -> CloseReason {
-        if case .closed(let reason) = state { return reason }
-        let reason: CloseReason
-        switch (state, ending) {
-        case (_, .aborted): reason = .connectionAborted
-        case (.closing(let ours), _): reason = ours
-        case (_, .closedByPeer): reason = .connectionDone
-        case (_, .failed): reason = .connectionLost
-        }
-        state = .closed(reason)
-        pendingCommands = []
-        return reason
-    }
-
-    /// Whether rows may be written to the transport right now.
-    public var isEstablished: Bool { state == .established }
-
-    private var isOpen: Bool {
-        switch state {
-        case .established, .paused: true
-        case .closing, .closed: false
-        }
-    }
-
-    private func accepts(_ command: CommandName) -> Bool {
-        CommandName.sentByClients.contains(command) || (isWriter && CommandName.sentByWritersOnly.contains(command))
-    }
-
-    private mutating func rename(to newName: String) {
-        name = newName
-        isWriter = writers.contains(newName)
-    }
-
-    private mutating func recordSent(_ command: CommandName, now: Int64) {
-        counters.countOutbound(command)
-        keepalive.sent(now: now)
+    private static func accepts(_ command: CommandName, writer: Bool) -> Bool {
+        CommandName.sentByClients.contains(command) || (writer && CommandName.sentByWritersOnly.contains(command))
     }
 }
