@@ -132,6 +132,8 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // A worker or scraper that goes away mid-write is an error on that connection, not a reason to die.
+        signal(SIGPIPE, SIG_IGN)
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

@@ -21,6 +21,7 @@ public final class LineSocket: @unchecked Sendable {  // used by one thread at a
     /// Connects to `127.0.0.1:port`. A small `receiveBuffer` makes the connection fill up quickly when the
     /// test stops reading.
     public init(port: Int, receiveBuffer: Int? = nil) throws {
+        ignoreBrokenPipes()
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SocketError(system: "socket") }
         if var size = receiveBuffer.map(Int32.init) {
@@ -141,4 +142,9 @@ public final class LineSocket: @unchecked Sendable {  // used by one thread at a
         buffer.append(contentsOf: chunk[0..<n])
         return true
     }
+}
+
+/// Writing to a peer that has gone must be an error, never the death of the test process.
+public func ignoreBrokenPipes() {
+    signal(SIGPIPE, SIG_IGN)
 }

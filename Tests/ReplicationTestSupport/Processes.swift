@@ -15,6 +15,7 @@ public struct ProcessResult: Sendable {
 
 /// Runs a program to completion with `input` on its standard input.
 public func runProcess(_ executable: String, _ arguments: [String], input: String = "") throws -> ProcessResult {
+    ignoreBrokenPipes()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments

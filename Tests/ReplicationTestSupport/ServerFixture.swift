@@ -15,6 +15,7 @@ public final class ServerFixture: Sendable {
         _ configuration: ServerConfiguration = ServerConfiguration(), log: any StreamLog = InMemoryStreamLog(),
         clock: WallClock = .system
     ) async throws -> ServerFixture {
+        ignoreBrokenPipes()
         var configuration = configuration
         configuration.host = "127.0.0.1"
         // Tests leave their clients open; don't wait the production grace period for them.
