@@ -1,0 +1,294 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ReplicationCore
+
+/// What the application hears from a ``ReplicationClient``, always on the client's event loop.
+public protocol ReplicationClientDelegate: AnyObject {
+    /// One whole batch of rows of one token, in order; the client resumes after `token` next time.
+    func replicationClient(received rows: [String], stream: StreamName, token: Int64)
+    /// `POSITION` from the server: caught up on a stream, or a writer's batch acknowledged.
+    func replicationClient(position token: Int64, stream: StreamName)
+    /// Every subscribed stream has answered with `POSITION` on this connection.
+    func replicationClientFinishedConnecting()
+    /// The server sent `ERROR`; it closes the connection after it.
+    func replicationClient(serverError text: String)
+    /// A row that did not fit its stream's shape was dropped.
+    func replicationClient(badRow reason: String, stream: String)
+    /// Connected, or lost with the delay before the next attempt.
+    func replicationClient(connected: Bool, retryInMillis: Int64?)
+}
+
+/// Everything a client is started with.
+public struct ClientConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var clientName: String
+    public var expectedServerName: String
+    public var subscriptions: [(StreamName, ReplicateFrom)]
+    public var protocolLimits: ProtocolConfiguration
+    /// Whether to reconnect (with the back-off) after the connection is lost.
+    public var reconnect: Bool
+
+    public init(
+        host: String, port: Int, clientName: String, expectedServerName: String,
+        subscriptions: [(StreamName, ReplicateFrom)], protocolLimits: ProtocolConfiguration = ProtocolConfiguration(),
+        reconnect: Bool = true
+    ) {
+        self.host = host
+        self.port = port
+        self.clientName = clientName
+        self.expectedServerName = expectedServerName
+        self.subscriptions = subscriptions
+        self.protocolLimits = protocolLimits
+        self.reconnect = reconnect
+    }
+}
+
+/// A replication client (a worker's end): connects, subscribes, hands rows over in whole batches, and
+/// reconnects with back-off, resuming each stream after the last token it handed over. Confined to one
+/// event loop: create it, call it and hear from it there.
+public final class ReplicationClient {
+    public let eventLoop: any EventLoop
+    private let configuration: ClientConfiguration
+    private let clock: WallClock
+    private let random: () -> Double
+    private var logger: Logger
+    private weak var delegate: (any ReplicationClientDelegate)?
+    private var session: ClientSession
+    private var channel: (any Channel)?
+    private var handler: ClientConnectionHandler?
+    private var stopped = false
+    private var retry: Scheduled<Void>?
+
+    /// `random` is uniform in -1...1, for the back-off's jitter.
+    public init(
+        configuration: ClientConfiguration, eventLoop: any EventLoop, delegate: any ReplicationClientDelegate,
+        clock: WallClock = .system, random: @escaping () -> Double = { Double.random(in: -1...1) }, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.delegate = delegate
+        self.clock = clock
+        self.random = random
+        self.logger = logger
+        self.session = ClientSession(subscriptions: configuration.subscriptions)
+    }
+
+    public func start() {
+        eventLoop.preconditionInEventLoop()
+        connect()
+    }
+
+    /// Closes the connection and stops reconnecting.
+    public func stop() {
+        eventLoop.preconditionInEventLoop()
+        stopped = true
+        retry?.cancel()
+        channel?.close(promise: nil)
+    }
+
+    /// Sends a command now, or after reconnecting if disconnected. False if the offline queue is full.
+    @discardableResult
+    public func send(_ command: Command) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        if let handler, handler.send(command) {
+            session.sent(command)
+            return true
+        }
+        return session.queue(command)
+    }
+
+    private func connect() {
+        guard !stopped else { return }
+        let handler = ClientConnectionHandler(
+            machine: ClientConnectionStateMachine(
+                clientName: configuration.clientName, expectedServerName: configuration.expectedServerName,
+                subscriptions: session.positions, syncingUsers: session.syncingUsers,
+                configuration: configuration.protocolLimits, now: clock.nowMillis),
+            queued: session.takeQueued(), pingIntervalMillis: configuration.protocolLimits.pingIntervalMillis,
+            clock: clock, client: self)
+        let maxLine = configuration.protocolLimits.maxLineLength
+        // The bootstrap uses only this client's event loop, so these are touched on it alone.
+        let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
+        let this = NIOLoopBound(self, eventLoop: eventLoop)
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(LineFrameDecoder(maxLineLength: maxLine)), boundHandler.value,
+                    ])
+                }
+            }
+            .connect(host: configuration.host, port: configuration.port)
+            .whenComplete { result in this.value.connected(result, handler: boundHandler.value) }
+    }
+
+    private func connected(_ result: Result<any Channel, any Error>, handler: ClientConnectionHandler) {
+        switch result {
+        case .success(let channel):
+            self.channel = channel
+            self.handler = handler
+            delegate?.replicationClient(connected: true, retryInMillis: nil)
+            let this = NIOLoopBound(self, eventLoop: eventLoop)
+            channel.closeFuture.whenComplete { _ in this.value.connectionLost() }
+        case .failure(let error):
+            logger.debug("connect failed", metadata: ["error": "\(error)"])
+            connectionLost()
+        }
+    }
+
+    private func connectionLost() {
+        channel = nil
+        handler = nil
+        guard !stopped else { return }
+        guard configuration.reconnect else {
+            delegate?.replicationClient(connected: false, retryInMillis: nil)
+            return
+        }
+        let delay = session.backoff.nextDelayMillis(random: random())
+        delegate?.replicationClient(connected: false, retryInMillis: delay)
+        let this = NIOLoopBound(self, eventLoop: eventLoop)
+        retry = eventLoop.scheduleTask(in: .milliseconds(delay)) { this.value.connect() }
+    }
+
+    // MARK: From the handler
+
+    func handle(_ event: ClientConnectionStateMachine.Event) {
+        switch event {
+        case .rows(let stream, let token, let rows):
+            session.processed(stream, through: token)
+            delegate?.replicationClient(received: rows, stream: stream, token: token)
+        case .position(let stream, let token):
+            session.processed(stream, through: token)
+            delegate?.replicationClient(position: token, stream: stream)
+        case .finishedConnecting:
+            session.backoff.reset()
+            delegate?.replicationClientFinishedConnecting()
+        case .remoteError(let text):
+            logger.warning("server reported an error", metadata: ["error": "\(text)"])
+            delegate?.replicationClient(serverError: text)
+        case .badRow(let stream, let reason):
+            logger.warning("dropped a bad row", metadata: ["stream": "\(stream)", "reason": "\(reason)"])
+            delegate?.replicationClient(badRow: reason, stream: stream)
+        case .sync, .reply:
+            break
+        }
+    }
+}
+
+/// One client connection: asks the machine, performs the answer.
+final class ClientConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = InboundFrame
+    typealias OutboundOut = ByteBuffer
+
+    private var machine: ClientConnectionStateMachine
+    private var queued: [Command]
+    private let pingIntervalMillis: Int64
+    private let clock: WallClock
+    private unowned let client: ReplicationClient
+    private var context: ChannelHandlerContext?
+    private var keepaliveTask: RepeatedTask?
+
+    init(
+        machine: ClientConnectionStateMachine, queued: [Command], pingIntervalMillis: Int64, clock: WallClock,
+        client: ReplicationClient
+    ) {
+        self.machine = machine
+        self.queued = queued
+        self.pingIntervalMillis = pingIntervalMillis
+        self.clock = clock
+        self.client = client
+    }
+
+    /// Sends now if connected; false if this connection cannot take it.
+    func send(_ command: Command) -> Bool {
+        guard context != nil else { return false }
+        run(machine.send(command, now: clock.nowMillis))
+        context?.flush()
+        return true
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        let (commands, finished) = machine.connectionActive(now: clock.nowMillis)
+        for command in commands { write(command) }
+        for command in queued { run(machine.send(command, now: clock.nowMillis)) }
+        queued = []
+        context.flush()
+        if finished { client.handle(.finishedConnecting) }
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepaliveTask = context.eventLoop.scheduleRepeatedTask(
+            initialDelay: .milliseconds(pingIntervalMillis), delay: .milliseconds(pingIntervalMillis)
+        ) { _ in
+            this.value.run(this.value.machine.tick(now: this.value.clock.nowMillis))
+            this.value.context?.flush()
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let now = clock.nowMillis
+        switch unwrapInboundIn(data) {
+        case .tooLong:
+            run(machine.lineRejected(.lineTooLong, now: now))
+        case .line(let bytes):
+            guard let text = String(validating: bytes.readableBytesView, as: UTF8.self) else {
+                run(machine.lineRejected(.line(.invalidUTF8(byteOffset: firstInvalidUTF8Offset(bytes.readableBytesView))), now: now))
+                return
+            }
+            for event in machine.lineReceived(text[...], now: now) {
+                if case .reply(let outbound) = event { run(outbound) } else { client.handle(event) }
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        for command in machine.writabilityChanged(isWritable: context.channel.isWritable, now: clock.nowMillis) {
+            write(command)
+        }
+        context.flush()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        _ = machine.connectionClosed(.failed)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        _ = machine.connectionClosed(.closedByPeer)
+        keepaliveTask?.cancel()
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    private func run(_ outbound: ConnectionStateMachine.Outbound) {
+        guard let context else { return }
+        switch outbound {
+        case .nothing: break
+        case .write(let command): write(command)
+        case .writeErrorAndClose(let error):
+            let channel = context.channel
+            write(error)
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer())).whenComplete { _ in channel.close(promise: nil) }
+        case .abort:
+            _ = machine.connectionClosed(.aborted)
+            context.close(promise: nil)
+        }
+    }
+
+    private func write(_ command: Command) {
+        guard let context, let line = CommandCodec.line(for: command, maxLength: 1 << 20) else { return }
+        var buffer = context.channel.allocator.buffer(capacity: line.utf8.count + 1)
+        buffer.writeString(line)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        context.write(wrapOutboundOut(buffer), promise: nil)
+    }
+}
