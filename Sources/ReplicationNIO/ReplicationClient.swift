@@ -15,6 +15,8 @@ public protocol ReplicationClientDelegate: AnyObject {
     func replicationClient(serverError text: String)
     /// A row that did not fit its stream's shape was dropped.
     func replicationClient(badRow reason: String, stream: String)
+    /// This side closes the connection with an `ERROR` of its own (e.g. `Wrong remote`).
+    func replicationClient(closingWithError text: String)
     /// Connected, or lost with the delay before the next attempt.
     func replicationClient(connected: Bool, retryInMillis: Int64?)
 }
@@ -155,6 +157,11 @@ public final class ReplicationClient {
 
     // MARK: From the handler
 
+    func closingWithError(_ text: String) {
+        logger.warning("closing the connection", metadata: ["error": "\(text)"])
+        delegate?.replicationClient(closingWithError: text)
+    }
+
     func handle(_ event: ClientConnectionStateMachine.Event) {
         switch event {
         case .rows(let stream, let token, let rows):
@@ -275,6 +282,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         case .nothing: break
         case .write(let command): write(command)
         case .writeErrorAndClose(let error):
+            if case .error(let text) = error { client.closingWithError(text) }
             let channel = context.channel
             write(error)
             context.writeAndFlush(wrapOutboundOut(ByteBuffer())).whenComplete { _ in channel.close(promise: nil) }

@@ -1,0 +1,226 @@
+import ArgumentParser
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import ReplicationCore
+import ReplicationNIO
+
+struct Publish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish rows as a writer, from JSON lines (the format 'tail' prints).",
+        discussion: """
+            Reads {"stream": …, "token": …, "row": …} lines from a file or stdin. Consecutive lines with the same \
+            stream and token are one batch. Each batch is acknowledged by the server's POSITION before it counts \
+            as published; at most --window batches wait for theirs. Progress goes to stderr. Exits 1 with the line \
+            number and the server's ERROR text when a row is refused, or when the connection is lost (nothing \
+            acknowledged is ever sent again: start the next run after the last acknowledged line).
+            """)
+
+    @Option(help: "HOST:PORT of the replication server.")
+    var connect: Endpoint
+
+    @Option(help: "The writer NAME (must be on the server's --writer list).")
+    var name: String
+
+    @Option(help: "The server name to expect in SERVER.")
+    var serverName = "localhost"
+
+    @Option(help: "Batches sent ahead of their acknowledgement.")
+    var window = 256
+
+    @Argument(help: "File of JSON lines; standard input when omitted.")
+    var file: String?
+
+    func validate() throws {
+        guard window > 0 else { throw ValidationError("--window must be at least 1, got \(window)") }
+        if let file, !FileManager.default.isReadableFile(atPath: file) {
+            throw ValidationError("cannot read '\(file)'")
+        }
+    }
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        let configuration = ClientConfiguration(
+            host: connect.host, port: connect.port, clientName: name, expectedServerName: serverName,
+            subscriptions: [], reconnect: false)
+        let window = self.window
+        let input = file
+        let status = try await runClient(configuration) { loop, finish in
+            Publisher(window: window, input: input, eventLoop: loop, finish: finish)
+        }
+        throw ExitCode(status)
+    }
+}
+
+/// One input line, parsed.
+struct InputRow {
+    var line: Int
+    var stream: StreamName
+    var token: Int64
+    var row: RowJSON
+
+    static func parse(_ text: String, line: Int) throws -> InputRow {
+        func fail(_ why: String) -> ValidationError { ValidationError("line \(line): \(why)") }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw fail("not a JSON object")
+        }
+        guard let name = object["stream"] as? String, let stream = StreamName(name) else {
+            throw fail("\"stream\" must name a known stream")
+        }
+        guard let token = (object["token"] as? NSNumber)?.int64Value else { throw fail("\"token\" must be a number") }
+        guard let row = object["row"] as? [Any], let data = try? JSONSerialization.data(withJSONObject: row),
+            let rowText = String(data: data, encoding: .utf8), let rowJSON = try? RowJSON(validating: rowText)
+        else { throw fail("\"row\" must be a JSON array") }
+        return InputRow(line: line, stream: stream, token: token, row: rowJSON)
+    }
+}
+
+/// Feeds batches from a reader thread to the client, keeping at most `window` unacknowledged.
+final class Publisher: ClientDriver {
+    private struct Sent {
+        var stream: StreamName
+        var token: Int64
+        var lastLine: Int
+    }
+
+    private let window: DispatchSemaphore
+    private let input: String?
+    private let eventLoop: any EventLoop
+    private let finish: (Int32) -> Void
+    private var inFlight: [Sent] = []
+    private var acknowledgedLine = 0
+    private var rows = 0
+    private var readerDone = false
+    private var finished = false
+    private var lastProgress = Date()
+    private weak var client: ReplicationClient?
+
+    init(window: Int, input: String?, eventLoop: any EventLoop, finish: @escaping (Int32) -> Void) {
+        self.window = DispatchSemaphore(value: window)
+        self.input = input
+        self.eventLoop = eventLoop
+        self.finish = finish
+    }
+
+    func attach(_ client: ReplicationClient) { self.client = client }
+
+    func replicationClient(connected: Bool, retryInMillis: Int64?) {
+        guard connected else {
+            stop(1, "connection lost; acknowledged through line \(acknowledgedLine)")
+            return
+        }
+    }
+
+    func replicationClientFinishedConnecting() {
+        let loop = eventLoop
+        let this = NIOLoopBound(self, eventLoop: loop)
+        let window = self.window
+        let input = self.input
+        Thread.detachNewThread {
+            Publisher.read(input, window: window) { event in loop.execute { this.value.handle(event) } }
+        }
+    }
+
+    enum ReaderEvent {
+        case batch([InputRow])
+        case invalid(String)
+        case end
+    }
+
+    /// Reads the input on its own thread, one batch (same stream and token) at a time.
+    private static func read(_ input: String?, window: DispatchSemaphore, emit: @escaping (ReaderEvent) -> Void) {
+        guard let file = input.map({ fopen($0, "r") }) ?? fdopen(0, "r") else {
+            emit(.invalid("cannot read \(input ?? "standard input")"))
+            return
+        }
+        defer { fclose(file) }
+        var pending: [InputRow] = []
+        var number = 0
+        var buffer: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(buffer) }
+        while getline(&buffer, &capacity, file) >= 0, let buffer {
+            let text = String(cString: buffer).trimmingTrailingNewline
+            number += 1
+            if text.allSatisfy(\.isWhitespace) { continue }
+            let row: InputRow
+            do {
+                row = try InputRow.parse(text, line: number)
+            } catch {
+                emit(.invalid("\(error)"))
+                return
+            }
+            if let first = pending.first, first.stream != row.stream || first.token != row.token {
+                window.wait()
+                emit(.batch(pending))
+                pending = []
+            }
+            pending.append(row)
+        }
+        if !pending.isEmpty {
+            window.wait()
+            emit(.batch(pending))
+        }
+        emit(.end)
+    }
+
+    private func handle(_ event: ReaderEvent) {
+        guard !finished, let client = currentClient else { return }
+        switch event {
+        case .invalid(let why):
+            stop(1, why)
+        case .end:
+            readerDone = true
+            if inFlight.isEmpty { stop(0, "published \(rows) rows") }
+        case .batch(let batch):
+            for (index, row) in batch.enumerated() {
+                let token: RowToken = index == batch.count - 1 ? .value(row.token) : .batch
+                client.send(.rdata(stream: row.stream.rawValue, token: token, row: row.row))
+            }
+            inFlight.append(Sent(stream: batch[0].stream, token: batch[0].token, lastLine: batch.last!.line))
+            rows += batch.count
+        }
+    }
+
+    func replicationClient(position token: Int64, stream: StreamName) {
+        while let first = inFlight.first, first.stream == stream, first.token <= token {
+            inFlight.removeFirst()
+            acknowledgedLine = first.lastLine
+            window.signal()
+        }
+        if Date().timeIntervalSince(lastProgress) >= 1 {
+            lastProgress = Date()
+            status("acknowledged through line \(acknowledgedLine) (\(rows) rows sent)")
+        }
+        if readerDone && inFlight.isEmpty { stop(0, "published \(rows) rows") }
+    }
+
+    func replicationClient(serverError text: String) {
+        // The server names the stream and token it refused: find that batch's line.
+        let words = text.split(separator: " ")
+        let refused = words.count > 3 ? inFlight.first { "\($0.stream)" == words[2] && "\($0.token)" == words[3].dropLast() } : nil
+        let line = refused?.lastLine ?? inFlight.first?.lastLine ?? acknowledgedLine
+        stop(1, "line \(line): the server refused it: \(text)")
+    }
+
+    func replicationClient(closingWithError text: String) { stop(1, text) }
+    func replicationClient(received rows: [String], stream: StreamName, token: Int64) {}
+    func replicationClient(badRow reason: String, stream: String) {}
+
+    private func stop(_ code: Int32, _ message: String) {
+        guard !finished else { return }
+        finished = true
+        status(message)
+        finish(code)
+    }
+
+    private var currentClient: ReplicationClient? { client }
+}
+
+extension String {
+    fileprivate var trimmingTrailingNewline: String {
+        var text = self
+        while text.last == "\n" || text.last == "\r" { text.removeLast() }
+        return text
+    }
+}
