@@ -83,7 +83,7 @@ final class Publisher: ClientDriver {
         var lastLine: Int
     }
 
-    private let window: DispatchSemaphore
+    private let window: Window
     private let input: String?
     private let eventLoop: any EventLoop
     private let finish: (Int32) -> Void
@@ -96,7 +96,7 @@ final class Publisher: ClientDriver {
     private weak var client: ReplicationClient?
 
     init(window: Int, input: String?, eventLoop: any EventLoop, finish: @escaping (Int32) -> Void) {
-        self.window = DispatchSemaphore(value: window)
+        self.window = Window(slots: window)
         self.input = input
         self.eventLoop = eventLoop
         self.finish = finish
@@ -128,7 +128,7 @@ final class Publisher: ClientDriver {
     }
 
     /// Reads the input on its own thread, one batch (same stream and token) at a time.
-    private static func read(_ input: String?, window: DispatchSemaphore, emit: @escaping (ReaderEvent) -> Void) {
+    private static func read(_ input: String?, window: Window, emit: @escaping (ReaderEvent) -> Void) {
         guard let file = input.map({ fopen($0, "r") }) ?? fdopen(0, "r") else {
             emit(.invalid("cannot read \(input ?? "standard input")"))
             return
@@ -151,14 +151,14 @@ final class Publisher: ClientDriver {
                 return
             }
             if let first = pending.first, first.stream != row.stream || first.token != row.token {
-                window.wait()
+                window.acquire()
                 emit(.batch(pending))
                 pending = []
             }
             pending.append(row)
         }
         if !pending.isEmpty {
-            window.wait()
+            window.acquire()
             emit(.batch(pending))
         }
         emit(.end)
@@ -186,7 +186,7 @@ final class Publisher: ClientDriver {
         while let first = inFlight.first, first.stream == stream, first.token <= token {
             inFlight.removeFirst()
             acknowledgedLine = first.lastLine
-            window.signal()
+            window.release()
         }
         if Date().timeIntervalSince(lastProgress) >= 1 {
             lastProgress = Date()
@@ -222,5 +222,27 @@ extension String {
         var text = self
         while text.last == "\n" || text.last == "\r" { text.removeLast() }
         return text
+    }
+}
+
+/// Batches that may be sent ahead of their acknowledgement (a semaphore that may be dropped in use).
+final class Window: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var free: Int
+
+    init(slots: Int) { free = slots }
+
+    func acquire() {
+        condition.lock()
+        while free == 0 { condition.wait() }
+        free -= 1
+        condition.unlock()
+    }
+
+    func release() {
+        condition.lock()
+        free += 1
+        condition.signal()
+        condition.unlock()
     }
 }

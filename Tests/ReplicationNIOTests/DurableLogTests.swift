@@ -99,8 +99,7 @@ import Testing
     }
 
     @Test func badFlagsAndBadGroundExitNonZeroWithAMessage() throws {
-        let bundleDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let executable = bundleDirectory.appendingPathComponent("replication-sidecar").path
+        let executable = sidecarExecutable.path
         let badPort = try runProcess(executable, ["serve", "--port", "70000"])
         #expect(badPort.status != 0 && badPort.errors.contains("--port must be between 0 and 65535"))
         let badSync = try runProcess(executable, ["serve", "--sync", "sometimes"])

@@ -1,16 +1,20 @@
 import Foundation
 
-/// The `replication-sidecar` executable built beside the test bundle, run as a real process.
+/// The `replication-sidecar` executable, built beside the test bundle.
+public var sidecarExecutable: URL {
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("replication-sidecar")
+}
+
+/// The `replication-sidecar` executable run as a real server process.
 public final class SidecarProcess: @unchecked Sendable {  // driven by one test at a time
     public let process = Process()
     public private(set) var port = 0
     private let errors = Pipe()
 
-    /// Starts `serve` with `arguments` (port 0 is added) and waits until it logs its listening port.
-    public init(serve arguments: [String]) throws {
-        let bundleDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        process.executableURL = bundleDirectory.appendingPathComponent("replication-sidecar")
-        process.arguments = ["serve", "--port", "0", "--metrics-port", "0"] + arguments
+    /// Starts `serve` with `arguments` on `port` (0: a free one) and waits until it logs its listening port.
+    public init(serve arguments: [String], port requested: Int = 0) throws {
+        process.executableURL = sidecarExecutable
+        process.arguments = ["serve", "--port", "\(requested)", "--metrics-port", "0"] + arguments
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()

@@ -3,6 +3,7 @@ import Foundation
 /// Waiting on a condition with a deadline: never sleeping for "long enough".
 public struct Timeout: Error, CustomStringConvertible {
     public var seconds: Double
+    public init(seconds: Double) { self.seconds = seconds }
     public var description: String { "condition not met within \(seconds) s" }
 }
 
