@@ -24,6 +24,8 @@ public struct ClientConnectionStateMachine: Sendable {
     public private(set) var connection: ConnectionStateMachine
     /// `RDATA` lines received per stream (by ``StreamName/index``), valid or not.
     public private(set) var rdataReceived = [Int](repeating: 0, count: StreamName.all.count)
+    /// Rows dropped because they did not fit their stream's shape.
+    public private(set) var badRows = 0
     private var batches = [[String]](repeating: [], count: StreamName.all.count)
     private var connecting: Set<StreamName>
     private var finished = false
@@ -69,9 +71,13 @@ public struct ClientConnectionStateMachine: Sendable {
         case .server(let name):
             return name == expectedServerName ? [] : [.reply(connection.fail(.wrongRemote, now: now))]
         case .rdata(let name, let token, let row):
-            guard let stream = StreamName(name) else { return [.badRow(stream: name, reason: "unknown stream")] }
+            guard let stream = StreamName(name) else {
+                badRows += 1
+                return [.badRow(stream: name, reason: "unknown stream")]
+            }
             rdataReceived[stream.index] += 1
             guard row.fits(stream) else {
+                badRows += 1
                 return [.badRow(stream: name, reason: "a \(stream) row is a JSON array of \(stream.fieldCount) fields")]
             }
             batches[stream.index].append(row.text)

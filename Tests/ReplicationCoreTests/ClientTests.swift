@@ -59,7 +59,7 @@ import Testing
             machine.lineReceived(#"RDATA caches 3 ["only", "two"]"#, now: 1) == [
                 .badRow(stream: "caches", reason: "a caches row is a JSON array of 3 fields")
             ])
-        #expect(machine.isEstablished)
+        #expect(machine.isEstablished && machine.badRows == 1)
         #expect(machine.lineReceived("NAME x", now: 1) == [.reply(.writeErrorAndClose(.error("invalid command: NAME")))])
     }
 

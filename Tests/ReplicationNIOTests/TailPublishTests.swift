@@ -91,4 +91,18 @@ import Testing
             result.errors.contains(
                 "line 4: the server refused it: rejected RDATA caches 4: a caches row is a JSON array of 3 fields (got 2)"))
     }
+
+    @Test func tailExitsWithTheServersRefusal() throws {
+        let server = try SidecarProcess(serve: ["--writer", "pub", "--in-memory", "--retain-rows", "1"])
+        defer { _ = server.terminate() }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(try publish(input(1...3), port: server.port).status == 0)
+        let refused = try runProcess(
+            sidecarExecutable.path, ["tail", "--connect", "127.0.0.1:\(server.port)", "--streams", "caches", "--from", "0"])
+        #expect(refused.status == 1)
+        #expect(
+            refused.errors.contains(
+                "the server refused: failed to handle replicate: Exception('stream caches has fallen behind')"))
+    }
 }
