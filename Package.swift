@@ -108,6 +108,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
+        .testTarget(name: "InteropTests", dependencies: ["ReplicationTestSupport"]),
         .testTarget(
             name: "ReplicationMetricsTests", dependencies: ["ReplicationMetrics", "ReplicationCore", "ReplicationTestSupport"],
             exclude: ["Golden"]),

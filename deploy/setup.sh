@@ -27,3 +27,15 @@ if ! cmp -s "$requirements" "$venv/requirements.installed" 2>/dev/null; then
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$venv/requirements.installed"
 fi
+
+# Synapse 1.6.1's own replication code, for the interoperability tests: the sdist builds only without
+# build isolation (it needs pkg_resources and wheel from the environment).
+synapse_venv="$root/.venv-synapse"
+synapse_requirements="$root/Tests/Interop/requirements.txt"
+if ! cmp -s "$synapse_requirements" "$synapse_venv/requirements.installed" 2>/dev/null; then
+    echo "setup: preparing $synapse_venv (Synapse 1.6.1)" >&2
+    python3 -m venv "$synapse_venv"
+    "$synapse_venv/bin/pip" install -q --disable-pip-version-check -r "$synapse_requirements"
+    "$synapse_venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation matrix-synapse==1.6.1
+    cp "$synapse_requirements" "$synapse_venv/requirements.installed"
+fi
