@@ -18,6 +18,10 @@ import Testing
         try runScript("synapse_client_against_sidecar.py")
     }
 
+    @Test func synapsesOwnServerAgainstOurTail() throws {
+        try runScript("synapse_server_against_tail.py")
+    }
+
     @Test func sameInputSameAnswerAsSynapsesServer() throws {
         try runScript("same_input_same_answer.py")
     }

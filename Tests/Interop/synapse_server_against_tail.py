@@ -1,0 +1,173 @@
+"""Synapse 1.6.1's server (its real ServerReplicationStreamProtocol and ReplicationStreamer, fed by a
+small in-memory store) against our client, `replication-sidecar tail`.
+
+Usage: synapse_server_against_tail.py PATH_TO_REPLICATION_SIDECAR
+
+History rows are caught up, live rows are pushed through the streamer's own notifier loop (which sends
+rows that share a token as 'batch'), and tail must print exactly the rows Synapse sent, batches included,
+while Synapse's server accepts every command tail sends. Prints one line per check and a closing
+'N passed, M failed' line; exits non-zero on any failure.
+"""
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory
+
+from synapse.replication.tcp.protocol import ServerReplicationStreamProtocol
+from synapse.replication.tcp.resource import ReplicationStreamer
+from synapse.util import Clock
+
+SERVER_NAME = "test.local"
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + detail), flush=True)
+
+
+class Store:
+    """The store methods the streams call: events and caches have rows, every other stream is empty."""
+
+    def __init__(self):
+        self.events = []  # (stream_id, event_id, room_id, type, state_key, redacts, relates_to)
+        self.caches = []  # (stream_id, cache_func, keys, invalidation_ts)
+
+    def get_current_events_token(self):
+        return self.events[-1][0] if self.events else 0
+
+    def get_cache_stream_token(self):
+        return self.caches[-1][0] if self.caches else 0
+
+    def get_all_new_forward_event_rows(self, last_id, current_id, limit):
+        return defer.succeed([row for row in self.events if last_id < row[0] <= current_id][:limit])
+
+    def get_all_updated_caches(self, last_id, current_id, limit):
+        return defer.succeed([row for row in self.caches if last_id < row[0] <= current_id][:limit])
+
+    def get_all_updated_current_state_deltas(self, from_token, to_token, limit):
+        return defer.succeed([])
+
+    def get_push_rules_stream_token(self):
+        return 0, 0
+
+    def get_all_updated_account_data(self, *args):
+        return defer.succeed(([], []))
+
+    def __getattr__(self, name):
+        if name.startswith("get_all"):
+            return lambda *args, **kwargs: defer.succeed([])
+        return lambda *args, **kwargs: 0  # the current token of an empty stream
+
+
+def homeserver(store):
+    empty = SimpleNamespace(
+        get_current_token=lambda: 0, get_all_typing_updates=lambda *a: defer.succeed([]),
+        get_all_presence_updates=lambda *a: defer.succeed([]), update_external_syncs_clear=lambda *a: None)
+    return SimpleNamespace(
+        config=SimpleNamespace(replication_torture_level=None, send_federation=True, server_name=SERVER_NAME),
+        get_datastore=lambda: store, get_presence_handler=lambda: empty, get_typing_handler=lambda: empty,
+        get_clock=lambda: Clock(reactor), get_notifier=lambda: SimpleNamespace(add_replication_callback=lambda cb: None),
+        get_server_notices_sender=lambda: None, get_reactor=lambda: reactor)
+
+
+def event(token, n):
+    return (token, "$%d:test.local" % n, "!room%d:test.local" % n, "m.room.message", None, None, None)
+
+
+def on_reactor(function):
+    """Runs `function` on the reactor thread and waits for it."""
+    done = threading.Event()
+    box = []
+    reactor.callFromThread(lambda: (box.append(function()), done.set()))
+    done.wait(10)
+    return box[0] if box else None
+
+
+def main(executable):
+    store = Store()
+    store.events = [event(1, 1), event(2, 2), event(2, 3)]
+    store.caches = [(1, "get_user_by_id", ["@a:test.local"], 1000)]
+    streamer = ReplicationStreamer(homeserver(store))
+    protocols = []
+
+    def build():
+        protocol = ServerReplicationStreamProtocol(SERVER_NAME, Clock(reactor), streamer)
+        protocols.append(protocol)
+        return protocol
+
+    factory = Factory()
+    factory.buildProtocol = lambda address: build()
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1").getHost().port
+    threading.Thread(target=lambda: reactor.run(installSignalHandlers=False), daemon=True).start()
+
+    tail = subprocess.Popen(
+        [executable, "tail", "--connect", "127.0.0.1:%d" % port, "--server-name", SERVER_NAME,
+         "--streams", "events,caches", "--from", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = []
+    pending = [b""]
+
+    def read_until(count, seconds=15):
+        # Raw reads: a buffered reader would hide lines from select().
+        deadline = time.time() + seconds
+        while len(lines) < count and time.time() < deadline:
+            ready, _, _ = select.select([tail.stdout], [], [], 0.2)
+            if ready:
+                pending[0] += os.read(tail.stdout.fileno(), 65536)
+                *complete, pending[0] = pending[0].split(b"\n")
+                lines.extend(json.loads(line) for line in complete if line)
+        return len(lines) >= count
+
+    try:
+        check("tail prints the caught-up history", read_until(4), repr(lines))
+        expected = [
+            {"stream": "events", "token": 1, "row": ["ev", ["$1:test.local", "!room1:test.local", "m.room.message", None, None, None]]},
+            {"stream": "events", "token": 2, "row": ["ev", ["$2:test.local", "!room2:test.local", "m.room.message", None, None, None]]},
+            {"stream": "events", "token": 2, "row": ["ev", ["$3:test.local", "!room3:test.local", "m.room.message", None, None, None]]},
+            {"stream": "caches", "token": 1, "row": ["get_user_by_id", ["@a:test.local"], 1000]},
+        ]
+        check("the history rows are exactly Synapse's", sorted(lines, key=json.dumps) == sorted(expected, key=json.dumps), repr(lines))
+
+        # Live rows, pushed by the streamer's own notifier loop: three events share token 3 (a batch).
+        def add_live():
+            store.events += [event(3, 4), event(3, 5), event(3, 6)]
+            store.caches += [(2, "get_user_by_id", ["@b:test.local"], 2000)]
+            streamer.on_notifier_poke()
+        on_reactor(add_live)
+        check("tail prints the live rows", read_until(8), repr(lines))
+        live = [line for line in lines[4:] if line["stream"] == "events"]
+        check(
+            "the live batch arrives whole, with its token on every row",
+            [(line["token"], line["row"][1][0]) for line in live]
+            == [(3, "$4:test.local"), (3, "$5:test.local"), (3, "$6:test.local")],
+            repr(live))
+        check(
+            "the live caches row",
+            {"stream": "caches", "token": 2, "row": ["get_user_by_id", ["@b:test.local"], 2000]} in lines[4:], repr(lines[4:]))
+
+        protocol = protocols[-1]
+        accepted = on_reactor(lambda: dict(protocol.inbound_commands_counter))
+        check("Synapse's server accepted tail's commands", accepted.get("NAME") == 1 and accepted.get("REPLICATE") == 2
+              and accepted.get("PING", 0) >= 1, repr(accepted))
+        check("Synapse's server keeps the connection", on_reactor(lambda: protocol.state) == "established",
+              on_reactor(lambda: protocol.state))
+        check("tail is still running", tail.poll() is None, tail.stderr.read() if tail.poll() is not None else "")
+    finally:
+        tail.terminate()
+        tail.wait(10)
+        reactor.callFromThread(reactor.stop)
+    failed = results.count(False)
+    print("%d passed, %d failed" % (len(results) - failed, failed))
+    return 1 if failed or not results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
