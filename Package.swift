@@ -110,6 +110,13 @@ let package = Package(
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
         .testTarget(name: "InteropTests", dependencies: ["ReplicationTestSupport"]),
         .testTarget(
+            name: "DeploymentTests",
+            dependencies: [
+                "ReplicationTestSupport", "ReplicationMetrics", "ReplicationNIO", "MetricsExporter", "SidecarMetrics",
+                "StreamLog",
+            ]
+        ),
+        .testTarget(
             name: "ReplicationMetricsTests", dependencies: ["ReplicationMetrics", "ReplicationCore", "ReplicationTestSupport"],
             exclude: ["Golden"]),
         .testTarget(

@@ -15,6 +15,15 @@ public struct MetricFamily: Sendable, Equatable {
 }
 
 public enum MetricFamilies {
+    /// Every family this server may export.
+    public static let all: [MetricFamily] = [
+        pendingCommands, transportSendBuffer, kernelSendBuffer, kernelReadBuffer, inboundCommands, outboundCommands,
+        closeReason, streamUpdates, userSync, federationAck, removePusher, invalidateCache, userIPCache,
+        totalConnections, connectionsPerStream, streamHeadToken, sentToken, lagTokens, syncingUsers,
+        lastFederationAck, connectionAge, writerAppends, writerRejections, scrapeDuration, scrapeErrors, processCPU,
+        processResident, processVirtual, processOpenFDs, processMaxFDs, processStart,
+    ]
+
     static let synapse = "synapse_replication_tcp_"
     static let ours = "replication_sidecar_"
 
