@@ -1,0 +1,136 @@
+import Foundation
+import MetricsExporter
+import ReplicationNIO
+import ReplicationTestSupport
+import SidecarMetrics
+import Synchronization
+import Testing
+
+/// The sidecar with a writer and several workers (one slow, one that disconnects), a real Prometheus
+/// scraping it every second with the project's rules, and every dashboard and rule expression evaluated
+/// through Prometheus's HTTP API.
+@Suite(.serialized) struct LiveDashboardTests {
+    @Test func everyDashboardQueryReturnsDataAndEveryRuleIsValid() async throws {
+        let fixture = try await ServerFixture.start(
+            ServerConfiguration(serverName: "test.local", writers: ["pub"], socketSendBuffer: 16_384))
+        let exporter = MetricsHTTPServer(
+            configuration: ExporterConfiguration(host: "127.0.0.1", port: 0), source: HubMetricsSource(server: fixture.server))
+        let metricsPort = try exporter.start()
+        defer { exporter.stop() }
+
+        // Workers: two that read, one slow one that never reads, one that disconnects.
+        var workers: [LineSocket] = []
+        for name in ["synapse.app.generic_worker", "synapse.app.generic_worker", "synapse.app.federation_sender"] {
+            let worker = try fixture.connect(name: name)
+            try worker.send("PING 1\nREPLICATE ALL NOW\nUSER_SYNC @bob:test.local start 1\nFEDERATION_ACK 1\n")
+            try worker.send("INVALIDATE_CACHE get_user_by_id [\"@bob:test.local\"]\nREMOVE_PUSHER m.http k @bob:test.local\n")
+            try worker.send("USER_IP @bob:test.local [\"t\", \"1.2.3.4\", \"ua\", null, 1]\n")
+            workers.append(worker)
+        }
+        let slow = try fixture.connect(name: "slow", receiveBuffer: 4096)
+        try slow.send("REPLICATE events NOW\n")
+        let leaving = try fixture.connect(name: "leaving")
+        leaving.close()
+        let rejected = try fixture.connect(name: "pub")
+        try rejected.send("RDATA events 0 [\"bad\"]\n")
+
+        // A writer keeps publishing while Prometheus scrapes; the readers drain their sockets.
+        let running = Atomic<Bool>(true)
+        let writer = try fixture.connect(name: "pub")
+        let readers = workers
+        let background = Thread {
+            var token = 1
+            while running.load(ordering: .relaxed) {
+                try? writer.send("RDATA events batch \(eventRow(token))\nRDATA events \(token) \(eventRow(token + 1))\n")
+                _ = try? writer.readLine(timeoutMillis: 1_000)
+                for worker in readers { _ = try? worker.readLine(timeoutMillis: 1) }
+                token += 1
+                usleep(20_000)  // a steady trickle of rows, not a load test
+            }
+        }
+        background.start()
+        defer { running.store(false, ordering: .relaxed) }
+
+        let prometheus = try PrometheusProcess(scraping: metricsPort)
+        defer { prometheus.stop() }
+
+        let dashboard = try Dashboard.load()
+        var missing: [String] = []
+        try await waitUntil(seconds: 90) {
+            missing = dashboard.panels.flatMap { panel in
+                panel.expressions.compactMap { expression in
+                    (try? prometheus.query(Dashboard.resolve(expression)).hasData) == true ? nil : "\(panel.title): \(expression)"
+                }
+            }
+            return missing.isEmpty
+        }
+        #expect(missing.isEmpty, "queries without data: \(missing)")
+
+        let rules = try String(
+            contentsOf: repositoryRoot.appendingPathComponent("deploy/prometheus/rules.yml"), encoding: .utf8)
+        let expressions = rules.split(separator: "\n").compactMap { line -> String? in
+            guard let range = line.range(of: "expr: ") else { return nil }
+            return String(line[range.upperBound...])
+        }
+        #expect(expressions.count >= 10)
+        for expression in expressions {
+            #expect(try prometheus.query(expression).succeeded, "invalid rule expression: \(expression)")
+        }
+        running.store(false, ordering: .relaxed)
+        background.cancel()
+        try await fixture.stop()
+    }
+}
+
+/// Debian's Prometheus on a free loopback port, scraping one target every second, with the project's rules.
+final class PrometheusProcess {
+    let port: Int
+    private let process = Process()
+    private let directory: URL
+
+    struct Answer {
+        var succeeded: Bool
+        var hasData: Bool
+    }
+
+    init(scraping target: Int) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("prometheus-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            at: repositoryRoot.appendingPathComponent("deploy/prometheus/rules.yml"),
+            to: directory.appendingPathComponent("rules.yml"))
+        try """
+        global: {scrape_interval: 1s, evaluation_interval: 1s}
+        rule_files: [rules.yml]
+        scrape_configs:
+          - job_name: replication-sidecar
+            static_configs: [{targets: ['127.0.0.1:\(target)']}]
+        """.write(to: directory.appendingPathComponent("prometheus.yml"), atomically: true, encoding: .utf8)
+        port = try freePort()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
+        process.arguments = [
+            "--config.file=\(directory.appendingPathComponent("prometheus.yml").path)",
+            "--storage.tsdb.path=\(directory.appendingPathComponent("data").path)",
+            "--web.listen-address=127.0.0.1:\(port)",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    func query(_ expression: String) throws -> Answer {
+        let result = try runProcess(
+            "/usr/bin/curl",
+            ["-s", "--get", "--data-urlencode", "query=\(expression)", "http://127.0.0.1:\(port)/api/v1/query"])
+        let json = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        let data = json?["data"] as? [String: Any]
+        let values = data?["result"] as? [Any] ?? []
+        return Answer(succeeded: json?["status"] as? String == "success", hasData: !values.isEmpty)
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
