@@ -16,26 +16,22 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python packages the tests use (the Prometheus client's parsers), in a virtual environment of the
-# project's own, so the system's Python stays untouched.
+# Python environments of the project's own (the system's Python stays untouched), each rebuilt only
+# when its pinned requirements change.
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="$root/.venv"
-requirements="$root/Tests/python-requirements.txt"
-if ! cmp -s "$requirements" "$venv/requirements.installed" 2>/dev/null; then
+prepare_venv() {  # DIRECTORY REQUIREMENTS [a further pip install ...]
+    local venv="$1" requirements="$2"
+    shift 2
+    cmp -s "$requirements" "$venv/requirements.installed" 2>/dev/null && return
     echo "setup: preparing $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    if (($#)); then "$venv/bin/pip" install -q --disable-pip-version-check "$@"; fi
     cp "$requirements" "$venv/requirements.installed"
-fi
+}
 
-# Synapse 1.6.1's own replication code, for the interoperability tests: the sdist builds only without
+# The Prometheus client's parsers and the Kubernetes schema check.
+prepare_venv "$root/.venv" "$root/Tests/python-requirements.txt"
+# Synapse 1.6.1's own replication code, for the interoperability tests: its sdist builds only without
 # build isolation (it needs pkg_resources and wheel from the environment).
-synapse_venv="$root/.venv-synapse"
-synapse_requirements="$root/Tests/Interop/requirements.txt"
-if ! cmp -s "$synapse_requirements" "$synapse_venv/requirements.installed" 2>/dev/null; then
-    echo "setup: preparing $synapse_venv (Synapse 1.6.1)" >&2
-    python3 -m venv "$synapse_venv"
-    "$synapse_venv/bin/pip" install -q --disable-pip-version-check -r "$synapse_requirements"
-    "$synapse_venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation matrix-synapse==1.6.1
-    cp "$synapse_requirements" "$synapse_venv/requirements.installed"
-fi
+prepare_venv "$root/.venv-synapse" "$root/Tests/Interop/requirements.txt" --no-deps --no-build-isolation matrix-synapse==1.6.1

@@ -1,4 +1,5 @@
 import NIOCore
+import ReplicationCore
 
 #if canImport(Glibc)
 import Glibc
@@ -11,6 +12,43 @@ import Darwin
 public enum InboundFrame: Equatable, Sendable {
     case line(ByteBuffer)
     case tooLong
+}
+
+extension InboundFrame {
+    /// The line as text, or the error that closes the connection (too long, or not UTF-8).
+    public func text() -> Result<String, ClosingError> {
+        switch self {
+        case .tooLong:
+            return .failure(.lineTooLong)
+        case .line(let bytes):
+            guard let text = String(validating: bytes.readableBytesView, as: UTF8.self) else {
+                return .failure(.line(.invalidUTF8(byteOffset: firstInvalidUTF8Offset(bytes.readableBytesView))))
+            }
+            return .success(text)
+        }
+    }
+}
+
+/// Offset of the first byte that is not valid UTF-8 (for the error text).
+func firstInvalidUTF8Offset(_ bytes: ByteBufferView) -> Int {
+    var parser = Unicode.UTF8.ForwardParser()
+    var iterator = bytes.makeIterator()
+    var offset = 0
+    while true {
+        switch parser.parseScalar(from: &iterator) {
+        case .valid(let scalar): offset += scalar.count
+        case .emptyInput, .error: return offset
+        }
+    }
+}
+
+/// One command as the bytes of its line, `\n` included; `nil` if it may not be sent (too long).
+func encodedLine(_ command: Command, maxLength: Int, allocator: ByteBufferAllocator) -> ByteBuffer? {
+    guard let line = CommandCodec.line(for: command, maxLength: maxLength) else { return nil }
+    var buffer = allocator.buffer(capacity: line.utf8.count + 1)
+    buffer.writeString(line)
+    buffer.writeInteger(UInt8(ascii: "\n"))
+    return buffer
 }
 
 /// Splits the byte stream into lines of at most `maxLineLength` bytes (delimiter excluded).

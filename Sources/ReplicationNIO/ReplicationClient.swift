@@ -108,8 +108,7 @@ public final class ReplicationClient {
                 clientName: configuration.clientName, expectedServerName: configuration.expectedServerName,
                 subscriptions: session.positions, syncingUsers: session.syncingUsers,
                 configuration: configuration.protocolLimits, now: clock.nowMillis),
-            queued: session.takeQueued(), pingIntervalMillis: configuration.protocolLimits.pingIntervalMillis,
-            clock: clock, client: self)
+            queued: session.takeQueued(), limits: configuration.protocolLimits, clock: clock, client: self)
         let maxLine = configuration.protocolLimits.maxLineLength
         // The bootstrap uses only this client's event loop, so these are touched on it alone.
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
@@ -193,18 +192,20 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var machine: ClientConnectionStateMachine
     private var queued: [Command]
     private let pingIntervalMillis: Int64
+    private let maxLineLength: Int
     private let clock: WallClock
     private unowned let client: ReplicationClient
     private var context: ChannelHandlerContext?
     private var keepaliveTask: RepeatedTask?
 
     init(
-        machine: ClientConnectionStateMachine, queued: [Command], pingIntervalMillis: Int64, clock: WallClock,
+        machine: ClientConnectionStateMachine, queued: [Command], limits: ProtocolConfiguration, clock: WallClock,
         client: ReplicationClient
     ) {
         self.machine = machine
         self.queued = queued
-        self.pingIntervalMillis = pingIntervalMillis
+        self.pingIntervalMillis = limits.pingIntervalMillis
+        self.maxLineLength = limits.maxLineLength
         self.clock = clock
         self.client = client
     }
@@ -237,14 +238,10 @@ final class ClientConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let now = clock.nowMillis
-        switch unwrapInboundIn(data) {
-        case .tooLong:
-            run(machine.lineRejected(.lineTooLong, now: now))
-        case .line(let bytes):
-            guard let text = String(validating: bytes.readableBytesView, as: UTF8.self) else {
-                run(machine.lineRejected(.line(.invalidUTF8(byteOffset: firstInvalidUTF8Offset(bytes.readableBytesView))), now: now))
-                return
-            }
+        switch unwrapInboundIn(data).text() {
+        case .failure(let error):
+            run(machine.lineRejected(error, now: now))
+        case .success(let text):
             for event in machine.lineReceived(text[...], now: now) {
                 if case .reply(let outbound) = event { run(outbound) } else { client.handle(event) }
             }
@@ -293,10 +290,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     private func write(_ command: Command) {
-        guard let context, let line = CommandCodec.line(for: command, maxLength: 1 << 20) else { return }
-        var buffer = context.channel.allocator.buffer(capacity: line.utf8.count + 1)
-        buffer.writeString(line)
-        buffer.writeInteger(UInt8(ascii: "\n"))
+        guard let context, let buffer = encodedLine(command, maxLength: maxLineLength, allocator: context.channel.allocator)
+        else { return }
         context.write(wrapOutboundOut(buffer), promise: nil)
     }
 }

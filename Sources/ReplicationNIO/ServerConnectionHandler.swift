@@ -79,15 +79,10 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let now = clock.nowMillis
-        switch unwrapInboundIn(data) {
-        case .tooLong:
-            run(machine.lineRejected(.lineTooLong, now: now))
-        case .line(let bytes):
-            guard let text = String(validating: bytes.readableBytesView, as: UTF8.self) else {
-                let offset = firstInvalidUTF8Offset(bytes.readableBytesView)
-                run(machine.lineRejected(.line(.invalidUTF8(byteOffset: offset)), now: now))
-                return
-            }
+        switch unwrapInboundIn(data).text() {
+        case .failure(let error):
+            run(machine.lineRejected(error, now: now))
+        case .success(let text):
             switch machine.lineReceived(text[...], now: now) {
             case .nothing: break
             case .dispatch(let command): dispatch(command)
@@ -204,14 +199,12 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     private func write(_ command: Command, promise: EventLoopPromise<Void>? = nil) {
         guard let context,
-            let line = CommandCodec.line(for: command, maxLength: configuration.protocolLimits.maxLineLength)
+            let buffer = encodedLine(
+                command, maxLength: configuration.protocolLimits.maxLineLength, allocator: context.channel.allocator)
         else {
             promise?.succeed()
             return
         }
-        var buffer = context.channel.allocator.buffer(capacity: line.utf8.count + 1)
-        buffer.writeString(line)
-        buffer.writeInteger(UInt8(ascii: "\n"))
         context.write(wrapOutboundOut(buffer), promise: promise)
         needsFlush = true
     }
@@ -384,19 +377,6 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             // Flushing may make the channel writable again, which asks for another round.
             flushIfNeeded()
         } while pumpAgain
-    }
-}
-
-/// Offset of the first byte that is not valid UTF-8 (for the error text).
-func firstInvalidUTF8Offset(_ bytes: ByteBufferView) -> Int {
-    var parser = Unicode.UTF8.ForwardParser()
-    var iterator = bytes.makeIterator()
-    var offset = 0
-    while true {
-        switch parser.parseScalar(from: &iterator) {
-        case .valid(let scalar): offset += scalar.count
-        case .emptyInput, .error: return offset
-        }
     }
 }
 
