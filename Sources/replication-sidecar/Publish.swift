@@ -165,7 +165,7 @@ final class Publisher: ClientDriver {
     }
 
     private func handle(_ event: ReaderEvent) {
-        guard !finished, let client = currentClient else { return }
+        guard !finished, let client else { return }
         switch event {
         case .invalid(let why):
             stop(1, why)
@@ -214,7 +214,6 @@ final class Publisher: ClientDriver {
         finish(code)
     }
 
-    private var currentClient: ReplicationClient? { client }
 }
 
 extension String {
