@@ -9,6 +9,9 @@ public struct ExporterConfiguration: Sendable {
     public var connectionLimit: Int
     /// Seconds an idle HTTP connection is kept.
     public var connectionTimeoutSeconds: Int
+    /// Seconds a collected /metrics body is served again to later scrapes of the same format and
+    /// encoding; 0 collects on every scrape.
+    public var maxBodyAgeSeconds: Double
     /// PEM key and certificate to serve HTTPS instead of HTTP.
     public var tls: TLSFiles?
     /// Credentials required by HTTP basic authentication on every path but `/healthz`.
@@ -36,12 +39,13 @@ public struct ExporterConfiguration: Sendable {
 
     public init(
         host: String = "127.0.0.1", port: Int = ExporterConfiguration.defaultPort, connectionLimit: Int = 64,
-        connectionTimeoutSeconds: Int = 30, tls: TLSFiles? = nil, basicAuth: BasicAuth? = nil
+        connectionTimeoutSeconds: Int = 30, maxBodyAgeSeconds: Double = 0.25, tls: TLSFiles? = nil, basicAuth: BasicAuth? = nil
     ) {
         self.host = host
         self.port = port
         self.connectionLimit = connectionLimit
         self.connectionTimeoutSeconds = connectionTimeoutSeconds
+        self.maxBodyAgeSeconds = maxBodyAgeSeconds
         self.tls = tls
         self.basicAuth = basicAuth
     }

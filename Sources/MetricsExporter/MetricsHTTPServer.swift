@@ -1,4 +1,5 @@
 import CMicroHTTPD
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -26,10 +27,18 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     private let source: any MetricsSource
     private var daemon: OpaquePointer?
     private var keepAlive: [[CChar]] = []
+    private let now: @Sendable () -> Double
+    /// The last /metrics answer per variant, with the time its collection started.
+    private let recentBodies = Mutex<[BodyVariant: (response: Response, collectedAt: Double)]>([:])
 
-    public init(configuration: ExporterConfiguration, source: any MetricsSource) {
+    /// `now` is a monotonic clock in seconds; tests pass a manual one.
+    public init(
+        configuration: ExporterConfiguration, source: any MetricsSource,
+        now: @escaping @Sendable () -> Double = monotonicSeconds
+    ) {
         self.configuration = configuration
         self.source = source
+        self.now = now
     }
 
     deinit { stop() }
@@ -119,7 +128,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         return server.queue(response, on: connection)
     }
 
-    struct Response {
+    struct Response: Sendable {
         var status: UInt32
         var body: [UInt8]
         var headers: [(String, String)]
@@ -154,20 +163,35 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         }
     }
 
+    struct BodyVariant: Hashable {
+        var openMetrics: Bool
+        var gzip: Bool
+    }
+
     private func metrics(_ connection: OpaquePointer) -> Response {
-        let accept = header(connection, "Accept") ?? ""
-        let started = monotonicSeconds()
+        let variant = BodyVariant(
+            openMetrics: (header(connection, "Accept") ?? "").contains("application/openmetrics-text"),
+            gzip: (header(connection, "Accept-Encoding") ?? "").contains("gzip"))
+        let started = now()
+        // Scrapes close together (an HA pair of Prometheus servers, a dashboard, a burst) share one
+        // collection: each costs a hop to every event loop and two ioctls per connection.
+        if let recent = recentBodies.withLock({ $0[variant] }),
+            started - recent.collectedAt < configuration.maxBodyAgeSeconds
+        {
+            return recent.response
+        }
         do {
-            let (body, contentType) = try source.scrape(openMetrics: accept.contains("application/openmetrics-text"))
+            let (body, contentType) = try source.scrape(openMetrics: variant.openMetrics)
             var response = Response(status: 200, body: Array(body.utf8), headers: [("Content-Type", contentType)])
-            if (header(connection, "Accept-Encoding") ?? "").contains("gzip"), let zipped = Gzip.compress(response.body) {
+            if variant.gzip, let zipped = Gzip.compress(response.body) {
                 response.body = zipped
                 response.headers.append(("Content-Encoding", "gzip"))
             }
-            source.scrapeFinished(seconds: monotonicSeconds() - started, failed: false)
+            source.scrapeFinished(seconds: now() - started, failed: false)
+            recentBodies.withLock { $0[variant] = (response, started) }
             return response
         } catch {
-            source.scrapeFinished(seconds: monotonicSeconds() - started, failed: true)
+            source.scrapeFinished(seconds: now() - started, failed: true)
             return Response(status: 500, body: Array("scrape failed: \(error)\n".utf8), headers: [])
         }
     }
@@ -199,7 +223,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     }
 }
 
-func monotonicSeconds() -> Double {
+@Sendable public func monotonicSeconds() -> Double {
     var spec = timespec()
     clock_gettime(CLOCK_MONOTONIC, &spec)
     return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9

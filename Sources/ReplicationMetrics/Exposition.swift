@@ -34,22 +34,14 @@ public enum ExpositionFormat: Sendable {
 /// out in a stable order, and a name registered twice must not crash the process.
 public enum Exposition {
     public static func families(_ snapshot: MetricsSnapshot) -> [FamilySamples] {
-        // One pass over the connections, summing per name; everything after works on the aggregates.
-        var aggregates: [String: NameAggregate] = [:]
-        var subscribers = [Int](repeating: 0, count: StreamName.all.count)
-        for index in snapshot.connections.indices {
-            aggregates[snapshot.connections[index].name, default: NameAggregate()].add(snapshot.connections[index])
-            for (stream, token) in snapshot.connections[index].sentTokens.enumerated() where token != nil {
-                subscribers[stream] += 1
-            }
-        }
-        let names = aggregates.keys.sorted().map { ($0, "name=\"\(escape($0, quotes: true))\"", aggregates[$0]!) }
+        let totals = snapshot.connections
+        let names = totals.byName.keys.sorted().map { ($0, "name=\"\(escape($0, quotes: true))\"", totals.byName[$0]!) }
         let streamLabels = StreamName.all.map { "stream_name=\"\($0.rawValue)\"" }
 
-        func perName(_ family: MetricFamily, _ value: (NameAggregate) -> Double) -> FamilySamples {
+        func perName(_ family: MetricFamily, _ value: (ConnectionTotals.PerName) -> Double) -> FamilySamples {
             FamilySamples(family: family, samples: names.map { .init(labels: $0.1, value: value($0.2)) })
         }
-        func perCommand(_ family: MetricFamily, _ counts: (NameAggregate) -> [Int]) -> FamilySamples {
+        func perCommand(_ family: MetricFamily, _ counts: (ConnectionTotals.PerName) -> [Int]) -> FamilySamples {
             var samples: [FamilySamples.Sample] = []
             for (_, label, aggregate) in names {
                 for (command, count) in zip(CommandName.allCases, counts(aggregate)) where count > 0 {
@@ -96,8 +88,8 @@ public enum Exposition {
             single(MetricFamilies.removePusher, Double(counters.removePusher)),
             single(MetricFamilies.invalidateCache, Double(counters.invalidateCache)),
             single(MetricFamilies.userIPCache, Double(counters.userIP)),
-            single(MetricFamilies.totalConnections, Double(snapshot.connections.count)),
-            perStream(MetricFamilies.connectionsPerStream) { Double(subscribers[$0.index]) },
+            single(MetricFamilies.totalConnections, Double(totals.connectionCount)),
+            perStream(MetricFamilies.connectionsPerStream) { Double(totals.subscribers[$0.index]) },
             perStream(MetricFamilies.streamHeadToken) { Double(snapshot.headTokens[$0.index]) },
             perNameAndStream(MetricFamilies.sentToken) { lowest, _ in Double(lowest) },
             perNameAndStream(MetricFamilies.lagTokens) { lowest, stream in
@@ -122,37 +114,6 @@ public enum Exposition {
             ]
         }
         return families
-    }
-
-    /// What the connections sharing one name add up to.
-    struct NameAggregate {
-        var pendingCommands = 0
-        var bufferedWritableBytes = 0
-        var kernelSendQueue = 0
-        var kernelReceiveQueue = 0
-        var syncingUsers = 0
-        var inbound = [Int](repeating: 0, count: CommandName.allCases.count)
-        var outbound = [Int](repeating: 0, count: CommandName.allCases.count)
-        /// The most lagging connection's token per stream.
-        var lowestSentTokens = [Int64?](repeating: nil, count: StreamName.all.count)
-        var oldestConnectedAtMillis = Int64.max
-
-        mutating func add(_ connection: ConnectionSnapshot) {
-            pendingCommands += connection.pendingCommands
-            bufferedWritableBytes += connection.bufferedWritableBytes
-            kernelSendQueue += connection.kernelSendQueue
-            kernelReceiveQueue += connection.kernelReceiveQueue
-            syncingUsers += connection.syncingUsers
-            for index in inbound.indices {
-                inbound[index] += connection.counters.inbound[index]
-                outbound[index] += connection.counters.outbound[index]
-            }
-            for (index, token) in connection.sentTokens.enumerated() {
-                guard let token else { continue }
-                lowestSentTokens[index] = min(lowestSentTokens[index] ?? token, token)
-            }
-            oldestConnectedAtMillis = min(oldestConnectedAtMillis, connection.connectedAtMillis)
-        }
     }
 
     public static func render(_ families: [FamilySamples], as format: ExpositionFormat) -> String {

@@ -3,7 +3,7 @@ import ReplicationCore
 /// Everything one scrape shows, collected first and rendered afterwards: rendering never touches a
 /// connection.
 public struct MetricsSnapshot: Sendable {
-    public var connections: [ConnectionSnapshot]
+    public var connections: ConnectionTotals
     public var counters: HubCounters
     /// Current token per stream, by ``StreamName/index``.
     public var headTokens: [Int64]
@@ -12,7 +12,7 @@ public struct MetricsSnapshot: Sendable {
     public var scrapes: ScrapeStatistics
 
     public init(
-        connections: [ConnectionSnapshot], counters: HubCounters, headTokens: [Int64], nowMillis: Int64,
+        connections: ConnectionTotals, counters: HubCounters, headTokens: [Int64], nowMillis: Int64,
         process: ProcessStatistics?, scrapes: ScrapeStatistics
     ) {
         self.connections = connections

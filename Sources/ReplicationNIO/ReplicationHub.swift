@@ -41,6 +41,13 @@ final class LoopFanout {
     }
 
     func snapshots() -> [ConnectionSnapshot] { connections.values.map { $0.snapshot() } }
+
+    /// This loop's connections summed per name, where they live: a scrape copies one value per loop.
+    func totals() -> ConnectionTotals {
+        var totals = ConnectionTotals()
+        for connection in connections.values { totals.add(connection.snapshot()) }
+        return totals
+    }
 }
 
 /// The server's shared core: the log, the fan-out to every event loop, and the process-wide counters.
@@ -93,6 +100,16 @@ public final class ReplicationHub: Sendable {
             fanout.eventLoop.submit { fanout.value.snapshots() }
         }
         return EventLoopFuture.whenAllSucceed(perLoop, on: eventLoop).map { $0.flatMap { $0 } }
+    }
+
+    /// Every open connection summed per name, each loop summing its own (one hop per loop).
+    public func connectionTotals(on eventLoop: any EventLoop) -> EventLoopFuture<ConnectionTotals> {
+        let perLoop = fanouts.withLockedValue { Array($0.values) }.map { fanout in
+            fanout.eventLoop.submit { fanout.value.totals() }
+        }
+        return EventLoopFuture.whenAllSucceed(perLoop, on: eventLoop).map { loops in
+            loops.reduce(into: ConnectionTotals()) { $0.merge($1) }
+        }
     }
 
     /// Sends `ERROR server shutting down` to every connection; completes when all have closed, which

@@ -35,6 +35,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     /// loop, so no snapshot can run in between; borrowing it again per scrape costs ~5 µs of runtime
     /// casts per connection.
     private var descriptor: NIOBSDSocket.Handle?
+    /// False once a snapshot saw nothing queued, in NIO or in the kernel: only a write of ours can queue
+    /// bytes again, so until then an idle connection's send queues are known to be empty without asking.
+    private var sendQueuesMayHoldBytes = true
 
     init(hub: ReplicationHub, configuration: ServerConfiguration, clock: WallClock, logger: Logger) {
         self.hub = hub
@@ -156,15 +159,21 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func snapshot() -> ConnectionSnapshot {
-        let queues = descriptor.flatMap { context?.channel.isActive == true ? try? SocketQueues.read(descriptor: $0) : nil }
-        // NIO holds bytes in user space only while the kernel still has some queued; with an empty one
-        // there is nothing to ask for (asking costs ~1.5 µs of option casts per connection).
-        let buffered =
-            (queues?.unsent ?? 0) > 0 ? (try? context?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0 : 0
+        var unread = 0
+        var unsent = 0
+        var buffered = 0
+        if let descriptor {
+            unread = (try? SocketQueues.unread(descriptor: descriptor)) ?? 0
+            if sendQueuesMayHoldBytes {
+                unsent = (try? SocketQueues.unsent(descriptor: descriptor)) ?? 0
+                buffered = (try? context?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+                sendQueuesMayHoldBytes = unsent > 0 || buffered > 0
+            }
+        }
         return ConnectionSnapshot(
             name: machine.name, peer: peer, isWriter: machine.isWriter, connectedAtMillis: connectedAtMillis,
             pendingCommands: machine.pendingCommands.count, bufferedWritableBytes: buffered,
-            kernelSendQueue: queues?.unsent ?? 0, kernelReceiveQueue: queues?.unread ?? 0,
+            kernelSendQueue: unsent, kernelReceiveQueue: unread,
             counters: machine.counters, sentTokens: subscriptions.map { $0?.cursor }, syncingUsers: syncingUsers.count)
     }
 
@@ -207,6 +216,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         }
         context.write(wrapOutboundOut(buffer), promise: promise)
         needsFlush = true
+        sendQueuesMayHoldBytes = true
     }
 
     private func writeRows(_ lines: ByteBuffer, count: Int) {
@@ -214,6 +224,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         context.write(wrapOutboundOut(lines), promise: nil)
         machine.rowsWritten(count, now: clock.nowMillis)
         needsFlush = true
+        sendQueuesMayHoldBytes = true
     }
 
     private func flushIfNeeded() {

@@ -17,12 +17,22 @@ public struct SocketQueues: Sendable, Equatable {
     }
 
     public static func read(descriptor: Int32) throws(Failure) -> SocketQueues {
-        var unread: Int32 = 0
-        var unsent: Int32 = 0
-        let inResult = rs_socket_unread_bytes(descriptor, &unread)
-        guard inResult == 0 else { throw Failure(errno: inResult) }
-        let outResult = rs_socket_unsent_bytes(descriptor, &unsent)
-        guard outResult == 0 else { throw Failure(errno: outResult) }
-        return SocketQueues(unread: Int(unread), unsent: Int(unsent))
+        SocketQueues(unread: try unread(descriptor: descriptor), unsent: try unsent(descriptor: descriptor))
+    }
+
+    /// `SIOCINQ` alone.
+    public static func unread(descriptor: Int32) throws(Failure) -> Int {
+        var bytes: Int32 = 0
+        let result = rs_socket_unread_bytes(descriptor, &bytes)
+        guard result == 0 else { throw Failure(errno: result) }
+        return Int(bytes)
+    }
+
+    /// `SIOCOUTQ` alone.
+    public static func unsent(descriptor: Int32) throws(Failure) -> Int {
+        var bytes: Int32 = 0
+        let result = rs_socket_unsent_bytes(descriptor, &bytes)
+        guard result == 0 else { throw Failure(errno: result) }
+        return Int(bytes)
     }
 }

@@ -22,7 +22,7 @@ public final class HubMetricsSource: MetricsSource {
     public func scrape(openMetrics: Bool) throws -> (body: String, contentType: String) {
         let hub = server.hub
         // Called on libmicrohttpd's thread, never on an event loop, so waiting here is safe.
-        let connections = try hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
+        let connections = try hub.connectionTotals(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
         let snapshot = MetricsSnapshot(
             connections: connections, counters: hub.countersSnapshot,
             headTokens: StreamName.all.map { hub.log.currentToken(of: $0) }, nowMillis: clock.nowMillis,

@@ -37,13 +37,17 @@ struct ScrapeBench: AsyncParsableCommand {
         let sample = try live.scrape(openMetrics: false).body
 
         try printBreakdown(server: server)
-        let measured = try measure(source: live)
-        let floor = try measure(source: StaticSource(body: sample))
+        let collecting = try measure(source: live, maxBodyAge: 0)
+        let defaults = try measure(source: live, maxBodyAge: ExporterConfiguration().maxBodyAgeSeconds)
+        let floor = try measure(source: StaticSource(body: sample), maxBodyAge: 0)
         print("workers connected: \(workerChannels.count), response: \(sample.utf8.count) bytes")
-        print(measured.report(label: "live /metrics"))
+        print(collecting.report(label: "live, collecting on every scrape (--metrics-max-age 0)"))
+        print(defaults.report(label: "live, default --metrics-max-age \(ExporterConfiguration().maxBodyAgeSeconds) s"))
         print(floor.report(label: "prebuilt body (HTTP only)"))
-        print(String(format: "ratio live/prebuilt: p50 %.2fx, p99 %.2fx, throughput %.2fx",
-            measured.p50 / floor.p50, measured.p99 / floor.p99, measured.perSecond / floor.perSecond))
+        for (label, figures) in [("collecting", collecting), ("default", defaults)] {
+            print(String(format: "ratio %@/prebuilt: p50 %.2fx, p99 %.2fx, throughput %.2fx", label,
+                figures.p50 / floor.p50, figures.p99 / floor.p99, figures.perSecond / floor.perSecond))
+        }
         for channel in workerChannels { try? await channel.close() }
         try await server.shutDown()
     }
@@ -54,7 +58,7 @@ struct ScrapeBench: AsyncParsableCommand {
         var snapshotTime = 0.0, familyTime = 0.0, renderTime = 0.0, processTime = 0.0
         for _ in 0..<rounds {
             var start = Date()
-            let connections = try server.hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
+            let connections = try server.hub.connectionTotals(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
             snapshotTime += Date().timeIntervalSince(start)
             start = Date()
             let process = ProcessStatistics.current()
@@ -87,8 +91,9 @@ struct ScrapeBench: AsyncParsableCommand {
         }
     }
 
-    private func measure(source: any MetricsSource) throws -> Figures {
-        let http = MetricsHTTPServer(configuration: ExporterConfiguration(host: "127.0.0.1", port: 0), source: source)
+    private func measure(source: any MetricsSource, maxBodyAge: Double) throws -> Figures {
+        let http = MetricsHTTPServer(
+            configuration: ExporterConfiguration(host: "127.0.0.1", port: 0, maxBodyAgeSeconds: maxBodyAge), source: source)
         let port = try http.start()
         defer { http.stop() }
         let client = try BlockingHTTPClient(port: port)

@@ -77,6 +77,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds an idle metrics HTTP connection is kept open.")
     var metricsTimeout = 30
 
+    @Option(help: "Seconds a collected /metrics body is reused by later scrapes; 0 collects on every scrape.")
+    var metricsMaxAge = 0.25
+
     @Option(help: "PEM private key: serve metrics over HTTPS (needs --metrics-tls-cert).")
     var metricsTLSKey: String?
 
@@ -122,6 +125,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard metricsConnectionLimit > 0, metricsTimeout > 0 else {
             throw ValidationError("--metrics-connection-limit and --metrics-timeout must be positive")
+        }
+        guard metricsMaxAge >= 0, metricsMaxAge <= 60 else {
+            throw ValidationError("--metrics-max-age must be between 0 and 60 seconds, got \(metricsMaxAge)")
         }
         guard (metricsTLSKey == nil) == (metricsTLSCert == nil) else {
             throw ValidationError("--metrics-tls-key and --metrics-tls-cert go together: give both or neither")
@@ -191,7 +197,7 @@ struct Serve: AsyncParsableCommand {
     private func exporterConfiguration() throws -> ExporterConfiguration {
         var configuration = ExporterConfiguration(
             host: metricsHost, port: metricsPort, connectionLimit: metricsConnectionLimit,
-            connectionTimeoutSeconds: metricsTimeout)
+            connectionTimeoutSeconds: metricsTimeout, maxBodyAgeSeconds: metricsMaxAge)
         if let metricsTLSKey, let metricsTLSCert {
             configuration.tls = .init(
                 keyPEM: try readFile(metricsTLSKey, flag: "--metrics-tls-key"),

@@ -23,16 +23,26 @@ final class FakeSource: MetricsSource {
     var isHealthy: Bool { healthy.withLock { $0 } }
 }
 
+/// A monotonic clock that moves only when told to.
+final class ManualSeconds: Sendable {
+    private let value = Mutex(1_000.0)
+    var now: Double { value.withLock { $0 } }
+    func advance(by seconds: Double) { value.withLock { $0 += seconds } }
+}
+
 /// A started endpoint on 127.0.0.1 with a free port, stopped when released.
 final class Endpoint {
     let server: MetricsHTTPServer
     let port: Int
     let source = FakeSource()
 
-    init(_ configure: (inout ExporterConfiguration) -> Void = { _ in }) throws {
-        var configuration = ExporterConfiguration(host: "127.0.0.1", port: 0)
+    /// Every scrape collects unless `configure` sets a body age; `clock` then decides what is recent.
+    init(clock: ManualSeconds? = nil, _ configure: (inout ExporterConfiguration) -> Void = { _ in }) throws {
+        var configuration = ExporterConfiguration(host: "127.0.0.1", port: 0, maxBodyAgeSeconds: 0)
         configure(&configuration)
-        server = MetricsHTTPServer(configuration: configuration, source: source)
+        let now: @Sendable () -> Double
+        if let clock { now = { clock.now } } else { now = monotonicSeconds }
+        server = MetricsHTTPServer(configuration: configuration, source: source, now: now)
         port = try server.start()
     }
 
@@ -52,6 +62,30 @@ final class Endpoint {
             #expect(response.text.hasSuffix("x_total 1\n"))
         }
         #expect(endpoint.source.finished.withLock { $0 } == [false, false, false])
+    }
+
+    @Test func scrapesCloseTogetherShareOneCollectionPerFormatAndEncoding() throws {
+        let clock = ManualSeconds()
+        let endpoint = try Endpoint(clock: clock) { $0.maxBodyAgeSeconds = 0.25 }
+        let client = try endpoint.connect()
+        func collections() -> Int { endpoint.source.finished.withLock { $0.count } }
+
+        let first = try client.http("GET", "/metrics")
+        clock.advance(by: 0.2)
+        let reused = try client.http("GET", "/metrics")
+        #expect(collections() == 1)
+        #expect(reused.body == first.body)
+        #expect(reused.headers["content-type"] == first.headers["content-type"])
+
+        let openMetrics = try client.http("GET", "/metrics", headers: ["Accept": "application/openmetrics-text"])
+        #expect(openMetrics.text.hasSuffix("# EOF\n"))
+        let zipped = try client.http("GET", "/metrics", headers: ["Accept-Encoding": "gzip"])
+        #expect(zipped.headers["content-encoding"] == "gzip")
+        #expect(collections() == 3)
+
+        clock.advance(by: 0.05)  // the first body is now 0.25 s old: too old to serve again
+        #expect(try client.http("GET", "/metrics").body == first.body)
+        #expect(collections() == 4)
     }
 
     @Test func servesOpenMetricsWhenAskedFor() throws {

@@ -47,7 +47,7 @@ func fixedSnapshot() -> MetricsSnapshot {
     heads[StreamName.events.index] = 10
     heads[StreamName.caches.index] = 4
     return MetricsSnapshot(
-        connections: [worker1, worker2, writer], counters: hub, headTokens: heads, nowMillis: 11_000,
+        connections: ConnectionTotals([worker1, worker2, writer]), counters: hub, headTokens: heads, nowMillis: 11_000,
         process: ProcessStatistics(
             cpuSeconds: 1.5, residentBytes: 1_048_576, virtualBytes: 2_097_152, openFDs: 12, maxFDs: 1024,
             startTimeSeconds: 1_700_000_000),
@@ -86,7 +86,7 @@ func golden(_ name: String, actual: String) throws -> String {
 
     @Test func closedConnectionsLeaveNoSeries() {
         var snapshot = fixedSnapshot()
-        snapshot.connections = []
+        snapshot.connections = ConnectionTotals()
         let text = Exposition.render(Exposition.families(snapshot), as: .text)
         #expect(!text.contains("{name=") && !text.contains(",name="))
         #expect(text.contains("synapse_replication_tcp_resource_total_connections 0\n"))

@@ -1,0 +1,81 @@
+/// What the open connections add up to, per connection name. Each event loop sums its own connections
+/// where they live, and a scrape merges one value per loop: nothing per connection crosses threads.
+public struct ConnectionTotals: Sendable, Equatable {
+    /// What the connections sharing one name add up to.
+    public struct PerName: Sendable, Equatable {
+        public var pendingCommands = 0
+        public var bufferedWritableBytes = 0
+        public var kernelSendQueue = 0
+        public var kernelReceiveQueue = 0
+        public var syncingUsers = 0
+        /// By ``CommandName/index``.
+        public var inbound = [Int](repeating: 0, count: CommandName.allCases.count)
+        public var outbound = [Int](repeating: 0, count: CommandName.allCases.count)
+        /// The most lagging connection's token per stream (by ``StreamName/index``), if any subscribes.
+        public var lowestSentTokens = [Int64?](repeating: nil, count: StreamName.all.count)
+        public var oldestConnectedAtMillis = Int64.max
+
+        mutating func add(_ connection: ConnectionSnapshot) {
+            pendingCommands += connection.pendingCommands
+            bufferedWritableBytes += connection.bufferedWritableBytes
+            kernelSendQueue += connection.kernelSendQueue
+            kernelReceiveQueue += connection.kernelReceiveQueue
+            syncingUsers += connection.syncingUsers
+            add(inbound: connection.counters.inbound, outbound: connection.counters.outbound)
+            lower(to: connection.sentTokens)
+            oldestConnectedAtMillis = min(oldestConnectedAtMillis, connection.connectedAtMillis)
+        }
+
+        mutating func merge(_ other: PerName) {
+            pendingCommands += other.pendingCommands
+            bufferedWritableBytes += other.bufferedWritableBytes
+            kernelSendQueue += other.kernelSendQueue
+            kernelReceiveQueue += other.kernelReceiveQueue
+            syncingUsers += other.syncingUsers
+            add(inbound: other.inbound, outbound: other.outbound)
+            lower(to: other.lowestSentTokens)
+            oldestConnectedAtMillis = min(oldestConnectedAtMillis, other.oldestConnectedAtMillis)
+        }
+
+        private mutating func add(inbound moreIn: [Int], outbound moreOut: [Int]) {
+            for index in inbound.indices {
+                inbound[index] += moreIn[index]
+                outbound[index] += moreOut[index]
+            }
+        }
+
+        private mutating func lower(to tokens: [Int64?]) {
+            for (index, token) in tokens.enumerated() {
+                guard let token else { continue }
+                lowestSentTokens[index] = min(lowestSentTokens[index] ?? token, token)
+            }
+        }
+    }
+
+    public private(set) var byName: [String: PerName] = [:]
+    public private(set) var connectionCount = 0
+    /// Connections subscribed per stream, by ``StreamName/index``.
+    public private(set) var subscribers = [Int](repeating: 0, count: StreamName.all.count)
+
+    public init() {}
+
+    public init(_ connections: [ConnectionSnapshot]) {
+        for connection in connections { add(connection) }
+    }
+
+    public mutating func add(_ connection: ConnectionSnapshot) {
+        byName[connection.name, default: PerName()].add(connection)
+        connectionCount += 1
+        for (index, token) in connection.sentTokens.enumerated() where token != nil { subscribers[index] += 1 }
+    }
+
+    public mutating func merge(_ other: ConnectionTotals) {
+        byName.merge(other.byName) { mine, theirs in
+            var sum = mine
+            sum.merge(theirs)
+            return sum
+        }
+        connectionCount += other.connectionCount
+        for index in subscribers.indices { subscribers[index] += other.subscribers[index] }
+    }
+}
