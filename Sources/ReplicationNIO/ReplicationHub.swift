@@ -6,7 +6,8 @@ import StreamLog
 
 /// What the hub needs of a connection: rows to deliver and a way to end it. Called on its event loop only.
 protocol HubConnection: AnyObject {
-    func deliver(_ batch: AppendedBatch)
+    /// New batches of one stream, in log order.
+    func deliver(_ batches: [AppendedBatch])
     /// Sends `ERROR server shutting down` and closes, aborting after `grace` if the peer does not go;
     /// the future completes when the channel is closed.
     func shutDown(grace: TimeAmount) -> EventLoopFuture<Void>
@@ -30,10 +31,18 @@ final class LoopFanout {
         subscribers[stream.index][ObjectIdentifier(connection)] = connection
     }
 
-    /// Writes a new batch to every subscriber of its stream on this loop.
-    func deliver(_ batch: AppendedBatch) {
-        // Iterating a value copy: a subscriber may close (and leave the dictionary) while we deliver.
-        for subscriber in subscribers[batch.stream.index].values { subscriber.deliver(batch) }
+    /// Hands new batches to every subscriber of their stream on this loop, in log order: each run of
+    /// consecutive batches of one stream at once.
+    func deliver(_ batches: [AppendedBatch]) {
+        var start = batches.startIndex
+        while start < batches.endIndex {
+            let stream = batches[start].stream
+            let end = batches[start...].firstIndex { $0.stream != stream } ?? batches.endIndex
+            let run = Array(batches[start..<end])
+            // Iterating a value copy: a subscriber may close (and leave the dictionary) while we deliver.
+            for subscriber in subscribers[stream.index].values { subscriber.deliver(run) }
+            start = end
+        }
     }
 
     func shutDownAll(grace: TimeAmount) -> [EventLoopFuture<Void>] {
@@ -50,10 +59,35 @@ final class LoopFanout {
     }
 }
 
+/// How batches reach one event loop: appends queue them here, and only the append that finds the queue
+/// empty hops to the loop, which then takes everything queued by then. Under load that is one hop and one
+/// flush per subscriber for many appends; when idle, a batch goes out at once.
+final class LoopHandle: Sendable {
+    let fanout: NIOLoopBound<LoopFanout>
+    private let queued = NIOLockedValueBox<[AppendedBatch]>([])
+
+    init(fanout: NIOLoopBound<LoopFanout>) { self.fanout = fanout }
+
+    func hand(_ batches: [AppendedBatch]) {
+        let first = queued.withLockedValue { queued in
+            queued.append(contentsOf: batches)
+            return queued.count == batches.count
+        }
+        guard first else { return }
+        fanout.eventLoop.execute {
+            let batches = self.queued.withLockedValue { queued in
+                defer { queued.removeAll(keepingCapacity: true) }
+                return queued
+            }
+            self.fanout.value.deliver(batches)
+        }
+    }
+}
+
 /// The server's shared core: the log, the fan-out to every event loop, and the process-wide counters.
 public final class ReplicationHub: Sendable {
     public let log: any StreamLog
-    private let fanouts = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<LoopFanout>]>([:])
+    private let fanouts = NIOLockedValueBox<[ObjectIdentifier: LoopHandle]>([:])
     private let counters = NIOLockedValueBox(HubCounters())
 
     public init(log: any StreamLog) {
@@ -64,28 +98,31 @@ public final class ReplicationHub: Sendable {
     func fanout(on eventLoop: any EventLoop) -> LoopFanout {
         eventLoop.preconditionInEventLoop()
         return fanouts.withLockedValue { fanouts in
-            if let existing = fanouts[ObjectIdentifier(eventLoop)] { return existing.value }
+            if let existing = fanouts[ObjectIdentifier(eventLoop)] { return existing.fanout.value }
             let created = LoopFanout()
-            fanouts[ObjectIdentifier(eventLoop)] = NIOLoopBound(created, eventLoop: eventLoop)
+            fanouts[ObjectIdentifier(eventLoop)] = LoopHandle(fanout: NIOLoopBound(created, eventLoop: eventLoop))
             return created
         }
     }
 
-    /// Appends rows; once the log has accepted them, every event loop is handed the batch once.
-    public func append(
-        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<AppendedBatch> {
-        log.append(rows, to: stream, token: token, on: eventLoop).map { batch in
-            self.counters.withLockedValue { $0.streamUpdates[stream.index] += batch.rowCount }
-            self.broadcast(batch)
-            return batch
+    /// Appends batches; once the log has stored them, every event loop is handed the accepted ones at once.
+    public func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
+        log.append(batches, on: eventLoop).map { results in
+            let accepted = results.compactMap { try? $0.get() }
+            guard !accepted.isEmpty else { return results }
+            self.counters.withLockedValue { counters in
+                for batch in accepted { counters.streamUpdates[batch.stream.index] += batch.rowCount }
+            }
+            for loop in self.fanouts.withLockedValue({ Array($0.values) }) { loop.hand(accepted) }
+            return results
         }
     }
 
-    private func broadcast(_ batch: AppendedBatch) {
-        for fanout in fanouts.withLockedValue({ Array($0.values) }) {
-            fanout.eventLoop.execute { fanout.value.deliver(batch) }
-        }
+    /// Appends one batch; the future fails if the log refuses it.
+    public func append(
+        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<AppendedBatch> {
+        append([NewBatch(stream: stream, rows: rows, token: token)], on: eventLoop).flatMapThrowing { try $0[0].get() }
     }
 
     /// Counts something a client asked for.
@@ -96,7 +133,7 @@ public final class ReplicationHub: Sendable {
 
     /// A snapshot of every open connection, each taken on its own event loop (one hop per loop).
     public func connectionSnapshots(on eventLoop: any EventLoop) -> EventLoopFuture<[ConnectionSnapshot]> {
-        let perLoop = fanouts.withLockedValue { Array($0.values) }.map { fanout in
+        let perLoop = fanouts.withLockedValue { Array($0.values) }.map(\.fanout).map { fanout in
             fanout.eventLoop.submit { fanout.value.snapshots() }
         }
         return EventLoopFuture.whenAllSucceed(perLoop, on: eventLoop).map { $0.flatMap { $0 } }
@@ -104,7 +141,7 @@ public final class ReplicationHub: Sendable {
 
     /// Every open connection summed per name, each loop summing its own (one hop per loop).
     public func connectionTotals(on eventLoop: any EventLoop) -> EventLoopFuture<ConnectionTotals> {
-        let perLoop = fanouts.withLockedValue { Array($0.values) }.map { fanout in
+        let perLoop = fanouts.withLockedValue { Array($0.values) }.map(\.fanout).map { fanout in
             fanout.eventLoop.submit { fanout.value.totals() }
         }
         return EventLoopFuture.whenAllSucceed(perLoop, on: eventLoop).map { loops in
@@ -115,7 +152,7 @@ public final class ReplicationHub: Sendable {
     /// Sends `ERROR server shutting down` to every connection; completes when all have closed, which
     /// is at most `grace` later.
     public func shutDownAllConnections(grace: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        let perLoop = fanouts.withLockedValue { Array($0.values) }.map { fanout in
+        let perLoop = fanouts.withLockedValue { Array($0.values) }.map(\.fanout).map { fanout in
             fanout.eventLoop.flatSubmit {
                 EventLoopFuture.andAllComplete(fanout.value.shutDownAll(grace: grace), on: fanout.eventLoop)
             }

@@ -24,6 +24,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var fanout: LoopFanout?
     private var keepaliveTask: RepeatedTask?
     private var needsFlush = false
+    /// A writer's batches completed during the current read, appended together when it ends.
+    private var writerAppends: [(batch: NewBatch, command: CommandName)] = []
+    private var flushScheduled = false
     private var pumping = false
     private var pumpAgain = false
     private var transportFailed = false
@@ -95,6 +98,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        submitWriterAppends()
         flushIfNeeded()
         context.fireChannelReadComplete()
     }
@@ -116,6 +120,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        submitWriterAppends()
         let reason = machine.connectionClosed(transportFailed ? .failed : .closedByPeer)
         descriptor = nil
         keepaliveTask?.cancel()
@@ -131,18 +136,25 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     // MARK: Hub events (on this event loop).
 
-    func deliver(_ batch: AppendedBatch) {
-        guard let context, var subscription = subscriptions[batch.stream.index] else { return }
-        let canWrite = machine.isEstablished && context.channel.isWritable
-        let delivery = subscription.offered(previousToken: batch.previousToken, token: batch.token, canWrite: canWrite)
-        subscriptions[batch.stream.index] = subscription
-        switch delivery {
-        case .write:
-            if batch.rowCount > 0 { writeRows(batch.liveLines, count: batch.rowCount) }
-        case .skip:
-            if subscription.isCatchingUp { queueCatchUp(batch.stream) }
-        case .catchUp:
-            queueCatchUp(batch.stream)
+    /// Writes new batches of one stream in order and flushes once; a subscriber that cannot take them
+    /// live keeps its cursor and catches up from the log.
+    func deliver(_ batches: [AppendedBatch]) {
+        guard let context, let stream = batches.first?.stream, var subscription = subscriptions[stream.index] else { return }
+        var mustCatchUp = false
+        for batch in batches {
+            let canWrite = machine.isEstablished && context.channel.isWritable
+            switch subscription.offered(previousToken: batch.previousToken, token: batch.token, canWrite: canWrite) {
+            case .write:
+                if batch.rowCount > 0 { writeRows(batch.liveLines, count: batch.rowCount) }
+            case .skip:
+                if subscription.isCatchingUp { mustCatchUp = true }
+            case .catchUp:
+                mustCatchUp = true
+            }
+        }
+        subscriptions[stream.index] = subscription
+        if mustCatchUp {
+            queueCatchUp(stream)
             pump()
         }
         flushIfNeeded()
@@ -187,6 +199,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .write(let command):
             write(command)
         case .writeErrorAndClose(let error):
+            submitWriterAppends()  // the batches completed before the bad line are kept
             logger.warning("closing connection", metadata: ["error": "\(CommandCodec.encode(error))"])
             fanout?.remove(self)
             catchUpQueue = []
@@ -233,6 +246,18 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         context.flush()
     }
 
+    /// Flushes after the tasks already queued on this loop: acknowledgements completing together (a
+    /// group commit, a read full of rows) leave in one write instead of one each.
+    private func flushSoon() {
+        guard needsFlush, !flushScheduled, let context else { return }
+        flushScheduled = true
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            this.value.flushScheduled = false
+            this.value.flushIfNeeded()
+        }
+    }
+
     // MARK: Commands.
 
     private func dispatch(_ command: Command) {
@@ -265,12 +290,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             switch batches.add(stream: stream, token: token, row: row) {
             case .failure(let rejection): rejectWriterLine(rejection)
             case .success(nil): break
-            case .success(let batch?): appendForWriter(batch.rows, to: batch.stream, token: batch.token, command: .RDATA)
+            case .success(let batch?):
+                writerAppends.append((NewBatch(stream: batch.stream, rows: batch.rows, token: .exactly(batch.token)), .RDATA))
             }
         case .position(let stream, let token):
             switch batches.position(stream: stream, token: token) {
             case .failure(let rejection): rejectWriterLine(rejection)
-            case .success(let known): appendForWriter([], to: known, token: token, command: .POSITION)
+            case .success(let known):
+                writerAppends.append((NewBatch(stream: known, rows: [], token: .exactly(token)), .POSITION))
             }
         case .server, .ping, .sync:
             // The machine never dispatches these to a server.
@@ -316,33 +343,40 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         }
     }
 
-    /// Appends a writer's batch (or position advance) and acknowledges it with `POSITION` once stored.
-    private func appendForWriter(_ rows: [String], to stream: StreamName, token: Int64, command: CommandName) {
-        guard let context else { return }
+    /// Appends the writer's batches completed so far (one append for all the rows of a read) and
+    /// acknowledges each with `POSITION` once stored.
+    private func submitWriterAppends() {
+        guard !writerAppends.isEmpty, let context else { return }
+        let submitted = writerAppends
+        writerAppends = []
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        hub.append(rows, to: stream, token: .exactly(token), on: context.eventLoop).whenComplete { result in
-            this.value.writerAppendCompleted(result, stream: stream, token: token, command: command)
+        hub.append(submitted.map(\.batch), on: context.eventLoop).whenComplete { outcome in
+            this.value.writerAppendsCompleted(outcome, submitted)
         }
     }
 
-    private func writerAppendCompleted(
-        _ result: Result<AppendedBatch, any Error>, stream: StreamName, token: Int64, command: CommandName
+    private func writerAppendsCompleted(
+        _ outcome: Result<AppendResults, any Error>, _ submitted: [(batch: NewBatch, command: CommandName)]
     ) {
         let now = clock.nowMillis
-        switch result {
-        case .success(let batch):
-            hub.count { $0.writerAppends += 1 }
-            run(machine.send(.position(stream: stream.rawValue, token: batch.token), now: now))
-        case .failure(let error):
-            let why: String
-            if case StreamLogError.tokenNotAfterCurrent(let current) = error {
-                why = "token must be greater than the stream's current token \(current)"
-            } else {
-                why = "not stored: \(error)"
+        let results = (try? outcome.get()) ?? [.failure(.storage("\(outcome)"))]
+        for (result, (batch, command)) in zip(results, submitted) {
+            switch result {
+            case .success(let appended):
+                hub.count { $0.writerAppends += 1 }
+                run(machine.send(.position(stream: batch.stream.rawValue, token: appended.token), now: now))
+            case .failure(let error):
+                let why: String
+                if case .tokenNotAfterCurrent(let current) = error {
+                    why = "token must be greater than the stream's current token \(current)"
+                } else {
+                    why = "not stored: \(error)"
+                }
+                guard case .exactly(let token) = batch.token else { continue }
+                rejectWriterLine(.writerRejected(command, stream: batch.stream.rawValue, token: String(token), why))
             }
-            rejectWriterLine(.writerRejected(command, stream: stream.rawValue, token: String(token), why))
         }
-        flushIfNeeded()
+        flushSoon()
     }
 
     // MARK: Catch-up.

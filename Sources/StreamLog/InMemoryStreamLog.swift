@@ -35,11 +35,19 @@ public final class InMemoryStreamLog: StreamLog {
         streams[stream.index].withLockedValue { $0.currentToken }
     }
 
-    public func append(
-        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<AppendedBatch> {
+    public func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
+        var results: AppendResults = []
+        for batch in batches {
+            results.append(append(batch))
+            if case .failure = results.last! { break }
+        }
+        return eventLoop.makeSucceededFuture(results)
+    }
+
+    private func append(_ batch: NewBatch) -> Result<AppendedBatch, StreamLogError> {
+        let (rows, stream, token) = (batch.rows, batch.stream, batch.token)
         let retainRows = self.retainRows
-        let result = streams[stream.index].withLockedValue { state -> Result<AppendedBatch, StreamLogError> in
+        return streams[stream.index].withLockedValue { state -> Result<AppendedBatch, StreamLogError> in
             let previous = state.currentToken
             let newToken: Int64
             switch token {
@@ -69,7 +77,6 @@ public final class InMemoryStreamLog: StreamLog {
                 AppendedBatch(
                     stream: stream, previousToken: previous, token: newToken, rowCount: rows.count, liveLines: live))
         }
-        return eventLoop.makeCompletedFuture(result.mapError { $0 as any Error })
     }
 
     public func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {

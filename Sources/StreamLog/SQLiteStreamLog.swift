@@ -57,8 +57,14 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         var stream: StreamName
         var token: Int64
         var rows: [String]
-        var batch: AppendedBatch
-        var promise: EventLoopPromise<AppendedBatch>
+        /// On the last accepted batch of an append: what to answer once it is durable.
+        var completion: Completion?
+    }
+
+    /// One append's answer: the outcome of each of its batches, known when they were queued.
+    private struct Completion {
+        var promise: EventLoopPromise<AppendResults>
+        var results: AppendResults
     }
 
     private struct WriterState {
@@ -185,31 +191,41 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         heads.withLockedValue { $0.current[stream.index] }
     }
 
-    public func append(
-        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<AppendedBatch> {
-        let promise = eventLoop.makePromise(of: AppendedBatch.self)
-        let startCommit = writerState.withLockedValue { state -> Bool? in
-            let previous = state.accepted[stream.index]
-            let newToken: Int64
-            switch token {
-            case .next: newToken = previous + 1
-            case .exactly(let requested):
-                guard requested > previous else {
-                    promise.fail(StreamLogError.tokenNotAfterCurrent(current: previous))
-                    return nil
+    public func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
+        let promise = eventLoop.makePromise(of: AppendResults.self)
+        let startCommit = writerState.withLockedValue { state -> Bool in
+            var results: AppendResults = []
+            var lastQueued: Int?
+            appending: for batch in batches {
+                let previous = state.accepted[batch.stream.index]
+                let newToken: Int64
+                switch batch.token {
+                case .next: newToken = previous + 1
+                case .exactly(let requested):
+                    guard requested > previous else {
+                        results.append(.failure(.tokenNotAfterCurrent(current: previous)))
+                        break appending
+                    }
+                    newToken = requested
                 }
-                newToken = requested
+                state.accepted[batch.stream.index] = newToken
+                results.append(
+                    .success(
+                        AppendedBatch(
+                            stream: batch.stream, previousToken: previous, token: newToken, rowCount: batch.rows.count,
+                            liveLines: RowLines.live(batch.rows, stream: batch.stream, token: newToken))))
+                state.queue.append(Pending(stream: batch.stream, token: newToken, rows: batch.rows, completion: nil))
+                lastQueued = state.queue.count - 1
             }
-            state.accepted[stream.index] = newToken
-            let batch = AppendedBatch(
-                stream: stream, previousToken: previous, token: newToken, rowCount: rows.count,
-                liveLines: RowLines.live(rows, stream: stream, token: newToken))
-            state.queue.append(Pending(stream: stream, token: newToken, rows: rows, batch: batch, promise: promise))
+            guard let lastQueued else {
+                promise.succeed(results)  // all refused: nothing to store
+                return false
+            }
+            state.queue[lastQueued].completion = Completion(promise: promise, results: results)
             defer { state.committing = true }
             return !state.committing
         }
-        if startCommit == true {
+        if startCommit {
             writerThread.submit { _ in self.commitQueued() }
         }
         return promise.futureResult
@@ -282,7 +298,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                 heads.withLockedValue { heads in
                     for pending in round { heads.current[pending.stream.index] = pending.token }
                 }
-                for pending in round { pending.promise.succeed(pending.batch) }
+                for completion in round.compactMap(\.completion) { completion.promise.succeed(completion.results) }
             } catch {
                 try? writerConnection.execute("ROLLBACK")
                 let durable = heads.withLockedValue { $0.current }
@@ -291,7 +307,9 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                         state.accepted[pending.stream.index] = durable[pending.stream.index]
                     }
                 }
-                for pending in round { pending.promise.fail(StreamLogError.storage("\(error)")) }
+                for completion in round.compactMap(\.completion) {
+                    completion.promise.succeed(completion.results.map { $0.flatMap { _ in .failure(.storage("\(error)")) } })
+                }
             }
             pruneIfDue()
         }

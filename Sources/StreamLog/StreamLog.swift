@@ -9,6 +9,22 @@ public enum AppendToken: Sendable, Equatable {
     case next
 }
 
+/// A batch to append: rows (possibly none: a position advance) under one token.
+public struct NewBatch: Sendable {
+    public var stream: StreamName
+    public var rows: [String]
+    public var token: AppendToken
+
+    public init(stream: StreamName, rows: [String], token: AppendToken) {
+        self.stream = stream
+        self.rows = rows
+        self.token = token
+    }
+}
+
+/// What became of the batches of one append, in the order given; a refusal is the last entry.
+public typealias AppendResults = [Result<AppendedBatch, StreamLogError>]
+
 /// A batch the log has accepted: everything fan-out needs, encoded once for every subscriber.
 public struct AppendedBatch: Sendable {
     public let stream: StreamName
@@ -64,13 +80,22 @@ public protocol StreamLog: Sendable {
     /// The stream's current token (the token of its last batch or position advance).
     func currentToken(of stream: StreamName) -> Int64
 
-    /// Appends a batch of rows (possibly none: a position advance) under one token.
-    func append(
-        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<AppendedBatch>
+    /// Appends batches in order, up to the first one refused: the results end with that refusal, and the
+    /// batches after it are not stored (a writer resends from its last acknowledged token, so nothing
+    /// after a gap may be kept). The future completes, on `eventLoop`, once the accepted ones are stored.
+    func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults>
 
     /// Reads the rows after `token`, at most about `maxBytes` of lines (always at least one batch).
     func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage
+}
+
+extension StreamLog {
+    /// Appends one batch; the future fails if the log refuses it.
+    public func append(
+        _ rows: [String], to stream: StreamName, token: AppendToken, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<AppendedBatch> {
+        append([NewBatch(stream: stream, rows: rows, token: token)], on: eventLoop).flatMapThrowing { try $0[0].get() }
+    }
 }
 
 /// The exact bytes of `RDATA` lines, built once per batch.

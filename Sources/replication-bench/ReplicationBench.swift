@@ -5,6 +5,6 @@ struct ReplicationBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replication-bench",
         abstract: "Benchmarks that print figures. Build with -c release before trusting them.",
-        subcommands: [ScrapeBench.self, LogBench.self]
+        subcommands: [FanoutBench.self, ScrapeBench.self, LogBench.self]
     )
 }

@@ -15,67 +15,17 @@ import subprocess
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
-from twisted.internet import defer, reactor
-from twisted.internet.protocol import Factory
+from twisted.internet import reactor
 
-from synapse.replication.tcp.protocol import ServerReplicationStreamProtocol
-from synapse.replication.tcp.resource import ReplicationStreamer
-from synapse.util import Clock
+from fake_synapse import SERVER_NAME, Store, listen
 
-SERVER_NAME = "test.local"
 results = []
 
 
 def check(name, ok, detail=""):
     results.append(ok)
     print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + detail), flush=True)
-
-
-class Store:
-    """The store methods the streams call: events and caches have rows, every other stream is empty."""
-
-    def __init__(self):
-        self.events = []  # (stream_id, event_id, room_id, type, state_key, redacts, relates_to)
-        self.caches = []  # (stream_id, cache_func, keys, invalidation_ts)
-
-    def get_current_events_token(self):
-        return self.events[-1][0] if self.events else 0
-
-    def get_cache_stream_token(self):
-        return self.caches[-1][0] if self.caches else 0
-
-    def get_all_new_forward_event_rows(self, last_id, current_id, limit):
-        return defer.succeed([row for row in self.events if last_id < row[0] <= current_id][:limit])
-
-    def get_all_updated_caches(self, last_id, current_id, limit):
-        return defer.succeed([row for row in self.caches if last_id < row[0] <= current_id][:limit])
-
-    def get_all_updated_current_state_deltas(self, from_token, to_token, limit):
-        return defer.succeed([])
-
-    def get_push_rules_stream_token(self):
-        return 0, 0
-
-    def get_all_updated_account_data(self, *args):
-        return defer.succeed(([], []))
-
-    def __getattr__(self, name):
-        if name.startswith("get_all"):
-            return lambda *args, **kwargs: defer.succeed([])
-        return lambda *args, **kwargs: 0  # the current token of an empty stream
-
-
-def homeserver(store):
-    empty = SimpleNamespace(
-        get_current_token=lambda: 0, get_all_typing_updates=lambda *a: defer.succeed([]),
-        get_all_presence_updates=lambda *a: defer.succeed([]), update_external_syncs_clear=lambda *a: None)
-    return SimpleNamespace(
-        config=SimpleNamespace(replication_torture_level=None, send_federation=True, server_name=SERVER_NAME),
-        get_datastore=lambda: store, get_presence_handler=lambda: empty, get_typing_handler=lambda: empty,
-        get_clock=lambda: Clock(reactor), get_notifier=lambda: SimpleNamespace(add_replication_callback=lambda cb: None),
-        get_server_notices_sender=lambda: None, get_reactor=lambda: reactor)
 
 
 def event(token, n):
@@ -95,17 +45,7 @@ def main(executable):
     store = Store()
     store.events = [event(1, 1), event(2, 2), event(2, 3)]
     store.caches = [(1, "get_user_by_id", ["@a:test.local"], 1000)]
-    streamer = ReplicationStreamer(homeserver(store))
-    protocols = []
-
-    def build():
-        protocol = ServerReplicationStreamProtocol(SERVER_NAME, Clock(reactor), streamer)
-        protocols.append(protocol)
-        return protocol
-
-    factory = Factory()
-    factory.buildProtocol = lambda address: build()
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1").getHost().port
+    streamer, protocols, port = listen(store)
     threading.Thread(target=lambda: reactor.run(installSignalHandlers=False), daemon=True).start()
 
     tail = subprocess.Popen(

@@ -1,0 +1,239 @@
+import ArgumentParser
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Fan-out, whole system: N rows on `events` to K subscribers, through our sidecar, through Synapse
+/// 1.6.1's real replication server, and through the wire limit (the same bytes written to K sockets
+/// with nothing in between), in the same run, with the same minimal line-counting subscribers.
+struct FanoutBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanout", abstract: "Rows/s to K subscribers: our sidecar, Synapse 1.6.1 and the wire limit.")
+
+    @Option(help: "Rows published on the events stream.")
+    var rows = 200_000
+
+    @Option(help: "Subscriber counts to measure, comma-separated.")
+    var subscribers = "1,4,16"
+
+    @Option(help: "The package's root (for .venv-synapse and Tests/Interop).")
+    var packageRoot = FileManager.default.currentDirectoryPath
+
+    @Flag(help: "Leave out Synapse (when its Python environment is not installed).")
+    var withoutSynapse = false
+
+    @Option(help: "Seconds one run may take before it counts as failed.")
+    var timeout = 300.0
+
+    func validate() throws {
+        guard rows > 0 else { throw ValidationError("--rows must be at least 1, got \(rows)") }
+        guard let counts = subscriberCounts, !counts.isEmpty, counts.allSatisfy({ (1...256).contains($0) }) else {
+            throw ValidationError("--subscribers must list counts between 1 and 256, like 1,4,16; got '\(subscribers)'")
+        }
+        if !withoutSynapse, !FileManager.default.isExecutableFile(atPath: BenchEnvironment(packageRoot: packageRoot).python) {
+            throw ValidationError(
+                "no Synapse environment under \(packageRoot)/.venv-synapse: run 'bash deploy/setup.sh' first, "
+                    + "pass --package-root, or use --without-synapse")
+        }
+    }
+
+    private var subscriberCounts: [Int]? {
+        let parsed = subscribers.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        return parsed.contains(nil) ? nil : parsed.compactMap { $0 }
+    }
+
+    func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let environment = BenchEnvironment(packageRoot: packageRoot)
+        let payload = FanoutPayload(rows: rows)
+        print(String(format: "fan-out of %d rows on events (%.0f bytes per RDATA line), time until every subscriber has every row",
+            rows, Double(payload.bytes.count) / Double(rows)))
+        print("  K  server          seconds   rows/s delivered   server CPU s   server peak RSS")
+        var results: [(k: Int, wire: FanoutResult, ours: FanoutResult, synapse: FanoutResult?)] = []
+        for k in subscriberCounts! {
+            let wire = try measureWireLimit(payload: payload, subscribers: k)
+            print(wire.row(k: k, label: "wire limit"))
+            let ours = try measureSidecar(environment: environment, payload: payload, subscribers: k)
+            print(ours.row(k: k, label: "sidecar"))
+            var synapse: FanoutResult?
+            if !withoutSynapse {
+                synapse = try measureSynapse(environment: environment, subscribers: k)
+                print(synapse!.row(k: k, label: "synapse 1.6.1"))
+            }
+            results.append((k, wire, ours, synapse))
+        }
+        print("ratios (rows/s delivered, same run):")
+        for result in results {
+            var line = String(format: "  K=%-3d sidecar/wire limit %.2fx (wire limit is %.2fx faster)", result.k,
+                result.ours.rowsPerSecond / result.wire.rowsPerSecond, result.wire.rowsPerSecond / result.ours.rowsPerSecond)
+            if let synapse = result.synapse, synapse.completed {
+                line += String(format: ", sidecar/synapse %.1fx", result.ours.rowsPerSecond / synapse.rowsPerSecond)
+            }
+            print(line)
+        }
+    }
+
+    // MARK: The three servers
+
+    private func measureWireLimit(payload: FanoutPayload, subscribers k: Int) throws -> FanoutResult {
+        let (listener, port) = try LoopbackSocket.listen()
+        defer { close(listener) }
+        var counters: [LineCounter] = []
+        var accepted: [Int32] = []
+        for _ in 0..<k {
+            counters.append(try LineCounter(port: port, greeting: "", expectedRows: rows))
+            let fd = accept(listener, nil, nil)
+            guard fd >= 0 else { throw LoopbackSocket.Failure(description: "accept failed (errno \(errno))") }
+            try LoopbackSocket.sendAll(fd, "SERVER wire\nPOSITION events 0\n")
+            accepted.append(fd)
+        }
+        defer { for fd in accepted { close(fd) } }
+        try waitForSubscriptions(counters)
+        let started = monotonicNow()
+        let sent = send(payload, to: accepted)
+        defer { sent.wait() }
+        return try collect(counters, started: started, server: nil)
+    }
+
+    private func measureSidecar(environment: BenchEnvironment, payload: FanoutPayload, subscribers k: Int) throws
+        -> FanoutResult
+    {
+        let port = try LoopbackSocket.freePort()
+        let server = try ServerProcess(
+            executable: environment.sidecar,
+            arguments: [
+                "serve", "--host", "127.0.0.1", "--port", "\(port)", "--metrics-port", "0", "--in-memory",
+                "--retain-rows", "\(rows)", "--writer", "bench-writer", "--log-level", "error",
+            ])
+        defer { server.stop() }
+        try server.waitUntilListening(port: port)
+        let counters = try (0..<k).map {
+            try LineCounter(port: port, greeting: "NAME bench-\($0)\nREPLICATE events NOW\n", expectedRows: rows)
+        }
+        try waitForSubscriptions(counters)
+        // The writer's acknowledgements are read (and only counted) on its own thread, as a real writer would.
+        let writer = try LineCounter(port: port, greeting: "NAME bench-writer\n", expectedRows: 0)
+        let before = server.usage
+        let started = monotonicNow()
+        let sent = send(payload, to: [writer.descriptor])
+        defer {
+            sent.wait()
+            writer.stop()
+        }
+        return try collect(counters, started: started, server: (server, before))
+    }
+
+    private func measureSynapse(environment: BenchEnvironment, subscribers k: Int) throws -> FanoutResult {
+        let server = try ServerProcess(
+            executable: environment.python, arguments: [environment.script("synapse_fanout_server.py"), "\(rows)"],
+            currentDirectory: packageRoot)
+        defer { server.stop() }
+        guard let port = Int(try server.readLine(startingWith: "PORT ", timeout: 120)) else {
+            throw LoopbackSocket.Failure(description: "synapse_fanout_server.py printed no port")
+        }
+        let counters = try (0..<k).map {
+            try LineCounter(port: port, greeting: "NAME bench-\($0)\nREPLICATE events NOW\n", expectedRows: rows)
+        }
+        try waitForSubscriptions(counters)
+        let before = server.usage
+        let started = monotonicNow()
+        server.write("GO\n")
+        return try collect(counters, started: started, server: (server, before))
+    }
+
+    // MARK: Measuring
+
+    /// Writes the payload to each socket from its own thread, as fast as the kernel takes it.
+    private func send(_ payload: FanoutPayload, to sockets: [Int32]) -> DispatchGroup {
+        let group = DispatchGroup()
+        for fd in sockets {
+            group.enter()
+            Thread.detachNewThread {
+                payload.bytes.withUnsafeBytes { try? LoopbackSocket.sendAll(fd, $0) }
+                group.leave()
+            }
+        }
+        return group
+    }
+
+    private func waitForSubscriptions(_ counters: [LineCounter]) throws {
+        let deadline = monotonicNow() + 60
+        while counters.contains(where: { $0.current.positions == 0 }) {
+            guard monotonicNow() < deadline else {
+                throw LoopbackSocket.Failure(description: "a subscriber got no POSITION within 60 s")
+            }
+            usleep(5_000)
+        }
+    }
+
+    /// Waits until every subscriber has every row (or one is dropped, or time runs out).
+    private func collect(_ counters: [LineCounter], started: Double, server: (ServerProcess, ServerProcess.Usage)?) throws
+        -> FanoutResult
+    {
+        defer { for counter in counters { counter.stop() } }
+        let deadline = started + timeout
+        var peakResident = 0.0
+        while true {
+            let progress = counters.map(\.current)
+            if let server { peakResident = max(peakResident, server.0.usage.peakResidentBytes) }
+            if progress.allSatisfy({ $0.finishedAt != nil }) {
+                let finished = progress.compactMap(\.finishedAt).max()!
+                let usage = server.map { $0.0.usage }
+                return FanoutResult(
+                    completed: true, seconds: finished - started, rowsDelivered: rows * counters.count,
+                    cpuSeconds: usage.map { $0.cpuSeconds - server!.1.cpuSeconds },
+                    peakResidentBytes: usage.map { max(peakResident, $0.peakResidentBytes) }, note: "")
+            }
+            let dropped = progress.filter { $0.closed && $0.finishedAt == nil }
+            if !dropped.isEmpty || monotonicNow() > deadline {
+                let delivered = progress.reduce(0) { $0 + $1.rows }
+                return FanoutResult(
+                    completed: false, seconds: monotonicNow() - started, rowsDelivered: delivered, cpuSeconds: nil,
+                    peakResidentBytes: nil,
+                    note: dropped.isEmpty
+                        ? "timed out after \(Int(timeout)) s"
+                        : "\(dropped.count) subscriber(s) dropped by the server after \(dropped.map(\.rows).min()!) rows")
+            }
+            usleep(2_000)
+        }
+    }
+}
+
+struct FanoutResult {
+    var completed: Bool
+    var seconds: Double
+    var rowsDelivered: Int
+    var cpuSeconds: Double?
+    var peakResidentBytes: Double?
+    var note: String
+
+    var rowsPerSecond: Double { Double(rowsDelivered) / seconds }
+
+    func row(k: Int, label: String) -> String {
+        guard completed else { return String(format: "%3d  %-14@ did not finish: %@", k, label, note) }
+        let cpu = cpuSeconds.map { String(format: "%12.2f", $0) } ?? String(repeating: " ", count: 11) + "-"
+        let rss = peakResidentBytes.map { String(format: "%11.0f MiB", $0 / 1_048_576) } ?? String(repeating: " ", count: 14) + "-"
+        return String(format: "%3d  %-14@ %8.2f %18.0f %@   %@", k, label, seconds, rowsPerSecond, cpu, rss)
+    }
+}
+
+/// The rows every server sends, encoded once: `RDATA events <token> <row>` lines, one token per row,
+/// the row as Synapse 1.6.1 writes an event (synapse_fanout_server.py builds the same rows).
+struct FanoutPayload: Sendable {
+    let bytes: [UInt8]
+
+    init(rows: Int) {
+        var text = ""
+        text.reserveCapacity(rows * 170)
+        for token in 1...rows {
+            let event = String(repeating: "0", count: max(0, 20 - String(token).count)) + String(token)
+            let roomNumber = String(token % 97)
+            let room = String(repeating: "0", count: 12 - roomNumber.count) + roomNumber
+            text += "RDATA events \(token) [\"ev\", [\"$\(event)-bench-event:bench.example.org\", "
+            text += "\"!\(room)-room:bench.example.org\", \"m.room.message\", null, null, null]]\n"
+        }
+        bytes = Array(text.utf8)
+    }
+}

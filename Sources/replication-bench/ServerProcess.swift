@@ -1,0 +1,97 @@
+import Foundation
+
+/// A server under test running as its own process, so that its CPU time and peak memory are its own.
+final class ServerProcess {
+    struct Usage {
+        var cpuSeconds: Double
+        var residentBytes: Double
+        var peakResidentBytes: Double
+    }
+
+    let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+
+    init(executable: String, arguments: [String], currentDirectory: String? = nil) throws {
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw LoopbackSocket.Failure(description: "\(executable) is missing or not executable")
+        }
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Reads standard output up to the first line starting with `prefix`, and returns the rest of it.
+    func readLine(startingWith prefix: String, timeout: Double = 60) throws -> String {
+        let deadline = monotonicNow() + timeout
+        var pending = Data()
+        let handle = output.fileHandleForReading
+        while monotonicNow() < deadline, process.isRunning {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            pending += chunk
+            let text = String(decoding: pending, as: UTF8.self)
+            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) {
+                return String(line.dropFirst(prefix.count))
+            }
+        }
+        throw LoopbackSocket.Failure(description: "\(process.executableURL!.lastPathComponent) did not print '\(prefix)'")
+    }
+
+    func write(_ text: String) { input.fileHandleForWriting.write(Data(text.utf8)) }
+
+    /// Waits until something accepts connections on `port`.
+    func waitUntilListening(port: Int, timeout: Double = 60) throws {
+        let deadline = monotonicNow() + timeout
+        while monotonicNow() < deadline {
+            guard process.isRunning else { break }
+            if let fd = try? LoopbackSocket.connect(port: port) {
+                close(fd)
+                return
+            }
+            usleep(20_000)
+        }
+        throw LoopbackSocket.Failure(description: "\(process.executableURL!.lastPathComponent) is not listening on \(port)")
+    }
+
+    /// CPU seconds so far (user and system) and memory, from /proc.
+    var usage: Usage {
+        let pid = process.processIdentifier
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields = stat.split(separator: ")").last.map { $0.split(separator: " ") } ?? []
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let cpu = fields.count > 12 ? (Double(fields[11])! + Double(fields[12])!) / ticks : 0
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        func kibibytes(_ key: String) -> Double {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return 0 }
+            return Double(line.split(separator: " ").dropFirst().first ?? "0").map { $0 * 1024 } ?? 0
+        }
+        return Usage(cpuSeconds: cpu, residentBytes: kibibytes("VmRSS:"), peakResidentBytes: kibibytes("VmHWM:"))
+    }
+
+    func stop() {
+        try? input.fileHandleForWriting.close()
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+}
+
+/// Where the benchmarks find what they start: the sidecar beside this executable, and the Python
+/// environment and scripts of the interop tests in the package.
+struct BenchEnvironment {
+    var packageRoot: String
+
+    var sidecar: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("replication-sidecar").path
+    }
+
+    var python: String { packageRoot + "/.venv-synapse/bin/python" }
+
+    func script(_ name: String) -> String { packageRoot + "/Tests/Interop/" + name }
+}

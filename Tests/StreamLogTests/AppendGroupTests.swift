@@ -1,0 +1,56 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import ReplicationCore
+import StreamLog
+import Testing
+
+/// One append with several batches (all the rows of one read from a writer), on both logs.
+@Suite struct AppendGroupTests {
+    static let logs = ["in-memory", "sqlite"]
+
+    let loop = MultiThreadedEventLoopGroup.singleton.next()
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("group-\(UUID().uuidString)").path
+
+    func makeLog(_ kind: String) throws -> any StreamLog {
+        kind == "sqlite"
+            ? try SQLiteStreamLog(directory: directory, sync: .normal, clock: { 1_000 }) : InMemoryStreamLog()
+    }
+
+    func rows(_ log: any StreamLog, _ stream: StreamName) throws -> String {
+        String(buffer: try log.read(stream, after: 0, maxBytes: 1 << 20).lines)
+    }
+
+    @Test(arguments: logs) func batchesAreStoredInOrderAndEachIsAnswered(_ kind: String) throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try makeLog(kind)
+        let results = try log.append(
+            [
+                NewBatch(stream: .events, rows: [#"["a"]"#], token: .exactly(1)),
+                NewBatch(stream: .caches, rows: [#"["f", [], 1]"#, #"["g", [], 1]"#], token: .exactly(4)),
+                NewBatch(stream: .events, rows: [], token: .exactly(2)),
+            ], on: loop
+        ).wait()
+        #expect(results.map { try? $0.get().token } == [1, 4, 2])
+        #expect(results.map { try? $0.get().previousToken } == [0, 0, 1])
+        #expect(log.currentToken(of: .events) == 2 && log.currentToken(of: .caches) == 4)
+        #expect(try rows(log, .caches) == "RDATA caches 4 [\"f\", [], 1]\nRDATA caches 4 [\"g\", [], 1]\n")
+    }
+
+    @Test(arguments: logs) func nothingAfterARefusedBatchIsStored(_ kind: String) throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try makeLog(kind)
+        let results = try log.append(
+            [
+                NewBatch(stream: .events, rows: [#"["a"]"#], token: .exactly(5)),
+                NewBatch(stream: .events, rows: [#"["b"]"#], token: .exactly(5)),
+                NewBatch(stream: .events, rows: [#"["c"]"#], token: .exactly(6)),
+            ], on: loop
+        ).wait()
+        #expect(results.count == 2)
+        #expect((try? results[0].get().token) == 5)
+        #expect(throws: StreamLogError.tokenNotAfterCurrent(current: 5)) { try results[1].get() }
+        #expect(log.currentToken(of: .events) == 5)
+        #expect(try rows(log, .events) == "RDATA events 5 [\"a\"]\n")
+    }
+}
