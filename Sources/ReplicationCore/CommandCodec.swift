@@ -77,7 +77,19 @@ public enum CommandCodec {
 
     /// Python's `line.split(" ", parts - 1)` unpacked into exactly `parts` values.
     static func splitArguments(_ rest: Substring, into parts: Int) throws(ArgumentError) -> [Substring] {
-        let pieces = rest.split(separator: " ", maxSplits: parts - 1, omittingEmptySubsequences: false)
+        // On UTF-8 bytes: a space is one byte and never part of another character, and this runs for
+        // every row a writer sends.
+        var pieces: [Substring] = []
+        pieces.reserveCapacity(parts)
+        var start = rest.startIndex
+        var index = start
+        let utf8 = rest.utf8
+        while pieces.count < parts - 1, let space = utf8[index...].firstIndex(of: UInt8(ascii: " ")) {
+            pieces.append(rest[start..<space])
+            start = utf8.index(after: space)
+            index = start
+        }
+        pieces.append(rest[start...])
         guard pieces.count == parts else { throw .notEnoughValues(expected: parts, got: pieces.count) }
         return pieces
     }

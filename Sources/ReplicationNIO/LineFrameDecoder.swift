@@ -44,11 +44,16 @@ func firstInvalidUTF8Offset(_ bytes: ByteBufferView) -> Int {
 
 /// One command as the bytes of its line, `\n` included; `nil` if it may not be sent (too long).
 func encodedLine(_ command: Command, maxLength: Int, allocator: ByteBufferAllocator) -> ByteBuffer? {
-    guard let line = CommandCodec.line(for: command, maxLength: maxLength) else { return nil }
-    var buffer = allocator.buffer(capacity: line.utf8.count + 1)
+    var buffer = allocator.buffer(capacity: 64)
+    return appendLine(command, maxLength: maxLength, to: &buffer) ? buffer : nil
+}
+
+/// Appends the command's line and its newline to `buffer`; false (and nothing appended) when it is too long.
+func appendLine(_ command: Command, maxLength: Int, to buffer: inout ByteBuffer) -> Bool {
+    guard let line = CommandCodec.line(for: command, maxLength: maxLength) else { return false }
     buffer.writeString(line)
     buffer.writeInteger(UInt8(ascii: "\n"))
-    return buffer
+    return true
 }
 
 /// Splits the byte stream into lines of at most `maxLineLength` bytes (delimiter excluded).

@@ -6,8 +6,8 @@ import StreamLog
 
 /// What the hub needs of a connection: rows to deliver and a way to end it. Called on its event loop only.
 protocol HubConnection: AnyObject {
-    /// New batches of one stream, in log order.
-    func deliver(_ batches: [AppendedBatch])
+    /// New batches of one stream, in log order, and the same as one batch when they leave no gap.
+    func deliver(_ batches: [AppendedBatch], joined: AppendedBatch?)
     /// Sends `ERROR server shutting down` and closes, aborting after `grace` if the peer does not go;
     /// the future completes when the channel is closed.
     func shutDown(grace: TimeAmount) -> EventLoopFuture<Void>
@@ -32,17 +32,44 @@ final class LoopFanout {
     }
 
     /// Hands new batches to every subscriber of their stream on this loop, in log order: each run of
-    /// consecutive batches of one stream at once.
+    /// consecutive batches of one stream at once, in pieces of at most `joinLimit` bytes.
     func deliver(_ batches: [AppendedBatch]) {
         var start = batches.startIndex
         while start < batches.endIndex {
             let stream = batches[start].stream
-            let end = batches[start...].firstIndex { $0.stream != stream } ?? batches.endIndex
-            let run = Array(batches[start..<end])
+            var end = start
+            var bytes = 0
+            while end < batches.endIndex, batches[end].stream == stream, end == start || bytes < Self.joinLimit {
+                bytes += batches[end].liveLines.readableBytes
+                end += 1
+            }
+            let piece = Array(batches[start..<end])
+            let joined = Self.joined(piece)
             // Iterating a value copy: a subscriber may close (and leave the dictionary) while we deliver.
-            for subscriber in subscribers[stream.index].values { subscriber.deliver(run) }
+            for subscriber in subscribers[stream.index].values { subscriber.deliver(piece, joined: joined) }
             start = end
         }
+    }
+
+    /// A subscriber that takes a whole piece live gets it as one buffer, copied once per loop rather
+    /// than written batch by batch to every subscriber; at most this many bytes, so that a subscriber
+    /// that stops reading holds little more than its high-water mark.
+    static let joinLimit = 64 * 1024
+
+    /// The piece as one batch, when its batches follow each other without a gap.
+    static func joined(_ piece: [AppendedBatch]) -> AppendedBatch? {
+        guard piece.count > 1 else { return piece.first }
+        var lines = ByteBufferAllocator().buffer(capacity: piece.reduce(0) { $0 + $1.liveLines.readableBytes })
+        var rows = 0
+        for (index, batch) in piece.enumerated() {
+            guard index == 0 || batch.previousToken == piece[index - 1].token else { return nil }
+            var batchLines = batch.liveLines
+            lines.writeBuffer(&batchLines)
+            rows += batch.rowCount
+        }
+        return AppendedBatch(
+            stream: piece[0].stream, previousToken: piece[0].previousToken, token: piece.last!.token, rowCount: rows,
+            liveLines: lines)
     }
 
     func shutDownAll(grace: TimeAmount) -> [EventLoopFuture<Void>] {

@@ -138,8 +138,18 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     /// Writes new batches of one stream in order and flushes once; a subscriber that cannot take them
     /// live keeps its cursor and catches up from the log.
-    func deliver(_ batches: [AppendedBatch]) {
+    func deliver(_ batches: [AppendedBatch], joined: AppendedBatch?) {
         guard let context, let stream = batches.first?.stream, var subscription = subscriptions[stream.index] else { return }
+        // At the head and writable (the common case): the whole piece in one write.
+        if let joined, subscription.phase == .live, subscription.cursor == joined.previousToken, machine.isEstablished,
+            context.channel.isWritable
+        {
+            _ = subscription.offered(previousToken: joined.previousToken, token: joined.token, canWrite: true)
+            subscriptions[stream.index] = subscription
+            if joined.rowCount > 0 { writeRows(joined.liveLines, count: joined.rowCount) }
+            flushIfNeeded()
+            return
+        }
         var mustCatchUp = false
         for batch in batches {
             let canWrite = machine.isEstablished && context.channel.isWritable
@@ -227,15 +237,21 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             promise?.succeed()
             return
         }
-        context.write(wrapOutboundOut(buffer), promise: promise)
-        needsFlush = true
-        sendQueuesMayHoldBytes = true
+        writeBuffer(buffer, promise: promise)
     }
 
     private func writeRows(_ lines: ByteBuffer, count: Int) {
-        guard let context else { return }
-        context.write(wrapOutboundOut(lines), promise: nil)
+        writeBuffer(lines)
         machine.rowsWritten(count, now: clock.nowMillis)
+    }
+
+    /// Every write goes through here: it marks the connection for a flush and its queues as possibly full.
+    private func writeBuffer(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            promise?.succeed()
+            return
+        }
+        context.write(wrapOutboundOut(buffer), promise: promise)
         needsFlush = true
         sendQueuesMayHoldBytes = true
     }
@@ -358,14 +374,30 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private func writerAppendsCompleted(
         _ outcome: Result<AppendResults, any Error>, _ submitted: [(batch: NewBatch, command: CommandName)]
     ) {
+        guard let context else { return }
         let now = clock.nowMillis
         let results = (try? outcome.get()) ?? [.failure(.storage("\(outcome)"))]
+        // The acknowledgements of one append leave as one buffer: a writer streaming rows gets hundreds.
+        var acks = context.channel.allocator.buffer(capacity: results.count * 32)
+        func writeAcks() {
+            guard acks.readableBytes > 0 else { return }
+            writeBuffer(acks)
+            acks.clear()
+        }
         for (result, (batch, command)) in zip(results, submitted) {
             switch result {
             case .success(let appended):
                 hub.count { $0.writerAppends += 1 }
-                run(machine.send(.position(stream: batch.stream.rawValue, token: appended.token), now: now))
+                let outbound = machine.send(.position(stream: batch.stream.rawValue, token: appended.token), now: now)
+                if case .write(let ack) = outbound,
+                    appendLine(ack, maxLength: configuration.protocolLimits.maxLineLength, to: &acks)
+                {
+                    continue
+                }
+                writeAcks()
+                run(outbound)
             case .failure(let error):
+                writeAcks()
                 let why: String
                 if case .tokenNotAfterCurrent(let current) = error {
                     why = "token must be greater than the stream's current token \(current)"
@@ -376,6 +408,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                 rejectWriterLine(.writerRejected(command, stream: batch.stream.rawValue, token: String(token), why))
             }
         }
+        writeAcks()
         flushSoon()
     }
 

@@ -18,11 +18,7 @@ struct FanoutBench: ParsableCommand {
     @Option(help: "Subscriber counts to measure, comma-separated.")
     var subscribers = "1,4,16"
 
-    @Option(help: "The package's root (for .venv-synapse and Tests/Interop).")
-    var packageRoot = FileManager.default.currentDirectoryPath
-
-    @Flag(help: "Leave out Synapse (when its Python environment is not installed).")
-    var withoutSynapse = false
+    @OptionGroup var synapse: SynapseOptions
 
     @Option(help: "Seconds one run may take before it counts as failed.")
     var timeout = 300.0
@@ -31,11 +27,6 @@ struct FanoutBench: ParsableCommand {
         guard rows > 0 else { throw ValidationError("--rows must be at least 1, got \(rows)") }
         guard let counts = subscriberCounts, !counts.isEmpty, counts.allSatisfy({ (1...256).contains($0) }) else {
             throw ValidationError("--subscribers must list counts between 1 and 256, like 1,4,16; got '\(subscribers)'")
-        }
-        if !withoutSynapse, !FileManager.default.isExecutableFile(atPath: BenchEnvironment(packageRoot: packageRoot).python) {
-            throw ValidationError(
-                "no Synapse environment under \(packageRoot)/.venv-synapse: run 'bash deploy/setup.sh' first, "
-                    + "pass --package-root, or use --without-synapse")
         }
     }
 
@@ -46,7 +37,7 @@ struct FanoutBench: ParsableCommand {
 
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
-        let environment = BenchEnvironment(packageRoot: packageRoot)
+        let environment = synapse.environment
         let payload = FanoutPayload(rows: rows)
         print(String(format: "fan-out of %d rows on events (%.0f bytes per RDATA line), time until every subscriber has every row",
             rows, Double(payload.bytes.count) / Double(rows)))
@@ -57,12 +48,12 @@ struct FanoutBench: ParsableCommand {
             print(wire.row(k: k, label: "wire limit"))
             let ours = try measureSidecar(environment: environment, payload: payload, subscribers: k)
             print(ours.row(k: k, label: "sidecar"))
-            var synapse: FanoutResult?
-            if !withoutSynapse {
-                synapse = try measureSynapse(environment: environment, subscribers: k)
-                print(synapse!.row(k: k, label: "synapse 1.6.1"))
+            var theirs: FanoutResult?
+            if !synapse.withoutSynapse {
+                theirs = try measureSynapse(environment: environment, subscribers: k)
+                print(theirs!.row(k: k, label: "synapse 1.6.1"))
             }
-            results.append((k, wire, ours, synapse))
+            results.append((k, wire, ours, theirs))
         }
         print("ratios (rows/s delivered, same run):")
         for result in results {
@@ -128,7 +119,7 @@ struct FanoutBench: ParsableCommand {
     private func measureSynapse(environment: BenchEnvironment, subscribers k: Int) throws -> FanoutResult {
         let server = try ServerProcess(
             executable: environment.python, arguments: [environment.script("synapse_fanout_server.py"), "\(rows)"],
-            currentDirectory: packageRoot)
+            currentDirectory: synapse.packageRoot)
         defer { server.stop() }
         guard let port = Int(try server.readLine(startingWith: "PORT ", timeout: 120)) else {
             throw LoopbackSocket.Failure(description: "synapse_fanout_server.py printed no port")
@@ -174,17 +165,17 @@ struct FanoutBench: ParsableCommand {
     {
         defer { for counter in counters { counter.stop() } }
         let deadline = started + timeout
-        var peakResident = 0.0
         while true {
+            // Subscribers note their own finishing time; polling rarely leaves the cores to the servers.
+            usleep(10_000)
             let progress = counters.map(\.current)
-            if let server { peakResident = max(peakResident, server.0.usage.peakResidentBytes) }
             if progress.allSatisfy({ $0.finishedAt != nil }) {
                 let finished = progress.compactMap(\.finishedAt).max()!
                 let usage = server.map { $0.0.usage }
                 return FanoutResult(
                     completed: true, seconds: finished - started, rowsDelivered: rows * counters.count,
                     cpuSeconds: usage.map { $0.cpuSeconds - server!.1.cpuSeconds },
-                    peakResidentBytes: usage.map { max(peakResident, $0.peakResidentBytes) }, note: "")
+                    peakResidentBytes: usage?.peakResidentBytes, note: "")
             }
             let dropped = progress.filter { $0.closed && $0.finishedAt == nil }
             if !dropped.isEmpty || monotonicNow() > deadline {
@@ -196,7 +187,6 @@ struct FanoutBench: ParsableCommand {
                         ? "timed out after \(Int(timeout)) s"
                         : "\(dropped.count) subscriber(s) dropped by the server after \(dropped.map(\.rows).min()!) rows")
             }
-            usleep(2_000)
         }
     }
 }
@@ -212,10 +202,11 @@ struct FanoutResult {
     var rowsPerSecond: Double { Double(rowsDelivered) / seconds }
 
     func row(k: Int, label: String) -> String {
-        guard completed else { return String(format: "%3d  %-14@ did not finish: %@", k, label, note) }
+        let start = String(format: "%3d  ", k) + padded(label, 14)
+        guard completed else { return start + "did not finish: " + note }
         let cpu = cpuSeconds.map { String(format: "%12.2f", $0) } ?? String(repeating: " ", count: 11) + "-"
         let rss = peakResidentBytes.map { String(format: "%11.0f MiB", $0 / 1_048_576) } ?? String(repeating: " ", count: 14) + "-"
-        return String(format: "%3d  %-14@ %8.2f %18.0f %@   %@", k, label, seconds, rowsPerSecond, cpu, rss)
+        return start + String(format: "%8.2f %18.0f %@   %@", seconds, rowsPerSecond, cpu, rss)
     }
 }
 

@@ -36,7 +36,7 @@ struct LogBench: AsyncParsableCommand {
             let log = try SQLiteStreamLog(
                 directory: directory + "/append-\(mode.rawValue)", sync: mode, clock: { WallClock.system.nowMillis })
             let rate = try await appendRate(log, row: row, loop: loop)
-            print(String(format: "  sqlite sync=%-6@ %10.0f rows/s  (%.2fx of in-memory)", mode.rawValue, rate, rate / memory))
+            print("  " + padded("sqlite sync=" + mode.rawValue, 19) + String(format: "%10.0f rows/s  (%.2fx of in-memory)", rate, rate / memory))
         }
 
         print("catch-up of \(catchUpRows) rows to one client over loopback:")
@@ -81,24 +81,18 @@ struct LogBench: AsyncParsableCommand {
         try await server.shutDown()
         let rate = Double(lines - 1) / elapsed
         print(
-            String(
-                format: "  %-10@ %10.0f rows/s, %.2f s; resident memory %.0f MiB before, %.0f MiB at most during",
-                label, rate, elapsed, residentBefore / 1_048_576, peakResident / 1_048_576))
+            "  " + padded(label, 12)
+                + String(
+                    format: "%10.0f rows/s, %.2f s; resident memory %.0f MiB before, %.0f MiB at most during", rate, elapsed,
+                    residentBefore / 1_048_576, peakResident / 1_048_576))
         return rate
     }
 
     /// Connects, sends `request`, and counts lines up to and including the first `POSITION`.
     private func countLines(port: Int, request: String) throws -> (Int, Double) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try LoopbackSocket.connect(port: port)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        _ = Array(request.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        try LoopbackSocket.sendAll(fd, request)
         var lines = 0
         var peak = 0.0
         var lineStart = true

@@ -126,13 +126,6 @@ struct ScrapeBench: AsyncParsableCommand {
         }
         return channels
     }
-
-    private func raiseDescriptorLimit() {
-        var limit = rlimit()
-        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
-        limit.rlim_cur = limit.rlim_max
-        setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
-    }
 }
 
 /// Reads and drops what the server sends an idle worker.

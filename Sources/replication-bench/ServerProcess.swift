@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 
 /// A server under test running as its own process, so that its CPU time and peak memory are its own.
@@ -94,4 +95,23 @@ struct BenchEnvironment {
     var python: String { packageRoot + "/.venv-synapse/bin/python" }
 
     func script(_ name: String) -> String { packageRoot + "/Tests/Interop/" + name }
+}
+
+/// The options every benchmark that starts Synapse shares.
+struct SynapseOptions: ParsableArguments {
+    @Option(help: "The package's root (for .venv-synapse and Tests/Interop).")
+    var packageRoot = FileManager.default.currentDirectoryPath
+
+    @Flag(help: "Leave out Synapse (when its Python environment is not installed).")
+    var withoutSynapse = false
+
+    var environment: BenchEnvironment { BenchEnvironment(packageRoot: packageRoot) }
+
+    func validate() throws {
+        if !withoutSynapse, !FileManager.default.isExecutableFile(atPath: environment.python) {
+            throw ValidationError(
+                "no Synapse environment under \(packageRoot)/.venv-synapse: run 'bash deploy/setup.sh' first, "
+                    + "pass --package-root, or use --without-synapse")
+        }
+    }
 }
