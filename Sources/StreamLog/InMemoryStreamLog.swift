@@ -58,6 +58,11 @@ public final class InMemoryStreamLog: StreamLog {
                 newToken = requested
             }
             state.currentToken = newToken
+            if batch.forgetsEarlier {
+                state.batches.removeAll()
+                state.rowCount = 0
+                state.oldestServable = newToken
+            }
             if !rows.isEmpty {
                 var lines = ByteBufferAllocator().buffer(capacity: rows.reduce(0) { $0 + $1.utf8.count + 32 })
                 RowLines.catchUp(rows, stream: stream, token: newToken, into: &lines)

@@ -57,6 +57,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         var stream: StreamName
         var token: Int64
         var rows: [String]
+        var forgetsEarlier: Bool
         /// On the last accepted batch of an append: what to answer once it is durable.
         var completion: Completion?
     }
@@ -214,7 +215,10 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                         AppendedBatch(
                             stream: batch.stream, previousToken: previous, token: newToken, rowCount: batch.rows.count,
                             liveLines: RowLines.live(batch.rows, stream: batch.stream, token: newToken))))
-                state.queue.append(Pending(stream: batch.stream, token: newToken, rows: batch.rows, completion: nil))
+                state.queue.append(
+                    Pending(
+                        stream: batch.stream, token: newToken, rows: batch.rows, forgetsEarlier: batch.forgetsEarlier,
+                        completion: nil))
                 lastQueued = state.queue.count - 1
             }
             guard let lastQueued else {
@@ -296,7 +300,10 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             do {
                 try commit(round)
                 heads.withLockedValue { heads in
-                    for pending in round { heads.current[pending.stream.index] = pending.token }
+                    for pending in round {
+                        heads.current[pending.stream.index] = pending.token
+                        if pending.forgetsEarlier { heads.oldestServable[pending.stream.index] = pending.token }
+                    }
                 }
                 for completion in round.compactMap(\.completion) { completion.promise.succeed(completion.results) }
             } catch {
@@ -332,6 +339,12 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                     .run()
             }
             try head.bind(.integer(stream), .text(pending.stream.rawValue), .integer(pending.token)).run()
+            if pending.forgetsEarlier {
+                try writerConnection.prepare("DELETE FROM rows WHERE stream = ? AND token < ?")
+                    .bind(.integer(stream), .integer(pending.token)).run()
+                try writerConnection.prepare("UPDATE streams SET oldest_servable = ? WHERE id = ?")
+                    .bind(.integer(pending.token), .integer(stream)).run()
+            }
         }
         try writerConnection.execute("COMMIT")
     }

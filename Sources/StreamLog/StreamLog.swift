@@ -14,11 +14,22 @@ public struct NewBatch: Sendable {
     public var stream: StreamName
     public var rows: [String]
     public var token: AppendToken
+    /// What came before this token is unknown to this log: readers behind it have fallen behind, as if
+    /// it had been pruned. Only a position advance carries it (``startingAt(_:token:)``).
+    public private(set) var forgetsEarlier = false
 
     public init(stream: StreamName, rows: [String], token: AppendToken) {
         self.stream = stream
         self.rows = rows
         self.token = token
+    }
+
+    /// The stream starts at `token` in this log, with nothing known before it (a relay that joined its
+    /// upstream at `NOW`).
+    public static func startingAt(_ stream: StreamName, token: Int64) -> NewBatch {
+        var batch = NewBatch(stream: stream, rows: [], token: .exactly(token))
+        batch.forgetsEarlier = true
+        return batch
     }
 }
 

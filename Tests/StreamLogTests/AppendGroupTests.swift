@@ -17,8 +17,8 @@ import Testing
             ? try SQLiteStreamLog(directory: directory, sync: .normal, clock: { 1_000 }) : InMemoryStreamLog()
     }
 
-    func rows(_ log: any StreamLog, _ stream: StreamName) throws -> String {
-        String(buffer: try log.read(stream, after: 0, maxBytes: 1 << 20).lines)
+    func rows(_ log: any StreamLog, _ stream: StreamName = .events, after token: Int64 = 0) throws -> String {
+        String(buffer: try log.read(stream, after: token, maxBytes: 1 << 20).lines)
     }
 
     @Test(arguments: logs) func batchesAreStoredInOrderAndEachIsAnswered(_ kind: String) throws {
@@ -52,5 +52,18 @@ import Testing
         #expect(throws: StreamLogError.tokenNotAfterCurrent(current: 5)) { try results[1].get() }
         #expect(log.currentToken(of: .events) == 5)
         #expect(try rows(log, .events) == "RDATA events 5 [\"a\"]\n")
+    }
+
+    @Test(arguments: logs) func aStreamStartingAtATokenServesOnlyReadersFromThere(_ kind: String) throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var log = try makeLog(kind)
+        let results = try log.append(
+            [.startingAt(.events, token: 40), NewBatch(stream: .events, rows: [#"["a"]"#], token: .exactly(41))], on: loop
+        ).wait()
+        #expect(results.map { try? $0.get().token } == [40, 41])
+        if kind == "sqlite" { log = try makeLog(kind) }  // it holds across a restart
+        #expect(throws: StreamLogError.fallenBehind(oldestServable: 40)) { try log.read(.events, after: 39, maxBytes: 1 << 20) }
+        #expect(try rows(log, after: 40) == "RDATA events 41 [\"a\"]\n")
+        #expect(log.currentToken(of: .events) == 41)
     }
 }
