@@ -42,6 +42,18 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Relay mode: one upstream connection feeding the log, workers' commands forwarded to it.
+        .target(
+            name: "ReplicationRelay",
+            dependencies: [
+                "ReplicationCore",
+                "StreamLog",
+                "ReplicationNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // ioctl(SIOCINQ/SIOCOUTQ) behind non-variadic functions.
         .target(name: "CSocketQueues"),
         .systemLibrary(
@@ -71,6 +83,7 @@ let package = Package(
                 "ReplicationCore",
                 "StreamLog",
                 "ReplicationNIO",
+                "ReplicationRelay",
                 "MetricsExporter",
                 "SidecarMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -83,6 +96,7 @@ let package = Package(
             name: "ReplicationTestSupport",
             dependencies: [
                 "ReplicationNIO",
+                "ReplicationRelay",
                 "StreamLog",
                 "ReplicationCore",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -108,6 +122,10 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
+        .testTarget(
+            name: "ReplicationRelayTests",
+            dependencies: ["ReplicationRelay", "ReplicationNIO", "StreamLog", "ReplicationCore", "ReplicationTestSupport"]
+        ),
         .testTarget(name: "InteropTests", dependencies: ["ReplicationTestSupport"]),
         .testTarget(
             name: "DeploymentTests",

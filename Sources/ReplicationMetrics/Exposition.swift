@@ -103,6 +103,34 @@ public enum Exposition {
             single(MetricFamilies.scrapeErrors, Double(snapshot.scrapes.errors)),
         ]
         if let ack = counters.lastFederationAck { families.append(single(MetricFamilies.lastFederationAck, Double(ack))) }
+        if let upstream = snapshot.upstream {
+            var received: [FamilySamples.Sample] = []
+            var lag: [FamilySamples.Sample] = []
+            for stream in StreamName.all {
+                guard let token = upstream.receivedTokens[stream.index] else { continue }
+                received.append(.init(labels: streamLabels[stream.index], value: Double(token)))
+                lag.append(.init(labels: streamLabels[stream.index], value: Double(max(0, token - snapshot.headTokens[stream.index]))))
+            }
+            families += [
+                single(MetricFamilies.upstreamConnected, upstream.connected ? 1 : 0),
+                single(MetricFamilies.upstreamReconnects, Double(upstream.reconnects)),
+                FamilySamples(family: MetricFamilies.upstreamReceivedToken, samples: received),
+                FamilySamples(family: MetricFamilies.upstreamLagTokens, samples: lag),
+                FamilySamples(
+                    family: MetricFamilies.upstreamForwarded,
+                    samples: zip(CommandName.allCases, upstream.forwarded).compactMap { command, count in
+                        count > 0 ? .init(labels: "command=\"\(command.rawValue)\"", value: Double(count)) : nil
+                    }),
+                single(MetricFamilies.upstreamQueued, Double(upstream.queuedCommands)),
+                single(MetricFamilies.upstreamDropped, Double(upstream.droppedCommands)),
+                FamilySamples(
+                    family: MetricFamilies.upstreamBackfills,
+                    samples: [
+                        .init(labels: "result=\"ok\"", value: Double(upstream.backfills)),
+                        .init(labels: "result=\"failed\"", value: Double(upstream.failedBackfills)),
+                    ]),
+            ]
+        }
         if let process = snapshot.process {
             families += [
                 single(MetricFamilies.processCPU, process.cpuSeconds),

@@ -21,7 +21,9 @@ public enum MetricFamilies {
         closeReason, streamUpdates, userSync, federationAck, removePusher, invalidateCache, userIPCache,
         totalConnections, connectionsPerStream, streamHeadToken, sentToken, lagTokens, syncingUsers,
         lastFederationAck, connectionAge, writerAppends, writerRejections, scrapeDuration, scrapeErrors, processCPU,
-        processResident, processVirtual, processOpenFDs, processMaxFDs, processStart,
+        processResident, processVirtual, processOpenFDs, processMaxFDs, processStart, upstreamConnected,
+        upstreamReconnects, upstreamReceivedToken, upstreamLagTokens, upstreamForwarded, upstreamQueued,
+        upstreamDropped, upstreamBackfills,
     ]
 
     static let synapse = "synapse_replication_tcp_"
@@ -92,6 +94,31 @@ public enum MetricFamilies {
         name: ours + "scrape_duration_seconds", kind: .gauge, help: "How long the previous scrape took to render.")
     public static let scrapeErrors = MetricFamily(
         name: ours + "scrape_errors", kind: .counter, help: "Scrapes that failed to collect or render.")
+
+    // Relay mode (--upstream): the one upstream connection.
+    public static let upstreamConnected = MetricFamily(
+        name: ours + "upstream_connected", kind: .gauge,
+        help: "1 while the relay's upstream connection is up, 0 while it reconnects.")
+    public static let upstreamReconnects = MetricFamily(
+        name: ours + "upstream_reconnects", kind: .counter, help: "Upstream connections made after the first.")
+    public static let upstreamReceivedToken = MetricFamily(
+        name: ours + "upstream_received_token", kind: .gauge,
+        help: "The last token received from upstream per stream (rows or POSITION).")
+    public static let upstreamLagTokens = MetricFamily(
+        name: ours + "upstream_lag_tokens", kind: .gauge,
+        help: "Last token received from upstream minus the relay's stored head: received but not yet stored.")
+    public static let upstreamForwarded = MetricFamily(
+        name: ours + "upstream_forwarded_commands", kind: .counter,
+        help: "Workers' commands forwarded upstream, by command.")
+    public static let upstreamQueued = MetricFamily(
+        name: ours + "upstream_queued_commands", kind: .gauge,
+        help: "Forwarded commands waiting for the upstream connection to come back.")
+    public static let upstreamDropped = MetricFamily(
+        name: ours + "upstream_dropped_commands", kind: .counter,
+        help: "Forwarded commands dropped because the queue for the upstream was full.")
+    public static let upstreamBackfills = MetricFamily(
+        name: ours + "upstream_backfills", kind: .counter,
+        help: "Requests for rows older than the relay's log, fetched from upstream, by result.")
 
     // Process metrics, with the standard names.
     public static let processCPU = MetricFamily(

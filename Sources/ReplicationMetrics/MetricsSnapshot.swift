@@ -10,11 +10,14 @@ public struct MetricsSnapshot: Sendable {
     public var nowMillis: Int64
     public var process: ProcessStatistics?
     public var scrapes: ScrapeStatistics
+    /// A relay's upstream connection; nil for a hub.
+    public var upstream: UpstreamStatus?
 
     public init(
         connections: ConnectionTotals, counters: HubCounters, headTokens: [Int64], nowMillis: Int64,
-        process: ProcessStatistics?, scrapes: ScrapeStatistics
+        process: ProcessStatistics?, scrapes: ScrapeStatistics, upstream: UpstreamStatus? = nil
     ) {
+        self.upstream = upstream
         self.connections = connections
         self.counters = counters
         self.headTokens = headTokens

@@ -90,6 +90,9 @@ public final class ReplicationClient {
         channel?.close(promise: nil)
     }
 
+    /// Commands waiting for the next connection.
+    public var queuedCommandCount: Int { session.queued.count }
+
     /// Sends a command now, or after reconnecting if disconnected. False if the offline queue is full.
     @discardableResult
     public func send(_ command: Command) -> Bool {

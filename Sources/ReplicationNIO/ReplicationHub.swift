@@ -114,11 +114,14 @@ final class LoopHandle: Sendable {
 /// The server's shared core: the log, the fan-out to every event loop, and the process-wide counters.
 public final class ReplicationHub: Sendable {
     public let log: any StreamLog
+    /// Set in relay mode: where workers' commands go and where rows older than the log come from.
+    public let upstream: (any Upstream)?
     private let fanouts = NIOLockedValueBox<[ObjectIdentifier: LoopHandle]>([:])
     private let counters = NIOLockedValueBox(HubCounters())
 
-    public init(log: any StreamLog) {
+    public init(log: any StreamLog, upstream: (any Upstream)? = nil) {
         self.log = log
+        self.upstream = upstream
     }
 
     /// The fan-out of the calling event loop, created on first use.

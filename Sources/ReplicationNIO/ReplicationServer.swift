@@ -18,10 +18,10 @@ public final class ReplicationServer: Service, Sendable {
 
     public init(
         configuration: ServerConfiguration, log: any StreamLog, group: any EventLoopGroup,
-        clock: WallClock = .system, logger: Logger
+        upstream: (any Upstream)? = nil, clock: WallClock = .system, logger: Logger
     ) {
         self.configuration = configuration
-        self.hub = ReplicationHub(log: log)
+        self.hub = ReplicationHub(log: log, upstream: upstream)
         self.group = group
         self.clock = clock
         self.logger = logger

@@ -15,6 +15,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var catchUpQueue: [StreamName] = []
     private var batches: WriterBatches
     private var syncingUsers: Set<String> = []
+    /// Relay mode: streams whose rows older than the log are being fetched from upstream, by request.
+    private var backfills: [StreamName: Int] = [:]
+    private var backfillsStarted = 0
 
     private let hub: ReplicationHub
     private let configuration: ServerConfiguration
@@ -127,6 +130,10 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         keepaliveTask = nil
         fanout?.remove(self)
         fanout = nil
+        // Upstream, the users this worker was syncing stop now (Synapse clears them when a worker goes).
+        if let upstream = hub.upstream {
+            for user in syncingUsers { upstream.forward(.userSync(userID: user, state: .end, lastSyncMillis: clock.nowMillis)) }
+        }
         syncingUsers = []
         hub.count { $0.closeReasons[reason, default: 0] += 1 }
         logger.info("connection closed", metadata: ["reason": "\(reason.rawValue)"])
@@ -288,20 +295,31 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .userSync(let user, let state, _):
             hub.count { $0.userSync += 1 }
             if state == .start { syncingUsers.insert(user) } else { syncingUsers.remove(user) }
+            hub.upstream?.forward(command)
         case .federationAck(let token):
             hub.count {
                 $0.federationAck += 1
                 $0.lastFederationAck = token
             }
+            hub.upstream?.forward(command)
         case .removePusher(let appID, let pushKey, let userID):
             hub.count { $0.removePusher += 1 }
-            let row = JSONText.array([userID, appID, pushKey].map(JSONText.string) + ["true"])
-            appendServerRow(row, to: .pushers)
+            if let upstream = hub.upstream {
+                upstream.forward(command)
+            } else {
+                let row = JSONText.array([userID, appID, pushKey].map(JSONText.string) + ["true"])
+                appendServerRow(row, to: .pushers)
+            }
         case .invalidateCache(let function, let keys):
             hub.count { $0.invalidateCache += 1 }
-            appendServerRow(JSONText.array([JSONText.string(function), keys, String(clock.nowMillis)]), to: .caches)
+            if let upstream = hub.upstream {
+                upstream.forward(command)
+            } else {
+                appendServerRow(JSONText.array([JSONText.string(function), keys, String(clock.nowMillis)]), to: .caches)
+            }
         case .userIP:
             hub.count { $0.userIP += 1 }
+            hub.upstream?.forward(command)
         case .rdata(let stream, let token, let row):
             switch batches.add(stream: stream, token: token, row: row) {
             case .failure(let rejection): rejectWriterLine(rejection)
@@ -340,6 +358,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     private func subscribe(_ stream: StreamName, from: ReplicateFrom) {
         catchUpQueue.removeAll { $0 == stream }
+        backfills[stream] = nil
         switch from {
         case .now:
             let current = hub.log.currentToken(of: stream)
@@ -415,7 +434,39 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     // MARK: Catch-up.
 
     private func queueCatchUp(_ stream: StreamName) {
-        if !catchUpQueue.contains(stream) { catchUpQueue.append(stream) }
+        if backfills[stream] == nil, !catchUpQueue.contains(stream) { catchUpQueue.append(stream) }
+    }
+
+    /// Relay mode: the rows the log no longer (or never) had come from upstream, then the log takes over.
+    private func backfill(_ stream: StreamName, after cursor: Int64, through: Int64, from upstream: any Upstream) {
+        guard let context else { return }
+        backfillsStarted += 1
+        let id = backfillsStarted
+        backfills[stream] = id
+        logger.info("fetching rows older than the log from upstream", metadata: ["stream": "\(stream)", "after": "\(cursor)"])
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        upstream.backfill(stream, after: cursor, through: through, on: context.eventLoop).whenComplete { result in
+            this.value.backfilled(result, stream: stream, id: id)
+        }
+    }
+
+    private func backfilled(_ result: Result<LogPage, any Error>, stream: StreamName, id: Int) {
+        // A new REPLICATE for the stream while this was under way makes it stale.
+        guard backfills[stream] == id else { return }
+        backfills[stream] = nil
+        guard var subscription = subscriptions[stream.index], context != nil else { return }
+        switch result {
+        case .success(let page):
+            if page.rowCount > 0 { writeRows(page.lines, count: page.rowCount) }
+            _ = subscription.pageWritten(endToken: page.endToken, reachedHead: false)
+            subscriptions[stream.index] = subscription
+            queueCatchUp(stream)
+            pump()
+        case .failure(let error):
+            logger.warning("upstream could not provide older rows", metadata: ["stream": "\(stream)", "error": "\(error)"])
+            run(machine.fail(.fallenBehind(stream), now: clock.nowMillis))
+        }
+        flushIfNeeded()
     }
 
     /// Reads from the log for every catching-up subscription while the connection takes writes.
@@ -437,9 +488,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                 do {
                     page = try hub.log.read(
                         stream, after: subscription.cursor, maxBytes: configuration.catchUpPageBytes)
-                } catch .fallenBehind {
-                    run(machine.fail(.fallenBehind(stream), now: clock.nowMillis))
-                    return
+                } catch .fallenBehind(let oldestServable) {
+                    guard let upstream = hub.upstream else {
+                        run(machine.fail(.fallenBehind(stream), now: clock.nowMillis))
+                        return
+                    }
+                    catchUpQueue.removeFirst()
+                    backfill(stream, after: subscription.cursor, through: oldestServable, from: upstream)
+                    continue
                 } catch {
                     run(machine.fail(.replicateFailed(stream, error), now: clock.nowMillis))
                     return

@@ -11,11 +11,14 @@ import Synchronization
 /// Feeds the HTTP endpoint from the running server: one snapshot per scrape, taken on each event loop.
 public final class HubMetricsSource: MetricsSource {
     private let server: ReplicationServer
+    private let upstream: (@Sendable () -> UpstreamStatus)?
     private let clock: WallClock
     private let scrapes = Mutex(ScrapeStatistics())
 
-    public init(server: ReplicationServer, clock: WallClock = .system) {
+    /// `upstream` reports a relay's upstream connection (nil for a hub).
+    public init(server: ReplicationServer, upstream: (@Sendable () -> UpstreamStatus)? = nil, clock: WallClock = .system) {
         self.server = server
+        self.upstream = upstream
         self.clock = clock
     }
 
@@ -26,7 +29,7 @@ public final class HubMetricsSource: MetricsSource {
         let snapshot = MetricsSnapshot(
             connections: connections, counters: hub.countersSnapshot,
             headTokens: StreamName.all.map { hub.log.currentToken(of: $0) }, nowMillis: clock.nowMillis,
-            process: ProcessStatistics.current(), scrapes: scrapes.withLock { $0 })
+            process: ProcessStatistics.current(), scrapes: scrapes.withLock { $0 }, upstream: upstream?())
         let format: ExpositionFormat = openMetrics ? .openMetrics : .text
         return (Exposition.render(Exposition.families(snapshot), as: format), format.contentType)
     }

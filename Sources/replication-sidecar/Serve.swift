@@ -5,6 +5,7 @@ import Logging
 import NIOPosix
 import ReplicationCore
 import ReplicationNIO
+import ReplicationRelay
 import ServiceLifecycle
 import SidecarMetrics
 import StreamLog
@@ -15,8 +16,10 @@ struct Serve: AsyncParsableCommand {
         discussion: """
             Listens for worker connections, serves catch-up from the stream log and fans new rows out to \
             every subscribed worker. Rows enter through connections whose NAME is listed with --writer, \
-            and through INVALIDATE_CACHE / REMOVE_PUSHER from any worker. SIGTERM or SIGINT sends \
-            'ERROR server shutting down' to every connection and exits 0.
+            and through INVALIDATE_CACHE / REMOVE_PUSHER from any worker. With --upstream it is a relay \
+            instead: rows come from one upstream connection (a hub, another relay or Synapse itself), and \
+            workers' commands go there. SIGTERM or SIGINT sends 'ERROR server shutting down' to every \
+            connection and exits 0.
             """
     )
 
@@ -31,6 +34,15 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("writer"), help: "A client NAME allowed to publish rows with RDATA/POSITION (repeatable).")
     var writers: [String] = []
+
+    @Option(help: "HOST:PORT of an upstream replication server: run as a relay, storing and serving what it sends.")
+    var upstream: Endpoint?
+
+    @Option(help: "The SERVER name the upstream must announce (required with --upstream).")
+    var upstreamServerName: String?
+
+    @Option(help: "The NAME this relay gives upstream.")
+    var upstreamClientName = "replication-sidecar-relay"
 
     @Option(help: "Directory of the durable stream log (created if missing).")
     var dataDir = "./replication-data"
@@ -100,6 +112,19 @@ struct Serve: AsyncParsableCommand {
         for writer in writers where writer.isEmpty || writer.contains(where: \.isNewline) {
             throw ValidationError("--writer must be a non-empty client name, got '\(writer)'")
         }
+        if upstream != nil {
+            guard let upstreamServerName, !upstreamServerName.isEmpty, !upstreamServerName.contains(where: \.isNewline) else {
+                throw ValidationError("--upstream needs --upstream-server-name: the SERVER name the upstream announces")
+            }
+            guard writers.isEmpty else {
+                throw ValidationError("--writer cannot be used with --upstream: a relay's rows come from its upstream only")
+            }
+        } else if upstreamServerName != nil {
+            throw ValidationError("--upstream-server-name needs --upstream HOST:PORT")
+        }
+        guard !upstreamClientName.isEmpty, !upstreamClientName.contains(where: { $0.isNewline || $0 == " " }) else {
+            throw ValidationError("--upstream-client-name must be one word")
+        }
         guard retainRows > 0 else { throw ValidationError("--retain-rows must be at least 1, got \(retainRows)") }
         guard SQLiteStreamLog.SyncMode(rawValue: sync) != nil else {
             throw ValidationError("--sync must be 'full' or 'normal', got '\(sync)'")
@@ -168,10 +193,20 @@ struct Serve: AsyncParsableCommand {
             }
             logger.info("stream log ready", metadata: ["path": "\(dataDir)", "sync": "\(sync)"])
         }
-        let server = ReplicationServer(
-            configuration: configuration, log: log, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let link = upstream.map { upstream in
+            UpstreamLink(
+                configuration: RelayConfiguration(
+                    host: upstream.host, port: upstream.port, upstreamServerName: upstreamServerName!,
+                    clientName: upstreamClientName, protocolLimits: configuration.protocolLimits),
+                eventLoop: group.next(), logger: logger)
+        }
+        let server = ReplicationServer(configuration: configuration, log: log, group: group, upstream: link, logger: logger)
+        link?.attach(to: server.hub)
+        var upstreamStatus: (@Sendable () -> UpstreamStatus)?
+        if let link { upstreamStatus = { link.currentStatus } }
         let exporter = MetricsHTTPServer(
-            configuration: try exporterConfiguration(), source: HubMetricsSource(server: server))
+            configuration: try exporterConfiguration(), source: HubMetricsSource(server: server, upstream: upstreamStatus))
         do {
             let metricsPort = try exporter.start()
             logger.info("metrics endpoint ready", metadata: ["address": "\(metricsHost)", "port": "\(metricsPort)"])
@@ -186,12 +221,16 @@ struct Serve: AsyncParsableCommand {
             logger.critical("cannot listen on \(host):\(port): \(error)")
             throw ExitCode.failure
         }
-        // Services stop in reverse order: the replication listener first, the metrics endpoint last.
-        let services = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: MetricsService(http: exporter, logger: logger)), .init(service: server)],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await services.run()
+        // Services stop in reverse order: the replication listener first (workers hear why), then the
+        // upstream connection, the metrics endpoint last.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: MetricsService(http: exporter, logger: logger))
+        ]
+        if let link { services.append(.init(service: link)) }
+        services.append(.init(service: server))
+        let serviceGroup = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await serviceGroup.run()
     }
 
     private func exporterConfiguration() throws -> ExporterConfiguration {

@@ -13,19 +13,19 @@ public final class ServerFixture: Sendable {
 
     public static func start(
         _ configuration: ServerConfiguration = ServerConfiguration(), log: any StreamLog = InMemoryStreamLog(),
-        clock: WallClock = .system
+        port: Int = 0, upstream: (any Upstream)? = nil, clock: WallClock = .system
     ) async throws -> ServerFixture {
         ignoreBrokenPipes()
         var configuration = configuration
         configuration.host = "127.0.0.1"
         // Tests leave their clients open; don't wait the production grace period for them.
         if configuration.shutdownGrace == ServerConfiguration().shutdownGrace { configuration.shutdownGrace = .milliseconds(200) }
-        configuration.port = 0
+        configuration.port = port
         var logger = Logger(label: "test-server")
         logger.logLevel = .critical
         let server = ReplicationServer(
-            configuration: configuration, log: log, group: MultiThreadedEventLoopGroup.singleton, clock: clock,
-            logger: logger)
+            configuration: configuration, log: log, group: MultiThreadedEventLoopGroup.singleton, upstream: upstream,
+            clock: clock, logger: logger)
         let address = try await server.start()
         return ServerFixture(server: server, port: address.port!, log: log)
     }
