@@ -51,7 +51,21 @@ import Testing
         background.start()
         defer { running.store(false, ordering: .relaxed) }
 
-        let prometheus = try PrometheusProcess(scraping: metricsPort)
+        // A relay behind the hub, with its own endpoint: the relay panels need one. Its workers' commands
+        // go upstream, and one asks for rows older than the relay's log.
+        let relay = try await RelayFixture.start(upstreamPort: fixture.port, upstreamServerName: "test.local")
+        let relayExporter = MetricsHTTPServer(
+            configuration: ExporterConfiguration(host: "127.0.0.1", port: 0),
+            source: HubMetricsSource(server: relay.server.server, upstream: { relay.link.currentStatus }))
+        let relayMetricsPort = try relayExporter.start()
+        defer { relayExporter.stop() }
+        try await waitUntil { relay.server.log.currentToken(of: .events) > 0 }
+        let behindRelay = try relay.connect(name: "synapse.app.generic_worker")
+        try behindRelay.send("REPLICATE events 0\nUSER_SYNC @carol:test.local start 1\nFEDERATION_ACK 1\n")
+        _ = try behindRelay.readLines { $0.hasPrefix("POSITION events ") }
+        #expect(relay.link.currentStatus.backfills == 1)
+
+        let prometheus = try PrometheusProcess(scraping: [metricsPort, relayMetricsPort])
         defer { prometheus.stop() }
 
         let dashboard = try Dashboard.load()
@@ -78,11 +92,12 @@ import Testing
         }
         running.store(false, ordering: .relaxed)
         background.cancel()
+        try await relay.stop()
         try await fixture.stop()
     }
 }
 
-/// Debian's Prometheus on a free loopback port, scraping one target every second, with the project's rules.
+/// Debian's Prometheus on a free loopback port, scraping its targets every second, with the project's rules.
 final class PrometheusProcess {
     let port: Int
     private let process = Process()
@@ -93,7 +108,7 @@ final class PrometheusProcess {
         var hasData: Bool
     }
 
-    init(scraping target: Int) throws {
+    init(scraping targets: [Int]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("prometheus-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try FileManager.default.copyItem(
@@ -104,7 +119,7 @@ final class PrometheusProcess {
         rule_files: [rules.yml]
         scrape_configs:
           - job_name: replication-sidecar
-            static_configs: [{targets: ['127.0.0.1:\(target)']}]
+            static_configs: [{targets: [\(targets.map { "'127.0.0.1:\($0)'" }.joined(separator: ", "))]}]
         """.write(to: directory.appendingPathComponent("prometheus.yml"), atomically: true, encoding: .utf8)
         port = try freePort()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
