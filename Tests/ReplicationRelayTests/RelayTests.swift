@@ -117,11 +117,15 @@ import Testing
         _ = try subscribe(worker, "events", from: "NOW")
         try publish(try hub.connect(name: "pub"), 1...25)
         #expect(try rows(worker, 50) == expectedRows(1...25))
+        try worker.send("USER_SYNC @z:test.local start 1\n")
+        try await waitUntil { hub.server.hub.countersSnapshot.userSync == 1 }
 
         try await hub.stop()
         try await waitUntil { !relay.link.currentStatus.connected }
         hub = try await ServerFixture.start(configuration, log: try sqliteLog("hub"), port: hubPort)
         try await waitUntil(seconds: 20) { relay.link.currentStatus.connected }
+        // The new hub hears again that the user is syncing.
+        try await waitUntil { hub.server.hub.countersSnapshot.userSync == 1 }
         try publish(try hub.connect(name: "pub"), 26...50)
         #expect(try rows(worker, 50) == expectedRows(26...50))
         #expect(relay.link.currentStatus.reconnects == 1)
