@@ -20,6 +20,11 @@ public struct ClientSession: Sendable {
         positions[index].1 = .token(token)
     }
 
+    /// Stops asking for a stream on the next connections (the server does not offer it).
+    public mutating func unsubscribe(_ stream: StreamName) {
+        positions.removeAll { $0.0 == stream }
+    }
+
     /// Remembers a command for the next connection; false if the queue is full.
     public mutating func queue(_ command: Command) -> Bool {
         if case .userSync(let user, let state, _) = command {

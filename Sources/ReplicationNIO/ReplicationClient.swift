@@ -90,6 +90,18 @@ public final class ReplicationClient {
         channel?.close(promise: nil)
     }
 
+    /// The next connection resumes `stream` after `token` (what the application really kept).
+    public func resume(_ stream: StreamName, after token: Int64) {
+        eventLoop.preconditionInEventLoop()
+        session.processed(stream, through: token)
+    }
+
+    /// Leaves a stream out of the next connections' `REPLICATE`s (the server does not offer it).
+    public func unsubscribe(_ stream: StreamName) {
+        eventLoop.preconditionInEventLoop()
+        session.unsubscribe(stream)
+    }
+
     /// Commands waiting for the next connection.
     public var queuedCommandCount: Int { session.queued.count }
 

@@ -5,7 +5,8 @@ import StreamLog
 
 /// One short-lived upstream subscription that fetches the rows of one stream a worker asked for but the
 /// relay's log does not hold: everything after the worker's token up to the start of the log. It ends at
-/// the upstream's `POSITION` (its catch-up is over) or at the first row past the range.
+/// the upstream's `POSITION` (its catch-up is over) or at the first row past the range. Subscribed at
+/// `NOW`, it only asks whether the upstream offers the stream.
 final class Backfill {
     var client: ReplicationClient?
     private let stream: StreamName
@@ -60,7 +61,7 @@ extension Backfill: ReplicationClientDelegate {
     func replicationClientFinishedConnecting() {}
 
     func replicationClient(serverError text: String) {
-        finish(.failure(UpstreamError("upstream refused: \(text)")))
+        finish(.failure(UpstreamError("upstream refused: \(text)", refused: true)))
     }
 
     func replicationClient(badRow reason: String, stream: String) {

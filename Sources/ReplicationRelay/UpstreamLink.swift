@@ -58,6 +58,14 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
     /// Local workers syncing each user: only the first start and the last end go upstream.
     private var syncingWorkers: [String: Int] = [:]
     private var hasConnected = false
+    /// Streams asked for on every connection; those the upstream turns out not to offer are removed.
+    private var subscribed = Set(StreamName.all)
+    /// Streams that answered `POSITION` on the current connection, and whether all have.
+    private var answered: Set<StreamName> = []
+    private var finishedConnecting = false
+    /// Catch-up sends every row with its own token: rows of one token are gathered here per stream and
+    /// stored as one batch once the token changes or the stream's `POSITION` ends its catch-up.
+    private var catchingUp: [StreamName: (token: Int64, rows: [String])] = [:]
     private var backfills: [ObjectIdentifier: Backfill] = [:]
 
     public init(configuration: RelayConfiguration, eventLoop: any EventLoop, clock: WallClock = .system, logger: Logger) {
@@ -153,7 +161,7 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
         -> EventLoopFuture<LogPage>
     {
         let promise = eventLoop.makePromise(of: LogPage.self)
-        self.eventLoop.execute { self.startBackfill(stream, after: token, through: through, promise: promise) }
+        self.eventLoop.execute { self.fetch(stream, from: .token(token), through: through, promise: promise) }
         return promise.futureResult.always { result in
             self.status.withLock { status in
                 if case .success = result { status.backfills += 1 } else { status.failedBackfills += 1 }
@@ -161,7 +169,8 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
         }
     }
 
-    private func startBackfill(_ stream: StreamName, after token: Int64, through: Int64, promise: EventLoopPromise<LogPage>) {
+    /// A short-lived upstream subscription to one stream: rows up to `through`, or only the `POSITION`.
+    private func fetch(_ stream: StreamName, from: ReplicateFrom, through: Int64, promise: EventLoopPromise<LogPage>) {
         let backfill = Backfill(
             stream: stream, through: through, maxBytes: configuration.maxBackfillBytes, promise: promise
         ) { [self] finished in backfills[ObjectIdentifier(finished)] = nil }
@@ -169,7 +178,7 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
         let client = ReplicationClient(
             configuration: ClientConfiguration(
                 host: configuration.host, port: configuration.port, clientName: configuration.clientName + "-backfill",
-                expectedServerName: configuration.upstreamServerName, subscriptions: [(stream, .token(token))],
+                expectedServerName: configuration.upstreamServerName, subscriptions: [(stream, from)],
                 protocolLimits: configuration.protocolLimits, reconnect: false),
             eventLoop: eventLoop, delegate: backfill, clock: clock, logger: logger)
         backfill.client = client
@@ -177,6 +186,21 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
         let bound = NIOLoopBound(backfill, eventLoop: eventLoop)
         eventLoop.scheduleTask(in: configuration.backfillTimeout) {
             bound.value.finish(.failure(UpstreamError("no answer from upstream in time")))
+        }
+    }
+
+    /// An upstream that does not offer a stream closes the connection when asked for it (Synapse's
+    /// master offers `federation` only when a worker sends federation). Asks for each stream that had
+    /// not answered yet on a connection of its own, and leaves out the refused ones from then on.
+    private func findStreamsNotOffered() {
+        for stream in subscribed.subtracting(answered) {
+            let probe = eventLoop.makePromise(of: LogPage.self)
+            fetch(stream, from: .now, through: .max, promise: probe)
+            probe.futureResult.whenFailure { [self] error in
+                guard (error as? UpstreamError)?.refused == true, subscribed.remove(stream) != nil else { return }
+                client?.unsubscribe(stream)
+                logger.notice("upstream does not offer this stream; not asking for it again", metadata: ["stream": "\(stream)"])
+            }
         }
     }
 
@@ -202,23 +226,46 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
 extension UpstreamLink: ReplicationClientDelegate {
     public func replicationClient(received rows: [String], stream: StreamName, token: Int64) {
         status.withLock { $0.receivedTokens[stream.index] = token }
+        guard !answered.contains(stream) else {
+            // Live: whole batches.
+            storeRows(rows, stream: stream, token: token)
+            return
+        }
+        if let gathered = catchingUp[stream], gathered.token == token {
+            catchingUp[stream]!.rows += rows
+        } else {
+            storeCaughtUpRows(of: stream)
+            catchingUp[stream] = (token, rows)
+        }
+    }
+
+    private func storeCaughtUpRows(of stream: StreamName) {
+        guard let gathered = catchingUp.removeValue(forKey: stream) else { return }
+        storeRows(gathered.rows, stream: stream, token: gathered.token)
+    }
+
+    private func storeRows(_ rows: [String], stream: StreamName, token: Int64) {
         guard token > lastAppended[stream.index] else { return }  // already stored
         store(NewBatch(stream: stream, rows: rows, token: .exactly(token)), token: token)
     }
 
     public func replicationClient(position token: Int64, stream: StreamName) {
         status.withLock { $0.receivedTokens[stream.index] = token }
+        storeCaughtUpRows(of: stream)
+        answered.insert(stream)
         let first = startingAtNow.remove(stream) != nil
         guard token > lastAppended[stream.index] else { return }
         store(first ? .startingAt(stream, token: token) : NewBatch(stream: stream, rows: [], token: .exactly(token)), token: token)
     }
 
     public func replicationClientFinishedConnecting() {
-        logger.info("subscribed upstream", metadata: ["streams": "\(StreamName.all.count)"])
+        finishedConnecting = true
+        logger.info("subscribed upstream", metadata: ["streams": "\(subscribed.count)"])
     }
 
     public func replicationClient(serverError text: String) {
         logger.warning("upstream reported an error", metadata: ["error": "\(text)"])
+        if !finishedConnecting { findStreamsNotOffered() }
     }
 
     public func replicationClient(badRow reason: String, stream: String) {
@@ -236,6 +283,14 @@ extension UpstreamLink: ReplicationClientDelegate {
             status.queuedCommands = queued
             if connected, hasConnected { status.reconnects += 1 }
         }
+        answered = []
+        finishedConnecting = false
+        if !connected {
+            // Rows of a token whose catch-up was cut short may be incomplete: drop them, and resume
+            // every stream after what was stored.
+            catchingUp = [:]
+            for stream in subscribed.subtracting(startingAtNow) { client?.resume(stream, after: lastAppended[stream.index]) }
+        }
         if connected {
             hasConnected = true
             logger.info("upstream connected")
@@ -247,5 +302,10 @@ extension UpstreamLink: ReplicationClientDelegate {
 
 struct UpstreamError: Error, CustomStringConvertible {
     var description: String
-    init(_ description: String) { self.description = description }
+    /// The upstream answered with `ERROR` (rather than the connection failing).
+    var refused = false
+    init(_ description: String, refused: Bool = false) {
+        self.description = description
+        self.refused = refused
+    }
 }

@@ -70,18 +70,30 @@ class Store:
     def __getattr__(self, name):
         if name.startswith("get_all"):
             return lambda *args, **kwargs: defer.succeed([])
-        return lambda *args, **kwargs: 0  # the current token of an empty stream
+        return _Anything()  # a stream's current token (0), a cache to invalidate, a write to ignore
+
+
+class _Anything:
+    """Called, it answers 0; as a cache, it can be invalidated."""
+
+    def __call__(self, *args, **kwargs):
+        return 0
+
+    def invalidate(self, keys):
+        pass
 
 
 def homeserver(store, server_name=SERVER_NAME):
     empty = SimpleNamespace(
         get_current_token=lambda: 0, get_all_typing_updates=lambda *a: defer.succeed([]),
-        get_all_presence_updates=lambda *a: defer.succeed([]), update_external_syncs_clear=lambda *a: None)
+        get_all_presence_updates=lambda *a: defer.succeed([]), update_external_syncs_clear=lambda *a: None,
+        update_external_syncs_row=lambda *a: defer.succeed(None))
+    notices = SimpleNamespace(on_user_ip=lambda user_id: defer.succeed(None))
     return SimpleNamespace(
         config=SimpleNamespace(replication_torture_level=None, send_federation=True, server_name=server_name),
         get_datastore=lambda: store, get_presence_handler=lambda: empty, get_typing_handler=lambda: empty,
         get_clock=lambda: Clock(reactor), get_notifier=lambda: SimpleNamespace(add_replication_callback=lambda cb: None),
-        get_server_notices_sender=lambda: None, get_reactor=lambda: reactor)
+        get_server_notices_sender=lambda: notices, get_reactor=lambda: reactor)
 
 
 def listen(store):

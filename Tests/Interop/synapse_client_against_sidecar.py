@@ -35,10 +35,10 @@ def check(name, ok, detail=""):
     print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + detail), flush=True)
 
 
-def start_sidecar(executable):
+def start_sidecar(executable, arguments=("--writer", "pub", "--server-name", SERVER_NAME)):
+    """Starts `serve` on free ports with an in-memory log; returns the process and its two ports."""
     process = subprocess.Popen(
-        [executable, "serve", "--port", "0", "--metrics-port", "0", "--in-memory", "--writer", "pub",
-         "--server-name", SERVER_NAME],
+        [executable, "serve", "--port", "0", "--metrics-port", "0", "--in-memory", *arguments],
         stderr=subprocess.PIPE, text=True)
     ports = {}
     deadline = time.time() + 30
@@ -105,6 +105,15 @@ class Handler(AbstractReplicationClientHandler):
         self.finished = True
 
 
+def send_client_commands(connection, federation_ack):
+    """The five commands a worker sends the master, through Synapse's own protocol, about @alice."""
+    connection.send_command(UserSyncCommand("@alice:test.local", True, 1))
+    connection.send_command(FederationAckCommand(federation_ack))
+    connection.send_command(RemovePusherCommand("m.http", "pushkey1", "@alice:test.local"))
+    connection.send_command(InvalidateCacheCommand("get_user_by_id", ["@alice:test.local"]))
+    connection.send_command(UserIpCommand("@alice:test.local", "syt_token", "127.0.0.1", "agent/1.0", "DEVICE", 5))
+
+
 def wait_for(condition, seconds=10):
     """Runs the reactor until condition() holds or the deadline passes."""
     deadline = time.time() + seconds
@@ -119,8 +128,13 @@ def parsed(stream, rows):
 
 def main(executable):
     process, ports = start_sidecar(executable)
+    return run_checks(lambda: run(ports), process)
+
+
+def run_checks(checks, process):
+    """Runs the checks, stops the sidecar, prints the summary; the exit status says whether all passed."""
     try:
-        run(ports)
+        checks()
     finally:
         process.terminate()
         process.wait(10)
@@ -159,11 +173,7 @@ def run(ports):
 
     # Client commands, sent by Synapse's own protocol.
     connection = handler.connection
-    connection.send_command(UserSyncCommand("@alice:test.local", True, 1))
-    connection.send_command(FederationAckCommand(17))
-    connection.send_command(RemovePusherCommand("m.http", "pushkey1", "@alice:test.local"))
-    connection.send_command(InvalidateCacheCommand("get_user_by_id", ["@alice:test.local"]))
-    connection.send_command(UserIpCommand("@alice:test.local", "syt_token", "127.0.0.1", "agent/1.0", "DEVICE", 5))
+    send_client_commands(connection, federation_ack=17)
     got_back = lambda: any(e[0] == "pushers" for e in handler.rows) and len([e for e in handler.rows if e[0] == "caches"]) >= 2
     check("REMOVE_PUSHER and INVALIDATE_CACHE come back as rows", wait_for(got_back), repr(handler.rows[-3:]))
     pushers = [e for e in handler.rows if e[0] == "pushers"]

@@ -22,6 +22,10 @@ import Testing
         try runScript("synapse_server_against_tail.py")
     }
 
+    @Test func synapsesServerUpstreamOfARelayAndSynapsesClientBehindIt() throws {
+        try runScript("synapse_through_relay.py")
+    }
+
     @Test func sameInputSameAnswerAsSynapsesServer() throws {
         try runScript("same_input_same_answer.py")
     }

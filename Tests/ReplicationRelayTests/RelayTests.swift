@@ -160,6 +160,30 @@ import Testing
         try await relay.stop()
     }
 
+    @Test func rowsPublishedWhileTheRelayIsDownArriveWholeWhenItComesBack() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let hub = try await ServerFixture.start(ServerConfiguration(serverName: "hub.local", writers: ["pub"]))
+        let writer = try hub.connect(name: "pub")
+        var relay = try await RelayFixture.start(
+            upstreamPort: hub.port, upstreamServerName: "hub.local", log: try sqliteLog("relay"))
+        try await waitUntil { relay.link.currentStatus.connected }
+        try publish(writer, 1...5)
+        try await waitUntil { relay.server.log.currentToken(of: .events) == 5 }
+        try await relay.stop()
+
+        // Catch-up from the hub sends each of a token's two rows with that token: both must be kept.
+        try publish(writer, 6...15)
+        relay = try await RelayFixture.start(
+            upstreamPort: hub.port, upstreamServerName: "hub.local", log: try sqliteLog("relay"))
+        try await waitUntil { relay.server.log.currentToken(of: .events) == 15 }
+        let worker = try relay.connect(name: "worker")
+        #expect(try subscribe(worker, "events", from: "5") == catchUpRows(6...15))
+        try publish(writer, 16...16)
+        #expect(try rows(worker, 2) == expectedRows(16...16))
+        try await relay.stop()
+        try await hub.stop()
+    }
+
     @Test func aWorkerBehindTheRelaysLogIsServedFromUpstream() async throws {
         let hub = try await ServerFixture.start(ServerConfiguration(serverName: "hub.local", writers: ["pub"]))
         let writer = try hub.connect(name: "pub")
