@@ -109,5 +109,14 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: file) }
         let badDirectory = try runProcess(executable, ["serve", "--port", "0", "--metrics-port", "0", "--data-dir", file])
         #expect(badDirectory.status != 0 && badDirectory.errors.contains("data directory \(file): it is not a directory"))
+        let relayWithoutName = try runProcess(executable, ["serve", "--upstream", "127.0.0.1:9092"])
+        #expect(relayWithoutName.status != 0 && relayWithoutName.errors.contains("--upstream needs --upstream-server-name"))
+        let relayWithWriter = try runProcess(
+            executable, ["serve", "--upstream", "127.0.0.1:9092", "--upstream-server-name", "hub", "--writer", "pub"])
+        #expect(relayWithWriter.status != 0 && relayWithWriter.errors.contains("--writer cannot be used with --upstream"))
+        let badUpstream = try runProcess(executable, ["serve", "--upstream", "hub-without-port"])
+        #expect(badUpstream.status != 0 && badUpstream.errors.contains("--upstream"))
+        let badMaxAge = try runProcess(executable, ["serve", "--metrics-max-age", "61"])
+        #expect(badMaxAge.status != 0 && badMaxAge.errors.contains("--metrics-max-age must be between 0 and 60"))
     }
 }
