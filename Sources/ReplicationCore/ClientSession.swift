@@ -20,6 +20,12 @@ public struct ClientSession: Sendable {
         positions[index].1 = .token(token)
     }
 
+    /// The next connection asks for `stream` from `NOW` (what came before cannot be had any more).
+    public mutating func restartAtNow(_ stream: StreamName) {
+        guard let index = positions.firstIndex(where: { $0.0 == stream }) else { return }
+        positions[index].1 = .now
+    }
+
     /// Stops asking for a stream on the next connections (the server does not offer it).
     public mutating func unsubscribe(_ stream: StreamName) {
         positions.removeAll { $0.0 == stream }

@@ -96,6 +96,12 @@ public final class ReplicationClient {
         session.processed(stream, through: token)
     }
 
+    /// The next connection asks for `stream` from `NOW`.
+    public func restartAtNow(_ stream: StreamName) {
+        eventLoop.preconditionInEventLoop()
+        session.restartAtNow(stream)
+    }
+
     /// Leaves a stream out of the next connections' `REPLICATE`s (the server does not offer it).
     public func unsubscribe(_ stream: StreamName) {
         eventLoop.preconditionInEventLoop()

@@ -265,7 +265,32 @@ extension UpstreamLink: ReplicationClientDelegate {
 
     public func replicationClient(serverError text: String) {
         logger.warning("upstream reported an error", metadata: ["error": "\(text)"])
-        if !finishedConnecting { findStreamsNotOffered() }
+        if let stream = Self.streamFallenBehind(in: text) {
+            restartAtNow(stream)
+        } else if !finishedConnecting {
+            findStreamsNotOffered()
+        }
+    }
+
+    /// The stream an `ERROR … stream X has fallen behind` names: the upstream no longer has the rows
+    /// after what the relay stored (it was down longer than the upstream keeps rows).
+    static func streamFallenBehind(in text: String) -> StreamName? {
+        guard let end = text.firstRange(of: " has fallen behind"),
+            let start = text[..<end.lowerBound].ranges(of: "stream ").last
+        else { return nil }
+        return StreamName(text[start.upperBound..<end.lowerBound])
+    }
+
+    /// Rather than asking for rows the upstream no longer has on every reconnect, the stream starts
+    /// again at the upstream's current token; workers behind that get `… has fallen behind` from the
+    /// relay, as they would from a hub.
+    private func restartAtNow(_ stream: StreamName) {
+        logger.error(
+            "the relay fell behind its upstream: rows it missed on this stream are lost to its workers",
+            metadata: ["stream": "\(stream)", "stored_through": "\(lastAppended[stream.index])"])
+        catchingUp[stream] = nil
+        startingAtNow.insert(stream)
+        client?.restartAtNow(stream)
     }
 
     public func replicationClient(badRow reason: String, stream: String) {

@@ -184,6 +184,38 @@ import Testing
         try await hub.stop()
     }
 
+    @Test func aRelayThatFellBehindItsUpstreamStartsAgainAtItsToken() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let hub = try await ServerFixture.start(
+            ServerConfiguration(serverName: "hub.local", writers: ["pub"]), log: InMemoryStreamLog(retainRows: 4))
+        let writer = try hub.connect(name: "pub")
+        var relay = try await RelayFixture.start(
+            upstreamPort: hub.port, upstreamServerName: "hub.local", log: try sqliteLog("relay"))
+        try await waitUntil { relay.link.currentStatus.connected }
+        try publish(writer, 1...2)
+        try await waitUntil { relay.server.log.currentToken(of: .events) == 2 }
+        try await relay.stop()
+
+        // While the relay is down the hub moves on and forgets what the relay would ask for.
+        try publish(writer, 3...20)
+        relay = try await RelayFixture.start(
+            upstreamPort: hub.port, upstreamServerName: "hub.local", log: try sqliteLog("relay"))
+        try await waitUntil(seconds: 20) { relay.server.log.currentToken(of: .events) == 20 }
+        let worker = try relay.connect(name: "worker")
+        _ = try subscribe(worker, "events", from: "NOW")
+        try publish(writer, 21...21)
+        #expect(try rows(worker, 2) == expectedRows(21...21))
+
+        // A worker asking for what neither has hears that it has fallen behind.
+        let behind = try relay.connect(name: "behind")
+        try behind.send("REPLICATE events 2\n")
+        let error = try behind.readLines { $0.hasPrefix("ERROR ") }.last
+        #expect(error == "ERROR failed to handle replicate: Exception('stream events has fallen behind')")
+        #expect(relay.link.currentStatus.failedBackfills == 1)
+        try await relay.stop()
+        try await hub.stop()
+    }
+
     @Test func aWorkerBehindTheRelaysLogIsServedFromUpstream() async throws {
         let hub = try await ServerFixture.start(ServerConfiguration(serverName: "hub.local", writers: ["pub"]))
         let writer = try hub.connect(name: "pub")
