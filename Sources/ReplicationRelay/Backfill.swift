@@ -61,7 +61,7 @@ extension Backfill: ReplicationClientDelegate {
     func replicationClientFinishedConnecting() {}
 
     func replicationClient(serverError text: String) {
-        finish(.failure(UpstreamError("upstream refused: \(text)", refused: true)))
+        finish(.failure(UpstreamError("upstream refused: \(text)", refused: UpstreamError.isReplicateRefusal(text))))
     }
 
     func replicationClient(badRow reason: String, stream: String) {

@@ -267,7 +267,7 @@ extension UpstreamLink: ReplicationClientDelegate {
         logger.warning("upstream reported an error", metadata: ["error": "\(text)"])
         if let stream = Self.streamFallenBehind(in: text) {
             restartAtNow(stream)
-        } else if !finishedConnecting {
+        } else if !finishedConnecting, UpstreamError.isReplicateRefusal(text) {
             findStreamsNotOffered()
         }
     }
@@ -327,10 +327,15 @@ extension UpstreamLink: ReplicationClientDelegate {
 
 struct UpstreamError: Error, CustomStringConvertible {
     var description: String
-    /// The upstream answered with `ERROR` (rather than the connection failing).
+    /// The upstream refused a `REPLICATE` (rather than the connection failing or the upstream stopping).
     var refused = false
     init(_ description: String, refused: Bool = false) {
         self.description = description
         self.refused = refused
+    }
+
+    /// Synapse answers `failed to handle REPLICATE command`, a hub `failed to handle replicate: …`.
+    static func isReplicateRefusal(_ text: String) -> Bool {
+        text.lowercased().hasPrefix("failed to handle replicate")
     }
 }
