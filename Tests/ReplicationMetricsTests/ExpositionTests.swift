@@ -46,12 +46,21 @@ func fixedSnapshot() -> MetricsSnapshot {
     var heads = [Int64](repeating: 0, count: StreamName.all.count)
     heads[StreamName.events.index] = 10
     heads[StreamName.caches.index] = 4
+    // As a relay: received up to 12 on events, stored up to 10.
+    var upstream = UpstreamStatus()
+    upstream.connected = true
+    upstream.reconnects = 2
+    upstream.receivedTokens[StreamName.events.index] = 12
+    upstream.receivedTokens[StreamName.caches.index] = 4
+    upstream.forwarded[CommandName.USER_SYNC.index] = 2
+    upstream.queuedCommands = 1
+    upstream.backfills = 3
     return MetricsSnapshot(
         connections: ConnectionTotals([worker1, worker2, writer]), counters: hub, headTokens: heads, nowMillis: 11_000,
         process: ProcessStatistics(
             cpuSeconds: 1.5, residentBytes: 1_048_576, virtualBytes: 2_097_152, openFDs: 12, maxFDs: 1024,
             startTimeSeconds: 1_700_000_000),
-        scrapes: ScrapeStatistics(lastDurationSeconds: 0.25, errors: 0))
+        scrapes: ScrapeStatistics(lastDurationSeconds: 0.25, errors: 0), upstream: upstream)
 }
 
 /// The golden file's text; with `RECORD_GOLDEN=1` in the environment, `actual` is written there first
