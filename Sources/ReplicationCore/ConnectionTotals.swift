@@ -15,15 +15,19 @@ public struct ConnectionTotals: Sendable, Equatable {
         public var lowestSentTokens = [Int64?](repeating: nil, count: StreamName.all.count)
         public var oldestConnectedAtMillis = Int64.max
 
-        mutating func add(_ connection: ConnectionSnapshot) {
-            pendingCommands += connection.pendingCommands
-            bufferedWritableBytes += connection.bufferedWritableBytes
-            kernelSendQueue += connection.kernelSendQueue
-            kernelReceiveQueue += connection.kernelReceiveQueue
-            syncingUsers += connection.syncingUsers
-            add(inbound: connection.counters.inbound, outbound: connection.counters.outbound)
-            lower(to: connection.sentTokens)
-            oldestConnectedAtMillis = min(oldestConnectedAtMillis, connection.connectedAtMillis)
+        init() {}
+
+        /// One connection on its own.
+        init(_ connection: ConnectionSnapshot) {
+            pendingCommands = connection.pendingCommands
+            bufferedWritableBytes = connection.bufferedWritableBytes
+            kernelSendQueue = connection.kernelSendQueue
+            kernelReceiveQueue = connection.kernelReceiveQueue
+            syncingUsers = connection.syncingUsers
+            inbound = connection.counters.inbound
+            outbound = connection.counters.outbound
+            lowestSentTokens = connection.sentTokens
+            oldestConnectedAtMillis = connection.connectedAtMillis
         }
 
         mutating func merge(_ other: PerName) {
@@ -32,23 +36,15 @@ public struct ConnectionTotals: Sendable, Equatable {
             kernelSendQueue += other.kernelSendQueue
             kernelReceiveQueue += other.kernelReceiveQueue
             syncingUsers += other.syncingUsers
-            add(inbound: other.inbound, outbound: other.outbound)
-            lower(to: other.lowestSentTokens)
-            oldestConnectedAtMillis = min(oldestConnectedAtMillis, other.oldestConnectedAtMillis)
-        }
-
-        private mutating func add(inbound moreIn: [Int], outbound moreOut: [Int]) {
             for index in inbound.indices {
-                inbound[index] += moreIn[index]
-                outbound[index] += moreOut[index]
+                inbound[index] += other.inbound[index]
+                outbound[index] += other.outbound[index]
             }
-        }
-
-        private mutating func lower(to tokens: [Int64?]) {
-            for (index, token) in tokens.enumerated() {
+            for (index, token) in other.lowestSentTokens.enumerated() {
                 guard let token else { continue }
                 lowestSentTokens[index] = min(lowestSentTokens[index] ?? token, token)
             }
+            oldestConnectedAtMillis = min(oldestConnectedAtMillis, other.oldestConnectedAtMillis)
         }
     }
 
@@ -64,17 +60,13 @@ public struct ConnectionTotals: Sendable, Equatable {
     }
 
     public mutating func add(_ connection: ConnectionSnapshot) {
-        byName[connection.name, default: PerName()].add(connection)
+        byName[connection.name, default: PerName()].merge(PerName(connection))
         connectionCount += 1
         for (index, token) in connection.sentTokens.enumerated() where token != nil { subscribers[index] += 1 }
     }
 
     public mutating func merge(_ other: ConnectionTotals) {
-        byName.merge(other.byName) { mine, theirs in
-            var sum = mine
-            sum.merge(theirs)
-            return sum
-        }
+        for (name, theirs) in other.byName { byName[name, default: PerName()].merge(theirs) }
         connectionCount += other.connectionCount
         for index in subscribers.indices { subscribers[index] += other.subscribers[index] }
     }

@@ -26,12 +26,7 @@ public struct ProcessStatistics: Sendable, Equatable {
     /// The current process's figures, or `nil` where `/proc` is not available.
     public static func current() -> ProcessStatistics? {
         #if os(Linux)
-        guard let stat = readFile("/proc/self/stat"), let close = stat.lastIndex(of: ")") else { return nil }
-        // Fields after "(comm)": state is field 3, so field N is at index N - 3.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        func field(_ number: Int) -> Double { fields.count > number - 3 ? Double(fields[number - 3]) ?? 0 : 0 }
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
+        guard let field = statFields("/proc/self/stat") else { return nil }
         let bootTime =
             readFile("/proc/stat")?.split(separator: "\n").first { $0.hasPrefix("btime ") }
             .flatMap { Double($0.dropFirst(6)) } ?? 0
@@ -44,6 +39,23 @@ public struct ProcessStatistics: Sendable, Equatable {
         #else
         return nil
         #endif
+    }
+
+    /// CPU seconds and resident bytes of another process (a server under benchmark), or `nil`.
+    public static func cpuAndResident(ofProcess pid: Int32) -> (cpuSeconds: Double, residentBytes: Double)? {
+        guard let field = statFields("/proc/\(pid)/stat") else { return nil }
+        return ((field(14) + field(15)) / ticks, field(24) * pageSize)
+    }
+
+    private static var ticks: Double { Double(sysconf(Int32(_SC_CLK_TCK))) }
+    private static var pageSize: Double { Double(sysconf(Int32(_SC_PAGESIZE))) }
+
+    /// Field N (numbered as in proc(5)) of a `stat` file.
+    private static func statFields(_ path: String) -> ((Int) -> Double)? {
+        guard let stat = readFile(path), let close = stat.lastIndex(of: ")") else { return nil }
+        // Fields after "(comm)": state is field 3, so field N is at index N - 3.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return { number in fields.count > number - 3 ? Double(fields[number - 3]) ?? 0 : 0 }
     }
 
     private static func readFile(_ path: String) -> String? {

@@ -396,6 +396,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         guard let context else { return }
         let now = clock.nowMillis
         let results = (try? outcome.get()) ?? [.failure(.storage("\(outcome)"))]
+        let stored = results.count { if case .success = $0 { true } else { false } }
+        if stored > 0 { hub.count { $0.writerAppends += stored } }
         // The acknowledgements of one append leave as one buffer: a writer streaming rows gets hundreds.
         var acks = context.channel.allocator.buffer(capacity: results.count * 32)
         func writeAcks() {
@@ -406,7 +408,6 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         for (result, (batch, command)) in zip(results, submitted) {
             switch result {
             case .success(let appended):
-                hub.count { $0.writerAppends += 1 }
                 let outbound = machine.send(.position(stream: batch.stream.rawValue, token: appended.token), now: now)
                 if case .write(let ack) = outbound,
                     appendLine(ack, maxLength: configuration.protocolLimits.maxLineLength, to: &acks)

@@ -9,6 +9,8 @@ import StreamLog
 /// `NOW`, it only asks whether the upstream offers the stream.
 final class Backfill {
     var client: ReplicationClient?
+    /// Fails the fetch if upstream has not answered in time; cancelled when it ends sooner.
+    var timeout: Scheduled<Void>?
     private let stream: StreamName
     private let through: Int64
     private let maxBytes: Int
@@ -32,6 +34,7 @@ final class Backfill {
     func finish(_ result: Result<LogPage, any Error>) {
         guard !done else { return }
         done = true
+        timeout?.cancel()
         client?.stop()
         client = nil
         promise.completeWith(result)

@@ -184,7 +184,7 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
         backfill.client = client
         client.start()
         let bound = NIOLoopBound(backfill, eventLoop: eventLoop)
-        eventLoop.scheduleTask(in: configuration.backfillTimeout) {
+        backfill.timeout = eventLoop.scheduleTask(in: configuration.backfillTimeout) {
             bound.value.finish(.failure(UpstreamError("no answer from upstream in time")))
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ReplicationMetrics
 
 /// A server under test running as its own process, so that its CPU time and peak memory are its own.
 final class ServerProcess {
@@ -62,17 +63,14 @@ final class ServerProcess {
     /// CPU seconds so far (user and system) and memory, from /proc.
     var usage: Usage {
         let pid = process.processIdentifier
-        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields = stat.split(separator: ")").last.map { $0.split(separator: " ") } ?? []
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let cpu = fields.count > 12 ? (Double(fields[11])! + Double(fields[12])!) / ticks : 0
+        let figures = ProcessStatistics.cpuAndResident(ofProcess: pid)
+        // The peak resident size is not in /proc/<pid>/stat: VmHWM of status, in KiB.
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        func kibibytes(_ key: String) -> Double {
-            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return 0 }
-            return Double(line.split(separator: " ").dropFirst().first ?? "0").map { $0 * 1024 } ?? 0
-        }
-        return Usage(cpuSeconds: cpu, residentBytes: kibibytes("VmRSS:"), peakResidentBytes: kibibytes("VmHWM:"))
+        let peakKiB = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+            .flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Double($0) } ?? 0
+        return Usage(
+            cpuSeconds: figures?.cpuSeconds ?? 0, residentBytes: figures?.residentBytes ?? 0,
+            peakResidentBytes: peakKiB * 1024)
     }
 
     func stop() {
