@@ -3,10 +3,25 @@ public enum CommandName: String, CaseIterable, Sendable {
     case SERVER, RDATA, POSITION, ERROR, PING, SYNC
     case NAME, REPLICATE, USER_SYNC, FEDERATION_ACK, REMOVE_PUSHER, INVALIDATE_CACHE, USER_IP
 
-    /// Dense index for per-command counters kept in plain arrays.
-    public var index: Int { Self.indexByName[self]! }
-    private static let indexByName: [CommandName: Int] = Dictionary(
-        uniqueKeysWithValues: allCases.enumerated().map { ($1, $0) })
+    /// Dense index for per-command counters kept in plain arrays, in `allCases` order. A switch, not a
+    /// lookup: every command in and out is counted.
+    public var index: Int {
+        switch self {
+        case .SERVER: 0
+        case .RDATA: 1
+        case .POSITION: 2
+        case .ERROR: 3
+        case .PING: 4
+        case .SYNC: 5
+        case .NAME: 6
+        case .REPLICATE: 7
+        case .USER_SYNC: 8
+        case .FEDERATION_ACK: 9
+        case .REMOVE_PUSHER: 10
+        case .INVALIDATE_CACHE: 11
+        case .USER_IP: 12
+        }
+    }
 
     /// Commands a server may receive from an ordinary client (Synapse's `VALID_CLIENT_COMMANDS`).
     public static let sentByClients: Set<CommandName> = [

@@ -57,13 +57,21 @@ public struct ConnectionStateMachine: Sendable {
         guard let name = CommandName(rawValue: String(word)), accepts(name) else {
             return .reply(fail(.line(.invalidCommand(name: String(word))), now: now))
         }
-        keepalive.received(name, now: now)
-        counters.countInbound(name)
+        _ = commandReceived(name, now: now)
         switch CommandCodec.parse(name, rest: rest) {
         case .failure(let error): return .reply(fail(.line(error), now: now))
         case .success(.ping): return .nothing
         case .success(let command): return .dispatch(command)
         }
+    }
+
+    /// Counts a command from the peer (also one recognised without ``lineReceived(_:accepts:now:)``);
+    /// false, and nothing counted, once the connection is closing.
+    public mutating func commandReceived(_ name: CommandName, now: Int64) -> Bool {
+        guard isOpen else { return false }
+        keepalive.received(name, now: now)
+        counters.countInbound(name)
+        return true
     }
 
     /// Sends a command now, or queues it while paused; too many queued commands end the connection.

@@ -37,10 +37,42 @@ public enum JSONScanner {
 
     private enum Container { case array, object }
 
+    /// The open containers: the first 64 levels in the bits of one word, deeper ones in an array, so that
+    /// a row (rarely more than a few levels deep) is scanned without allocating.
+    private struct ContainerStack {
+        private var bits: UInt64 = 0
+        private var deeper: [Container] = []
+        private(set) var count = 0
+
+        var isEmpty: Bool { count == 0 }
+
+        var last: Container? {
+            guard count > 0 else { return nil }
+            if count > 64 { return deeper.last }
+            return bits & (1 << UInt64(count - 1)) != 0 ? .object : .array
+        }
+
+        mutating func append(_ container: Container) {
+            if count >= 64 {
+                deeper.append(container)
+            } else if container == .object {
+                bits |= 1 << UInt64(count)
+            } else {
+                bits &= ~(1 << UInt64(count))
+            }
+            count += 1
+        }
+
+        mutating func removeLast() {
+            if count > 64 { deeper.removeLast() }
+            count -= 1
+        }
+    }
+
     // The scanner is iterative with an explicit stack, so deep nesting cannot overflow the thread's stack.
-    private static func scan(bytes: UnsafeBufferPointer<UInt8>) throws(SyntaxError) -> TopLevel {
+    static func scan(bytes: UnsafeBufferPointer<UInt8>) throws(SyntaxError) -> TopLevel {
         var cursor = Cursor(bytes: bytes)
-        var stack: [Container] = []
+        var stack = ContainerStack()
         var topLevelCount = 0
         var topIsArray = false
 

@@ -49,6 +49,12 @@ public struct ServerConnectionStateMachine: Sendable {
         return inbound
     }
 
+    /// A writer's `RDATA` line recognised on its bytes (``WriterRowLine``) is counted; false if this
+    /// connection is not a writer or is closing, and the line must take ``lineReceived(_:now:)``.
+    public mutating func writerRowReceived(now: Int64) -> Bool {
+        isWriter && connection.commandReceived(.RDATA, now: now)
+    }
+
     /// A line that could not be read as text, or that was too long.
     public mutating func lineRejected(_ error: ClosingError, now: Int64) -> Outbound { connection.fail(error, now: now) }
     public mutating func send(_ command: Command, now: Int64) -> Outbound { connection.send(command, now: now) }
@@ -58,6 +64,14 @@ public struct ServerConnectionStateMachine: Sendable {
 
     public mutating func writabilityChanged(isWritable: Bool, now: Int64) -> [Command] {
         connection.writabilityChanged(isWritable: isWritable, now: now)
+    }
+
+    /// A command the caller writes itself when the connection takes writes now, counted as sent; false
+    /// (nothing counted) while paused or closing, when it must go through ``send(_:now:)``.
+    public mutating func sentWithoutQueueing(_ command: CommandName, now: Int64) -> Bool {
+        guard connection.isEstablished else { return false }
+        connection.recordSent(command, now: now)
+        return true
     }
 
     /// `count` stream rows were written straight from the log.

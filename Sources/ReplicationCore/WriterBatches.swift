@@ -1,17 +1,24 @@
-/// Turns a writer's `RDATA` lines into whole batches, one stream at a time.
+/// The rules for a writer's `RDATA` and `POSITION` lines, one stream at a time: which batch a row belongs
+/// to, when the batch is complete, and what is refused.
 ///
-/// `batch` rows wait here until the row with the numeric token that closes them arrives; only then is
-/// the batch handed to the log, so a batch is stored whole or not at all. Rows are checked here, once, at
-/// ingest: after that they are trusted bytes on the fan-out path.
+/// `batch` rows wait until the row with the numeric token that closes them arrives; only then is the batch
+/// handed to the log, so a batch is stored whole or not at all. Rows are checked here, once, at ingest:
+/// after that they are trusted bytes on the fan-out path. The rows' bytes are the caller's to keep; this
+/// counts them.
 public struct WriterBatches: Sendable {
-    /// Rows that share one token, ready to append.
-    public struct Batch: Equatable, Sendable {
+    /// A batch the last row completed: its rows are the ones held for the stream plus that row.
+    public struct Closed: Equatable, Sendable {
         public var stream: StreamName
         public var token: Int64
-        public var rows: [String]
+        public var rowCount: Int
     }
 
-    private var open = [[String]](repeating: [], count: StreamName.all.count)
+    private struct Open: Sendable {
+        var rows = 0
+        var longestRow = 0
+    }
+
+    private var open = [Open](repeating: Open(), count: StreamName.all.count)
     private let configuration: ProtocolConfiguration
 
     public init(configuration: ProtocolConfiguration) {
@@ -19,45 +26,68 @@ public struct WriterBatches: Sendable {
     }
 
     /// Rows held for streams whose batch is not closed yet.
-    public var heldRows: Int { open.reduce(0) { $0 + $1.count } }
+    public var heldRows: Int { open.reduce(0) { $0 + $1.rows } }
 
-    /// Adds one row; returns the batch it closes, if its token is numeric.
-    public mutating func add(stream name: String, token: RowToken, row: RowJSON) -> Result<Batch?, ClosingError> {
-        let reject = { (why: String) in ClosingError.writerRejected(.RDATA, stream: name, token: token.wireText, why) }
-        guard let stream = StreamName(name) else { return .failure(reject("unknown stream")) }
-        guard row.fits(stream) else {
-            open[stream.index] = []
+    /// Adds one row of a stream named on the wire; returns the batch it closes, if its token is numeric.
+    public mutating func add(stream name: String, token: RowToken, row: RowJSON) -> Result<Closed?, ClosingError> {
+        guard let stream = StreamName(name) else {
+            return .failure(.writerRejected(.RDATA, stream: name, token: token.wireText, "unknown stream"))
+        }
+        return add(stream, token: token, shape: row.shape, byteCount: row.text.utf8.count)
+    }
+
+    /// Adds one row of `byteCount` bytes whose JSON has `shape`; returns the batch it closes, if its token
+    /// is numeric. On a refusal the stream's unfinished batch is dropped.
+    public mutating func add(
+        _ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, byteCount: Int
+    ) -> Result<Closed?, ClosingError> {
+        let reject = { (why: String) in ClosingError.writerRejected(.RDATA, stream: stream.rawValue, token: token.wireText, why) }
+        guard shape == .array(count: stream.fieldCount) else {
+            open[stream.index] = Open()
             let found: String
-            if case .array(let count) = row.shape { found = "\(count)" } else { found = "not an array" }
+            if case .array(let count) = shape { found = "\(count)" } else { found = "not an array" }
             return .failure(reject("a \(stream) row is a JSON array of \(stream.fieldCount) fields (got \(found))"))
         }
-        open[stream.index].append(row.text)
+        var batch = open[stream.index]
+        batch.rows += 1
+        batch.longestRow = max(batch.longestRow, byteCount)
         guard case .value(let closingToken) = token else {
-            if open[stream.index].count > configuration.maxBatchRows {
-                open[stream.index] = []
+            if batch.rows > configuration.maxBatchRows {
+                open[stream.index] = Open()
                 return .failure(reject("a batch may hold at most \(configuration.maxBatchRows) rows"))
             }
+            open[stream.index] = batch
             return .success(nil)
         }
-        let rows = open[stream.index]
-        open[stream.index] = []
+        open[stream.index] = Open()
         // Live fan-out writes `batch` in place of the token, catch-up the number: both must fit.
-        let tokenWidth = max(String(closingToken).utf8.count, RowToken.batch.wireText.utf8.count)
+        let tokenWidth = max(decimalWidth(closingToken), RowToken.batch.wireText.utf8.count)
         let overhead = "RDATA ".utf8.count + stream.rawValue.utf8.count + 1 + tokenWidth + 1
-        if let long = rows.first(where: { overhead + $0.utf8.count > configuration.maxLineLength }) {
+        guard overhead + batch.longestRow <= configuration.maxLineLength else {
             return .failure(
                 reject(
-                    "row of \(long.utf8.count) bytes does not fit the \(configuration.maxLineLength)-byte line limit"))
+                    "row of \(batch.longestRow) bytes does not fit the \(configuration.maxLineLength)-byte line limit"))
         }
-        return .success(Batch(stream: stream, token: closingToken, rows: rows))
+        return .success(Closed(stream: stream, token: closingToken, rowCount: batch.rows))
     }
 
     /// A writer's `POSITION`: advances a stream without a row. Not allowed inside an unfinished batch.
     public func position(stream name: String, token: Int64) -> Result<StreamName, ClosingError> {
         let reject = { (why: String) in ClosingError.writerRejected(.POSITION, stream: name, token: String(token), why) }
         guard let stream = StreamName(name) else { return .failure(reject("unknown stream")) }
-        let held = open[stream.index].count
+        let held = open[stream.index].rows
         guard held == 0 else { return .failure(reject("the stream has an unfinished batch of \(held) rows")) }
         return .success(stream)
     }
+}
+
+/// Digits in the decimal form of `value` (with its sign), without building the String.
+func decimalWidth(_ value: Int64) -> Int {
+    var width = value < 0 ? 2 : 1
+    var rest = value.magnitude
+    while rest >= 10 {
+        rest /= 10
+        width += 1
+    }
+    return width
 }

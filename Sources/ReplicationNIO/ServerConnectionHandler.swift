@@ -13,7 +13,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var subscriptions = [Subscription?](repeating: nil, count: StreamName.all.count)
     /// Streams that are reading from the log, in the order their catch-up was requested.
     private var catchUpQueue: [StreamName] = []
-    private var batches: WriterBatches
+    private var ingest: WriterIngest
     private var syncingUsers: Set<String> = []
     /// Relay mode: streams whose rows older than the log are being fetched from upstream, by request.
     private var backfills: [StreamName: Int] = [:]
@@ -27,8 +27,6 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var fanout: LoopFanout?
     private var keepaliveTask: RepeatedTask?
     private var needsFlush = false
-    /// A writer's batches completed during the current read, appended together when it ends.
-    private var writerAppends: [(batch: NewBatch, command: CommandName)] = []
     private var flushScheduled = false
     private var pumping = false
     private var pumpAgain = false
@@ -53,7 +51,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         self.machine = ServerConnectionStateMachine(
             serverName: configuration.serverName, writers: configuration.writers,
             configuration: configuration.protocolLimits, now: clock.nowMillis)
-        self.batches = WriterBatches(configuration: configuration.protocolLimits)
+        // A writer's batches completed during the current read, appended together when it ends.
+        self.ingest = WriterIngest(configuration: configuration.protocolLimits, allocator: ByteBufferAllocator())
     }
 
     // MARK: Channel events: ask the machine, run the answer.
@@ -87,8 +86,10 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
         let now = clock.nowMillis
-        switch unwrapInboundIn(data).text() {
+        if case .line(let bytes) = frame, machine.isWriter, takeWriterRow(bytes, now: now) { return }
+        switch frame.text() {
         case .failure(let error):
             run(machine.lineRejected(error, now: now))
         case .success(let text):
@@ -98,6 +99,18 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             case .reply(let outbound): run(outbound)
             }
         }
+    }
+
+    /// A writer's `RDATA` line in its common form, taken on its bytes; false if it needs the general path.
+    private func takeWriterRow(_ line: ByteBuffer, now: Int64) -> Bool {
+        let outcome = line.withUnsafeReadableBytes { bytes -> ClosingError?? in
+            guard let row = WriterRowLine(bytes), machine.writerRowReceived(now: now) else { return .none }
+            let rowBytes = UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...])
+            return .some(ingest.row(row.stream, token: row.token, shape: .array(count: row.stream.fieldCount), bytes: rowBytes))
+        }
+        guard case .some(let rejection) = outcome else { return false }
+        if let rejection { rejectWriterLine(rejection) }
+        return true
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -321,18 +334,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             hub.count { $0.userIP += 1 }
             hub.upstream?.forward(command)
         case .rdata(let stream, let token, let row):
-            switch batches.add(stream: stream, token: token, row: row) {
-            case .failure(let rejection): rejectWriterLine(rejection)
-            case .success(nil): break
-            case .success(let batch?):
-                writerAppends.append((NewBatch(stream: batch.stream, rows: batch.rows, token: .exactly(batch.token)), .RDATA))
-            }
+            if let rejection = ingest.row(named: stream, token: token, row: row) { rejectWriterLine(rejection) }
         case .position(let stream, let token):
-            switch batches.position(stream: stream, token: token) {
-            case .failure(let rejection): rejectWriterLine(rejection)
-            case .success(let known):
-                writerAppends.append((NewBatch(stream: known, rows: [], token: .exactly(token)), .POSITION))
-            }
+            if let rejection = ingest.position(named: stream, token: token) { rejectWriterLine(rejection) }
         case .server, .ping, .sync:
             // The machine never dispatches these to a server.
             break
@@ -381,9 +385,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     /// Appends the writer's batches completed so far (one append for all the rows of a read) and
     /// acknowledges each with `POSITION` once stored.
     private func submitWriterAppends() {
-        guard !writerAppends.isEmpty, let context else { return }
-        let submitted = writerAppends
-        writerAppends = []
+        guard !ingest.isEmpty, let context else { return }
+        let submitted = ingest.take()
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         hub.append(submitted.map(\.batch), on: context.eventLoop).whenComplete { outcome in
             this.value.writerAppendsCompleted(outcome, submitted)
@@ -399,7 +402,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         let stored = results.count { if case .success = $0 { true } else { false } }
         if stored > 0 { hub.count { $0.writerAppends += stored } }
         // The acknowledgements of one append leave as one buffer: a writer streaming rows gets hundreds.
-        var acks = context.channel.allocator.buffer(capacity: results.count * 32)
+        var acks = context.channel.allocator.buffer(capacity: results.count * 24)
         func writeAcks() {
             guard acks.readableBytes > 0 else { return }
             writeBuffer(acks)
@@ -408,14 +411,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         for (result, (batch, command)) in zip(results, submitted) {
             switch result {
             case .success(let appended):
-                let outbound = machine.send(.position(stream: batch.stream.rawValue, token: appended.token), now: now)
-                if case .write(let ack) = outbound,
-                    appendLine(ack, maxLength: configuration.protocolLimits.maxLineLength, to: &acks)
-                {
-                    continue
-                }
+                if appendPosition(stream: appended.stream, token: appended.token, to: &acks) { continue }
                 writeAcks()
-                run(outbound)
+                run(machine.send(.position(stream: appended.stream.rawValue, token: appended.token), now: now))
             case .failure(let error):
                 writeAcks()
                 let why: String
@@ -430,6 +428,21 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         }
         writeAcks()
         flushSoon()
+    }
+
+    /// Appends `POSITION <stream> <token>` to `buffer` if it can be written right away (counting it as
+    /// sent); false if it must go through the machine (paused, or longer than the line limit).
+    private func appendPosition(stream: StreamName, token: Int64, to buffer: inout ByteBuffer) -> Bool {
+        let tokenText = String(token)
+        let length = "POSITION ".utf8.count + stream.rawValue.utf8.count + 1 + tokenText.utf8.count
+        guard length <= configuration.protocolLimits.maxLineLength, machine.sentWithoutQueueing(.POSITION, now: clock.nowMillis)
+        else { return false }
+        buffer.writeStaticString("POSITION ")
+        buffer.writeString(stream.rawValue)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(tokenText)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        return true
     }
 
     // MARK: Catch-up.

@@ -50,7 +50,7 @@ extension Backfill: ReplicationClientDelegate {
     func replicationClient(received rows: [String], stream: StreamName, token: Int64) {
         guard stream == self.stream, !done else { return }
         guard token <= through else { return complete() }
-        RowLines.catchUp(rows, stream: stream, token: token, into: &lines)
+        RowLines.catchUp(RowTexts(rows), stream: stream, token: token, into: &lines)
         rowCount += rows.count
         if lines.readableBytes > maxBytes {
             finish(.failure(UpstreamError("more than \(maxBytes) bytes of rows to fetch from upstream")))

@@ -36,15 +36,33 @@ public final class InMemoryStreamLog: StreamLog {
     }
 
     public func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
-        var results: AppendResults = []
+        // A writer's tokens are known before the locks: the catch-up lines of all its batches are built
+        // into one buffer, each batch keeping a slice (no allocation per batch). Taken only once the
+        // buffer is complete, so that no write into it has to copy what a slice shares.
+        var lines = ByteBufferAllocator().buffer(
+            capacity: batches.reduce(0) { $0 + $1.rows.bytes.readableBytes + $1.rows.count * 40 })
+        var ranges: [Range<Int>?] = []
+        ranges.reserveCapacity(batches.count)
         for batch in batches {
-            results.append(append(batch))
+            guard case .exactly(let token) = batch.token, !batch.rows.isEmpty else {
+                ranges.append(nil)
+                continue
+            }
+            let start = lines.writerIndex
+            RowLines.catchUp(batch.rows, stream: batch.stream, token: token, into: &lines)
+            ranges.append(start..<lines.writerIndex)
+        }
+        var results: AppendResults = []
+        results.reserveCapacity(batches.count)
+        for (batch, range) in zip(batches, ranges) {
+            let prebuilt = range.map { lines.getSlice(at: $0.lowerBound, length: $0.count)! }
+            results.append(append(batch, catchUpLines: prebuilt))
             if case .failure = results.last! { break }
         }
         return eventLoop.makeSucceededFuture(results)
     }
 
-    private func append(_ batch: NewBatch) -> Result<AppendedBatch, StreamLogError> {
+    private func append(_ batch: NewBatch, catchUpLines prebuilt: ByteBuffer?) -> Result<AppendedBatch, StreamLogError> {
         let (rows, stream, token) = (batch.rows, batch.stream, batch.token)
         let retainRows = self.retainRows
         return streams[stream.index].withLockedValue { state -> Result<AppendedBatch, StreamLogError> in
@@ -63,10 +81,15 @@ public final class InMemoryStreamLog: StreamLog {
                 state.rowCount = 0
                 state.oldestServable = newToken
             }
+            var catchUpLines = ByteBuffer()
             if !rows.isEmpty {
-                var lines = ByteBufferAllocator().buffer(capacity: rows.reduce(0) { $0 + $1.utf8.count + 32 })
-                RowLines.catchUp(rows, stream: stream, token: newToken, into: &lines)
-                state.batches.append(StoredBatch(token: newToken, rowCount: rows.count, catchUpLines: lines))
+                if let prebuilt {
+                    catchUpLines = prebuilt
+                } else {
+                    catchUpLines = ByteBufferAllocator().buffer(capacity: rows.bytes.readableBytes + rows.count * 40)
+                    RowLines.catchUp(rows, stream: stream, token: newToken, into: &catchUpLines)
+                }
+                state.batches.append(StoredBatch(token: newToken, rowCount: rows.count, catchUpLines: catchUpLines))
                 state.rowCount += rows.count
                 while let oldest = state.batches.first, state.rowCount - oldest.rowCount >= retainRows {
                     state.batches.removeFirst()
@@ -75,9 +98,7 @@ public final class InMemoryStreamLog: StreamLog {
                 }
             }
             // A one-row batch is sent live exactly as catch-up sends it; share the bytes.
-            let live: ByteBuffer =
-                rows.count == 1 && state.batches.last?.token == newToken
-                ? state.batches.last!.catchUpLines : RowLines.live(rows, stream: stream, token: newToken)
+            let live = rows.count <= 1 ? catchUpLines : RowLines.live(rows, stream: stream, token: newToken)
             return .success(
                 AppendedBatch(
                     stream: stream, previousToken: previous, token: newToken, rowCount: rows.count, liveLines: live))

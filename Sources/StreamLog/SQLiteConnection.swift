@@ -76,6 +76,10 @@ final class SQLiteConnection {
                     result = text.utf8.withContiguousStorageIfAvailable {
                         $0.withMemoryRebound(to: CChar.self) { rs_sqlite_bind_text(handle, index, $0.baseAddress, Int32($0.count)) }
                     } ?? rs_sqlite_bind_text(handle, index, text, -1)
+                case .utf8(let bytes):
+                    result = bytes.withMemoryRebound(to: CChar.self) {
+                        rs_sqlite_bind_text(handle, index, $0.baseAddress, Int32($0.count))
+                    }
                 }
                 guard result == SQLITE_OK else { throw connection.error(result) }
             }
@@ -113,5 +117,7 @@ final class SQLiteConnection {
     enum Value {
         case integer(Int64)
         case text(String)
+        /// Text given as UTF-8 bytes (copied by SQLite while binding).
+        case utf8(UnsafeRawBufferPointer)
     }
 }

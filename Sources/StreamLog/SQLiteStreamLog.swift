@@ -56,7 +56,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private struct Pending {
         var stream: StreamName
         var token: Int64
-        var rows: [String]
+        var rows: RowTexts
         var forgetsEarlier: Bool
         /// On the last accepted batch of an append: what to answer once it is durable.
         var completion: Completion?
@@ -334,9 +334,10 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             """)
         for pending in round {
             let stream = Int64(pending.stream.index)
-            for (seq, row) in pending.rows.enumerated() {
-                try insert.bind(.integer(stream), .integer(pending.token), .integer(Int64(seq)), .integer(now), .text(row))
-                    .run()
+            var seq: Int64 = 0
+            try pending.rows.forEachRow { row throws(SQLiteError) in
+                try insert.bind(.integer(stream), .integer(pending.token), .integer(seq), .integer(now), .utf8(row)).run()
+                seq += 1
             }
             try head.bind(.integer(stream), .text(pending.stream.rawValue), .integer(pending.token)).run()
             if pending.forgetsEarlier {

@@ -9,19 +9,73 @@ public enum AppendToken: Sendable, Equatable {
     case next
 }
 
+/// Rows' JSON texts, each followed by `\n`, in one buffer: how rows travel to the log without a String
+/// each. A row never holds a newline (lines end there).
+public struct RowTexts: Sendable {
+    public private(set) var bytes: ByteBuffer
+    public private(set) var count: Int
+
+    /// `bytes` holds `count` rows, each followed by `\n`.
+    public init(bytes: ByteBuffer, count: Int) {
+        self.bytes = bytes
+        self.count = count
+    }
+
+    public init(_ rows: [String]) {
+        var bytes = ByteBufferAllocator().buffer(capacity: rows.reduce(0) { $0 + $1.utf8.count + 1 })
+        for row in rows {
+            bytes.writeString(row)
+            bytes.writeInteger(UInt8(ascii: "\n"))
+        }
+        self.init(bytes: bytes, count: rows.count)
+    }
+
+    public var isEmpty: Bool { count == 0 }
+
+    /// Calls `body` with each row's bytes, without its newline, in order.
+    public func forEachRow<Failure: Error>(_ body: (UnsafeRawBufferPointer) throws(Failure) -> Void) throws(Failure) {
+        var failure: Failure?
+        bytes.withUnsafeReadableBytes { all in
+            var start = 0
+            while start < all.count {
+                let end = all[start...].firstIndex(of: UInt8(ascii: "\n"))!
+                do throws(Failure) {
+                    try body(UnsafeRawBufferPointer(rebasing: all[start..<end]))
+                } catch {
+                    failure = error
+                    return
+                }
+                start = end + 1
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// The rows as text, without their newlines.
+    public var strings: [String] {
+        var rows: [String] = []
+        forEachRow { rows.append(String(decoding: $0, as: UTF8.self)) }
+        return rows
+    }
+}
+
 /// A batch to append: rows (possibly none: a position advance) under one token.
 public struct NewBatch: Sendable {
     public var stream: StreamName
-    public var rows: [String]
+    public var rows: RowTexts
     public var token: AppendToken
     /// What came before this token is unknown to this log: readers behind it have fallen behind, as if
     /// it had been pruned. Only a position advance carries it (``startingAt(_:token:)``).
     public private(set) var forgetsEarlier = false
 
-    public init(stream: StreamName, rows: [String], token: AppendToken) {
+    public init(stream: StreamName, rows: RowTexts, token: AppendToken) {
         self.stream = stream
         self.rows = rows
         self.token = token
+    }
+
+    public init(stream: StreamName, rows: [String], token: AppendToken) {
+        self.init(stream: stream, rows: RowTexts(rows), token: token)
     }
 
     /// The stream starts at `token` in this log, with nothing known before it (a relay that joined its
@@ -112,25 +166,25 @@ extension StreamLog {
 /// The exact bytes of `RDATA` lines, built once per batch.
 public enum RowLines {
     /// Every row with the numeric token, as catch-up sends them.
-    public static func catchUp(_ rows: [String], stream: StreamName, token: Int64, into buffer: inout ByteBuffer) {
+    public static func catchUp(_ rows: RowTexts, stream: StreamName, token: Int64, into buffer: inout ByteBuffer) {
         let tokenText = String(token)
-        for row in rows { write(row.utf8, stream: stream, tokenText: tokenText, into: &buffer) }
+        rows.forEachRow { write($0, stream: stream, tokenText: tokenText, into: &buffer) }
     }
 
     /// All rows but the last with `batch`, as live fan-out sends a batch.
-    public static func live(_ rows: [String], stream: StreamName, token: Int64) -> ByteBuffer {
-        var buffer = ByteBufferAllocator().buffer(capacity: rows.reduce(0) { $0 + $1.utf8.count + 32 })
+    public static func live(_ rows: RowTexts, stream: StreamName, token: Int64) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: rows.bytes.readableBytes + rows.count * 32)
         let tokenText = String(token)
-        for (index, row) in rows.enumerated() {
-            write(row.utf8, stream: stream, tokenText: index == rows.count - 1 ? tokenText : "batch", into: &buffer)
+        var index = 0
+        rows.forEachRow { row in
+            index += 1
+            write(row, stream: stream, tokenText: index == rows.count ? tokenText : "batch", into: &buffer)
         }
         return buffer
     }
 
     /// One line: `RDATA <stream> <token> <row>\n`, the row given as its UTF-8 bytes.
-    public static func write(
-        _ row: some Sequence<UInt8>, stream: StreamName, tokenText: String, into buffer: inout ByteBuffer
-    ) {
+    static func write(_ row: UnsafeRawBufferPointer, stream: StreamName, tokenText: String, into buffer: inout ByteBuffer) {
         buffer.writeStaticString("RDATA ")
         buffer.writeString(stream.rawValue)
         buffer.writeInteger(UInt8(ascii: " "))

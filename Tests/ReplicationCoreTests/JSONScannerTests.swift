@@ -48,4 +48,23 @@ import Testing
         let text = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
         #expect(scan(text) == .success(.array(count: 1)))
     }
+
+    @Test func mixedNestingIsCheckedPastSixtyFourLevels() {
+        // Alternating arrays and objects, 130 deep: every closer must match its opener.
+        var opening = ""
+        var closing: [Character] = []
+        for level in 0..<130 {
+            opening += level.isMultiple(of: 2) ? "[" : #"{"k":"#
+            closing.insert(level.isMultiple(of: 2) ? "]" : "}", at: 0)
+        }
+        #expect(scan(opening + "1" + String(closing)) == .success(.array(count: 1)))
+        for position in [0, 63, 64, 65, 66, 129] {
+            var wrong = closing
+            wrong[position] = wrong[position] == "]" ? "}" : "]"
+            guard case .failure = scan(opening + "1" + String(wrong)) else {
+                Issue.record("accepted a wrong closer \(position) levels out")
+                continue
+            }
+        }
+    }
 }

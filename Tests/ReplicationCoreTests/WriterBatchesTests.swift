@@ -10,7 +10,7 @@ import Testing
         #expect(try batches.add(stream: "caches", token: .batch, row: row("[1, 2, 3]")).get() == nil)
         #expect(batches.heldRows == 1)
         let batch = try batches.add(stream: "caches", token: .value(4), row: row("[4, 5, 6]")).get()
-        #expect(batch == WriterBatches.Batch(stream: .caches, token: 4, rows: ["[1, 2, 3]", "[4, 5, 6]"]))
+        #expect(batch == WriterBatches.Closed(stream: .caches, token: 4, rowCount: 2))
         #expect(batches.heldRows == 0)
     }
 

@@ -1,0 +1,106 @@
+import NIOCore
+import ReplicationCore
+import StreamLog
+
+/// A writer's rows on their way to the log. ``WriterBatches`` decides what is a complete batch and what
+/// is refused; the rows' bytes are gathered here, those of every batch completed during one read in one
+/// buffer, so that a read of hundreds of rows becomes one append with no String or buffer per row.
+struct WriterIngest {
+    /// A batch (or a position advance) waiting for the end of the read.
+    private struct Completed {
+        var stream: StreamName
+        var token: Int64
+        var range: Range<Int>
+        var rowCount: Int
+        var command: CommandName
+    }
+
+    private var rules: WriterBatches
+    /// Rows of unfinished (`batch`) batches, per stream, each followed by `\n`.
+    private var openRows: [ByteBuffer?]
+    /// Rows of the batches completed since the last ``take()``, each followed by `\n`.
+    private var completedRows: ByteBuffer
+    private var completed: [Completed] = []
+    private let allocator: ByteBufferAllocator
+
+    init(configuration: ProtocolConfiguration, allocator: ByteBufferAllocator) {
+        self.rules = WriterBatches(configuration: configuration)
+        self.openRows = [ByteBuffer?](repeating: nil, count: StreamName.all.count)
+        self.allocator = allocator
+        self.completedRows = allocator.buffer(capacity: 0)
+    }
+
+    var isEmpty: Bool { completed.isEmpty }
+
+    /// A row recognised on its bytes (``WriterRowLine``); the error that closes the writer, if refused.
+    mutating func row(_ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, bytes: UnsafeRawBufferPointer)
+        -> ClosingError?
+    {
+        switch rules.add(stream, token: token, shape: shape, byteCount: bytes.count) {
+        case .failure(let rejection):
+            openRows[stream.index] = nil
+            return rejection
+        case .success(nil):
+            // Taken out while written to, so that the buffer is never shared (and copied) in between.
+            var held = openRows[stream.index].take() ?? allocator.buffer(capacity: bytes.count + 1)
+            held.writeRow(bytes)
+            openRows[stream.index] = held
+        case .success(let closed?):
+            let start = completedRows.writerIndex
+            if var held = openRows[stream.index].take() { completedRows.writeBuffer(&held) }
+            completedRows.writeRow(bytes)
+            completed.append(
+                Completed(
+                    stream: stream, token: closed.token, range: start..<completedRows.writerIndex,
+                    rowCount: closed.rowCount, command: .RDATA))
+        }
+        return nil
+    }
+
+    /// A row that took the general path: its stream as named on the wire, its JSON already checked.
+    mutating func row(named name: String, token: RowToken, row: RowJSON) -> ClosingError? {
+        guard let stream = StreamName(name) else {
+            // The rules word the refusal of a stream they do not know.
+            if case .failure(let rejection) = rules.add(stream: name, token: token, row: row) { return rejection }
+            return nil
+        }
+        var text = row.text
+        return text.withUTF8 { self.row(stream, token: token, shape: row.shape, bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// A writer's `POSITION`; the error that closes the writer, if refused.
+    mutating func position(named name: String, token: Int64) -> ClosingError? {
+        switch rules.position(stream: name, token: token) {
+        case .failure(let rejection):
+            return rejection
+        case .success(let stream):
+            let at = completedRows.writerIndex
+            completed.append(Completed(stream: stream, token: token, range: at..<at, rowCount: 0, command: .POSITION))
+            return nil
+        }
+    }
+
+    /// The batches completed since the last call, in order, with the command that completed each.
+    mutating func take() -> [(batch: NewBatch, command: CommandName)] {
+        let rows = completedRows
+        let batches = completed.map { entry in
+            let bytes = rows.getSlice(at: entry.range.lowerBound, length: entry.range.count)!
+            return (
+                NewBatch(stream: entry.stream, rows: RowTexts(bytes: bytes, count: entry.rowCount), token: .exactly(entry.token)),
+                entry.command
+            )
+        }
+        completed.removeAll(keepingCapacity: true)
+        // The slices share the old buffer; the next read's rows go to a new one.
+        completedRows = allocator.buffer(capacity: max(rows.capacity, 1024))
+        return batches
+    }
+}
+
+extension ByteBuffer {
+    /// A row's bytes and the newline that ends it in ``RowTexts``.
+    fileprivate mutating func writeRow(_ bytes: UnsafeRawBufferPointer) {
+        writeBytes(bytes)
+        writeInteger(UInt8(ascii: "\n"))
+    }
+}
