@@ -61,9 +61,7 @@ func appendLine(_ command: Command, maxLength: Int, to buffer: inout ByteBuffer)
 /// A longer line, or an unterminated buffer that is already longer, yields `.tooLong` once; everything
 /// after it is discarded, since the connection is closing. Like Twisted's `LineOnlyReceiver`, a `\r`
 /// counts towards the length; unlike it, a trailing `\r` is then stripped (netcat users).
-public struct LineFrameDecoder: ByteToMessageDecoder {
-    public typealias InboundOut = InboundFrame
-
+public struct LineFramer: Sendable {
     private let maxLineLength: Int
     /// Bytes already known to hold no `\n`, so a long line arriving in pieces is scanned once.
     private var scannedBytes = 0
@@ -73,25 +71,9 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         self.maxLineLength = maxLineLength
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = nextFrame(&buffer) else { return .needMoreData }
-        context.fireChannelRead(Self.wrapInboundOut(frame))
-        return .continue
-    }
-
-    public mutating func decodeLast(
-        context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool
-    ) throws -> DecodingState {
-        // A partial last line is dropped at EOF, as Twisted does.
-        while let frame = nextFrame(&buffer) {
-            context.fireChannelRead(Self.wrapInboundOut(frame))
-        }
-        buffer.moveReaderIndex(to: buffer.writerIndex)
-        return .needMoreData
-    }
-
-    /// The next complete frame in `buffer`, consuming it; `nil` if more bytes are needed.
-    mutating func nextFrame(_ buffer: inout ByteBuffer) -> InboundFrame? {
+    /// The next complete frame in `buffer`, consuming it; `nil` if more bytes are needed. The bytes left
+    /// in `buffer` must be passed again, with what arrives next appended.
+    public mutating func nextFrame(_ buffer: inout ByteBuffer) -> InboundFrame? {
         if overflowed {
             buffer.moveReaderIndex(to: buffer.writerIndex)
             return nil
@@ -120,4 +102,34 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(to: buffer.writerIndex)
         return .tooLong
     }
+}
+
+/// ``LineFramer`` as a pipeline stage, one `InboundFrame` per line (the client's pipeline).
+public struct LineFrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = InboundFrame
+
+    private var framer: LineFramer
+
+    public init(maxLineLength: Int) {
+        self.framer = LineFramer(maxLineLength: maxLineLength)
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = nextFrame(&buffer) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(frame))
+        return .continue
+    }
+
+    public mutating func decodeLast(
+        context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool
+    ) throws -> DecodingState {
+        // A partial last line is dropped at EOF, as Twisted does.
+        while let frame = nextFrame(&buffer) {
+            context.fireChannelRead(Self.wrapInboundOut(frame))
+        }
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return .needMoreData
+    }
+
+    mutating func nextFrame(_ buffer: inout ByteBuffer) -> InboundFrame? { framer.nextFrame(&buffer) }
 }

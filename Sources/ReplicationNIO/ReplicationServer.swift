@@ -49,12 +49,8 @@ public final class ReplicationServer: Service, Sendable {
             )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handlers: [any ChannelHandler] = [
-                        ByteToMessageHandler(
-                            LineFrameDecoder(maxLineLength: configuration.protocolLimits.maxLineLength)),
-                        ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock, logger: logger),
-                    ]
-                    try channel.pipeline.syncOperations.addHandlers(handlers)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock, logger: logger))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)

@@ -11,6 +11,8 @@ struct WriterIngest {
         var stream: StreamName
         var token: Int64
         var range: Range<Int>
+        /// Where the batch's catch-up lines start, when the writer's line is one (``row(_:token:shape:bytes:linePrefix:)``).
+        var linesStart: Int?
         var rowCount: Int
         var command: CommandName
     }
@@ -32,10 +34,13 @@ struct WriterIngest {
 
     var isEmpty: Bool { completed.isEmpty }
 
-    /// A row recognised on its bytes (``WriterRowLine``); the error that closes the writer, if refused.
-    mutating func row(_ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, bytes: UnsafeRawBufferPointer)
-        -> ClosingError?
-    {
+    /// A row; the error that closes the writer, if refused. `linePrefix` is what came before the row on
+    /// the writer's line when that is exactly what catch-up writes before it (`RDATA <stream> <token> `),
+    /// so that a batch of this row alone keeps the line as its catch-up line.
+    mutating func row(
+        _ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, bytes: UnsafeRawBufferPointer,
+        linePrefix: UnsafeRawBufferPointer? = nil
+    ) -> ClosingError? {
         switch rules.add(stream, token: token, shape: shape, byteCount: bytes.count) {
         case .failure(let rejection):
             openRows[stream.index] = nil
@@ -46,12 +51,17 @@ struct WriterIngest {
             held.writeRow(bytes)
             openRows[stream.index] = held
         case .success(let closed?):
+            var linesStart: Int?
+            if let linePrefix, closed.rowCount == 1 {
+                linesStart = completedRows.writerIndex
+                completedRows.writeBytes(linePrefix)
+            }
             let start = completedRows.writerIndex
             if var held = openRows[stream.index].take() { completedRows.writeBuffer(&held) }
             completedRows.writeRow(bytes)
             completed.append(
                 Completed(
-                    stream: stream, token: closed.token, range: start..<completedRows.writerIndex,
+                    stream: stream, token: closed.token, range: start..<completedRows.writerIndex, linesStart: linesStart,
                     rowCount: closed.rowCount, command: .RDATA))
         }
         return nil
@@ -75,7 +85,8 @@ struct WriterIngest {
             return rejection
         case .success(let stream):
             let at = completedRows.writerIndex
-            completed.append(Completed(stream: stream, token: token, range: at..<at, rowCount: 0, command: .POSITION))
+            completed.append(
+                Completed(stream: stream, token: token, range: at..<at, linesStart: nil, rowCount: 0, command: .POSITION))
             return nil
         }
     }
@@ -83,12 +94,13 @@ struct WriterIngest {
     /// The batches completed since the last call, in order, with the command that completed each.
     mutating func take() -> [(batch: NewBatch, command: CommandName)] {
         let rows = completedRows
-        let batches = completed.map { entry in
+        let batches = completed.map { entry -> (batch: NewBatch, command: CommandName) in
             let bytes = rows.getSlice(at: entry.range.lowerBound, length: entry.range.count)!
-            return (
-                NewBatch(stream: entry.stream, rows: RowTexts(bytes: bytes, count: entry.rowCount), token: .exactly(entry.token)),
-                entry.command
-            )
+            let lines = entry.linesStart.map { rows.getSlice(at: $0, length: entry.range.upperBound - $0)! }
+            let batch = NewBatch(
+                stream: entry.stream, rows: RowTexts(bytes: bytes, count: entry.rowCount), token: .exactly(entry.token),
+                catchUpLines: lines)
+            return (batch, entry.command)
         }
         completed.removeAll(keepingCapacity: true)
         // The slices share the old buffer; the next read's rows go to a new one.

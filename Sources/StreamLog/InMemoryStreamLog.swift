@@ -36,15 +36,15 @@ public final class InMemoryStreamLog: StreamLog {
     }
 
     public func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
-        // A writer's tokens are known before the locks: the catch-up lines of all its batches are built
-        // into one buffer, each batch keeping a slice (no allocation per batch). Taken only once the
-        // buffer is complete, so that no write into it has to copy what a slice shares.
+        // A writer's tokens are known before the locks: the catch-up lines of all its batches that do not
+        // bring them are built into one buffer, each batch keeping a slice (no allocation per batch). Taken
+        // only once the buffer is complete, so that no write into it has to copy what a slice shares.
         var lines = ByteBufferAllocator().buffer(
             capacity: batches.reduce(0) { $0 + $1.rows.bytes.readableBytes + $1.rows.count * 40 })
         var ranges: [Range<Int>?] = []
         ranges.reserveCapacity(batches.count)
         for batch in batches {
-            guard case .exactly(let token) = batch.token, !batch.rows.isEmpty else {
+            guard case .exactly(let token) = batch.token, !batch.rows.isEmpty, batch.catchUpLines == nil else {
                 ranges.append(nil)
                 continue
             }
@@ -55,7 +55,7 @@ public final class InMemoryStreamLog: StreamLog {
         var results: AppendResults = []
         results.reserveCapacity(batches.count)
         for (batch, range) in zip(batches, ranges) {
-            let prebuilt = range.map { lines.getSlice(at: $0.lowerBound, length: $0.count)! }
+            let prebuilt = batch.catchUpLines ?? range.map { lines.getSlice(at: $0.lowerBound, length: $0.count)! }
             results.append(append(batch, catchUpLines: prebuilt))
             if case .failure = results.last! { break }
         }

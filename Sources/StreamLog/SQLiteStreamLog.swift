@@ -214,7 +214,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                     .success(
                         AppendedBatch(
                             stream: batch.stream, previousToken: previous, token: newToken, rowCount: batch.rows.count,
-                            liveLines: RowLines.live(batch.rows, stream: batch.stream, token: newToken))))
+                            liveLines: batch.liveLines(token: newToken))))
                 state.queue.append(
                     Pending(
                         stream: batch.stream, token: newToken, rows: batch.rows, forgetsEarlier: batch.forgetsEarlier,

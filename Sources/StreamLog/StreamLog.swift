@@ -64,14 +64,26 @@ public struct NewBatch: Sendable {
     public var stream: StreamName
     public var rows: RowTexts
     public var token: AppendToken
+    /// The rows as catch-up sends them (`RDATA <stream> <token> <row>\n` each), when the writer sent them
+    /// in exactly that form (only with an `.exactly` token): the log keeps these bytes instead of building
+    /// them again.
+    public var catchUpLines: ByteBuffer?
     /// What came before this token is unknown to this log: readers behind it have fallen behind, as if
     /// it had been pruned. Only a position advance carries it (``startingAt(_:token:)``).
     public private(set) var forgetsEarlier = false
 
-    public init(stream: StreamName, rows: RowTexts, token: AppendToken) {
+    public init(stream: StreamName, rows: RowTexts, token: AppendToken, catchUpLines: ByteBuffer? = nil) {
         self.stream = stream
         self.rows = rows
         self.token = token
+        self.catchUpLines = catchUpLines
+    }
+
+    /// The rows as live fan-out sends them, built with `token` unless a one-row batch already has them
+    /// (it is sent live exactly as catch-up sends it).
+    public func liveLines(token: Int64) -> ByteBuffer {
+        if rows.count == 1, let catchUpLines { return catchUpLines }
+        return RowLines.live(rows, stream: stream, token: token)
     }
 
     public init(stream: StreamName, rows: [String], token: AppendToken) {

@@ -21,10 +21,8 @@ final class EmbeddedConnection {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         channel = EmbeddedChannel(loop: loop)
-        try channel.pipeline.syncOperations.addHandlers([
-            ByteToMessageHandler(LineFrameDecoder(maxLineLength: configuration.protocolLimits.maxLineLength)),
-            ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock.clock, logger: logger),
-        ])
+        try channel.pipeline.syncOperations.addHandler(
+            ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock.clock, logger: logger))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 
