@@ -176,6 +176,11 @@ public enum JSONScanner {
             let start = offset
             advance()
             while let byte = peek() {
+                // Most bytes of a string are neither its end, an escape nor a control character.
+                if byte > UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
+                    advance()
+                    continue
+                }
                 switch byte {
                 case UInt8(ascii: "\""):
                     advance()
@@ -210,8 +215,9 @@ public enum JSONScanner {
 
         /// Numbers, `true`/`false`/`null`, and the `NaN`/`Infinity` that Python's parsers accept.
         mutating func scalar() throws(SyntaxError) {
-            for literal in Self.literals where matches(literal) {
-                offset += literal.count
+            // Only the literal that starts with this byte can match.
+            if let first = peek(), let literal = Self.literal(startingWith: first), matches(literal) {
+                offset += literal.utf8CodeUnitCount
                 return
             }
             let start = offset
@@ -235,11 +241,20 @@ public enum JSONScanner {
             }
         }
 
-        private static let literals: [[UInt8]] = ["true", "false", "null", "NaN", "Infinity", "-Infinity"].map {
-            Array($0.utf8)
+        private static func literal(startingWith byte: UInt8) -> StaticString? {
+            switch byte {
+            case UInt8(ascii: "t"): "true"
+            case UInt8(ascii: "f"): "false"
+            case UInt8(ascii: "n"): "null"
+            case UInt8(ascii: "N"): "NaN"
+            case UInt8(ascii: "I"): "Infinity"
+            case UInt8(ascii: "-"): "-Infinity"
+            default: nil
+            }
         }
 
-        private func matches(_ literal: [UInt8]) -> Bool {
+        private func matches(_ literal: StaticString) -> Bool {
+            let literal = UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)
             guard bytes.count - offset >= literal.count else { return false }
             for (index, byte) in literal.enumerated() where bytes[offset + index] != byte { return false }
             return true
