@@ -81,8 +81,8 @@ public struct WriterBatches: Sendable {
     }
 }
 
-/// Digits in the decimal form of `value` (with its sign), without building the String.
-func decimalWidth(_ value: Int64) -> Int {
+/// Characters in the decimal form of `value`, its sign included, without building the String.
+public func decimalWidth(_ value: Int64) -> Int {
     var width = value < 0 ? 2 : 1
     var rest = value.magnitude
     while rest >= 10 {

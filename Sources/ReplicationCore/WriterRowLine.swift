@@ -49,9 +49,11 @@ public struct WriterRowLine: Equatable, Sendable {
 extension StreamName {
     /// The stream with this wire name given as UTF-8 bytes, without building a String.
     public init?(utf8 name: UnsafeRawBufferPointer) {
-        guard let stream = Self.all.first(where: { $0.rawValue.utf8.elementsEqual(name) }) else { return nil }
-        self = stream
+        guard let index = Self.utf8Names.firstIndex(where: { $0.elementsEqual(name) }) else { return nil }
+        self = Self.all[index]
     }
+
+    private static let utf8Names = all.map { Array($0.rawValue.utf8) }
 }
 
 /// Whether `bytes` are UTF-8; ASCII, the common case, is checked a word at a time.

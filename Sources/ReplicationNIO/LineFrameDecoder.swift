@@ -56,6 +56,24 @@ func appendLine(_ command: Command, maxLength: Int, to buffer: inout ByteBuffer)
     return true
 }
 
+extension ByteBuffer {
+    /// Writes `value` in decimal, as `String(value)` would, without building the String.
+    mutating func writeDecimal(_ value: Int64) {
+        let count = decimalWidth(value)
+        writeWithUnsafeMutableBytes(minimumWritableBytes: count) { out in
+            var rest = value.magnitude
+            var index = count
+            repeat {
+                index -= 1
+                out[index] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
+                rest /= 10
+            } while rest > 0
+            if value < 0 { out[0] = UInt8(ascii: "-") }
+            return count
+        }
+    }
+}
+
 /// Splits the byte stream into lines of at most `maxLineLength` bytes (delimiter excluded).
 ///
 /// A longer line, or an unterminated buffer that is already longer, yields `.tooLong` once; everything

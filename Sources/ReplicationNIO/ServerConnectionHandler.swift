@@ -437,7 +437,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         for (result, (batch, command)) in zip(results, submitted) {
             switch result {
             case .success(let appended):
-                if appendPosition(stream: appended.stream, token: appended.token, to: &acks) { continue }
+                if appendPosition(stream: appended.stream, token: appended.token, to: &acks, now: now) { continue }
                 writeAcks()
                 run(machine.send(.position(stream: appended.stream.rawValue, token: appended.token), now: now))
             case .failure(let error):
@@ -458,29 +458,20 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     /// Appends `POSITION <stream> <token>` to `buffer` if it can be written right away (counting it as
     /// sent); false if it must go through the machine (paused, or longer than the line limit).
-    private func appendPosition(stream: StreamName, token: Int64, to buffer: inout ByteBuffer) -> Bool {
-        let tokenText = String(token)  // small: no allocation
-        let length = "POSITION ".utf8.count + stream.rawValue.utf8.count + 1 + tokenText.utf8.count
-        guard length <= configuration.protocolLimits.maxLineLength, machine.sentWithoutQueueing(.POSITION, now: clock.nowMillis)
+    private func appendPosition(stream: StreamName, token: Int64, to buffer: inout ByteBuffer, now: Int64) -> Bool {
+        let prefix = Self.positionPrefixes[stream.index]
+        guard prefix.count + decimalWidth(token) <= configuration.protocolLimits.maxLineLength,
+            machine.sentWithoutQueueing(.POSITION, now: now)
         else { return false }
-        // One capacity check for the whole line: a writer gets one of these per batch.
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length + 1) { out in
-            var offset = 0
-            func copy(_ text: String) {
-                for byte in text.utf8 {
-                    out[offset] = byte
-                    offset += 1
-                }
-            }
-            copy("POSITION ")
-            copy(stream.rawValue)
-            copy(" ")
-            copy(tokenText)
-            copy("\n")
-            return offset
-        }
+        // A writer gets one of these per batch: the prefix is copied, the digits written in place.
+        buffer.writeBytes(prefix)
+        buffer.writeDecimal(token)
+        buffer.writeInteger(UInt8(ascii: "\n"))
         return true
     }
+
+    /// `POSITION <stream> ` for every stream, by index.
+    private static let positionPrefixes = StreamName.all.map { Array("POSITION \($0.rawValue) ".utf8) }
 
     // MARK: Catch-up.
 

@@ -49,3 +49,12 @@ import Testing
         #expect(decoder.nextFrame(&buffer) == .tooLong)
     }
 }
+
+@Suite struct DecimalWritingTests {
+    @Test(arguments: [0, 7, 10, 99, 12_345, -1, -90, Int64.max, Int64.min])
+    func writesWhatStringWould(value: Int64) {
+        var buffer = ByteBuffer(string: "x")
+        buffer.writeDecimal(value)
+        #expect(buffer.readString(length: buffer.readableBytes) == "x\(value)")
+    }
+}
