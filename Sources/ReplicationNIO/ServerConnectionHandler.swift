@@ -425,10 +425,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         guard let context else { return }
         let now = clock.nowMillis
         let results = (try? outcome.get()) ?? [.failure(.storage("\(outcome)"))]
-        let stored = results.count { if case .success = $0 { true } else { false } }
+        // A run is one append of many one-row batches: counted, and acknowledged, batch by batch.
+        let stored = zip(results, submitted).reduce(0) { sum, pair in
+            guard case .success = pair.0 else { return sum }
+            return sum + max(pair.1.batch.rowTokens.count, 1)
+        }
         if stored > 0 { hub.count { $0.writerAppends += stored } }
         // The acknowledgements of one append leave as one buffer: a writer streaming rows gets hundreds.
-        var acks = context.channel.allocator.buffer(capacity: results.count * 24)
+        var acks = context.channel.allocator.buffer(capacity: stored * 24)
         func writeAcks() {
             guard acks.readableBytes > 0 else { return }
             writeBuffer(acks)
@@ -437,9 +441,11 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         for (result, (batch, command)) in zip(results, submitted) {
             switch result {
             case .success(let appended):
-                if appendPosition(stream: appended.stream, token: appended.token, to: &acks, now: now) { continue }
-                writeAcks()
-                run(machine.send(.position(stream: appended.stream.rawValue, token: appended.token), now: now))
+                for token in batch.rowTokens.isEmpty ? [appended.token] : batch.rowTokens {
+                    if appendPosition(stream: appended.stream, token: token, to: &acks, now: now) { continue }
+                    writeAcks()
+                    run(machine.send(.position(stream: appended.stream.rawValue, token: token), now: now))
+                }
             case .failure(let error):
                 writeAcks()
                 let why: String
@@ -448,7 +454,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                 } else {
                     why = "not stored: \(error)"
                 }
-                guard case .exactly(let token) = batch.token else { continue }
+                guard case .exactly(let token) = batch.firstToken else { continue }
                 rejectWriterLine(.writerRejected(command, stream: batch.stream.rawValue, token: String(token), why))
             }
         }

@@ -11,16 +11,17 @@ struct WriterIngest {
         var stream: StreamName
         var token: Int64
         var range: Range<Int>
-        /// Where the batch's catch-up lines start, when the writer's line is one (``row(_:token:shape:bytes:linePrefix:)``).
-        var linesStart: Int?
         var rowCount: Int
         var command: CommandName
+        /// Set when the bytes are the writer's own lines, one row each, every row its own batch with these
+        /// tokens: a run (``NewBatch/run(_:lines:tokens:)``), grown while such rows follow each other.
+        var runTokens: [Int64]?
     }
 
     private var rules: WriterBatches
     /// Rows of unfinished (`batch`) batches, per stream, each followed by `\n`.
     private var openRows: [ByteBuffer?]
-    /// Rows of the batches completed since the last ``take()``, each followed by `\n`.
+    /// Bytes of the batches completed since the last ``take()``.
     private var completedRows: ByteBuffer
     private var completed: [Completed] = []
     private let allocator: ByteBufferAllocator
@@ -36,7 +37,7 @@ struct WriterIngest {
 
     /// A row; the error that closes the writer, if refused. `linePrefix` is what came before the row on
     /// the writer's line when that is exactly what catch-up writes before it (`RDATA <stream> <token> `),
-    /// so that a batch of this row alone keeps the line as its catch-up line.
+    /// so that a batch of this row alone keeps the line as it came.
     mutating func row(
         _ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, bytes: UnsafeRawBufferPointer,
         linePrefix: UnsafeRawBufferPointer? = nil
@@ -51,20 +52,40 @@ struct WriterIngest {
             held.writeRow(bytes)
             openRows[stream.index] = held
         case .success(let closed?):
-            var linesStart: Int?
-            if let linePrefix, closed.rowCount == 1 {
-                linesStart = completedRows.writerIndex
-                completedRows.writeBytes(linePrefix)
-            }
             let start = completedRows.writerIndex
-            if var held = openRows[stream.index].take() { completedRows.writeBuffer(&held) }
-            completedRows.writeRow(bytes)
-            completed.append(
-                Completed(
-                    stream: stream, token: closed.token, range: start..<completedRows.writerIndex, linesStart: linesStart,
-                    rowCount: closed.rowCount, command: .RDATA))
+            if let linePrefix, closed.rowCount == 1 {
+                completedRows.writeBytes(linePrefix)
+                completedRows.writeRow(bytes)
+                extendRun(stream, token: closed.token, from: start)
+            } else {
+                if var held = openRows[stream.index].take() { completedRows.writeBuffer(&held) }
+                completedRows.writeRow(bytes)
+                completed.append(
+                    Completed(
+                        stream: stream, token: closed.token, range: start..<completedRows.writerIndex,
+                        rowCount: closed.rowCount, command: .RDATA))
+            }
         }
         return nil
+    }
+
+    /// The line just written from `start` joins the run before it when that run is of the same stream,
+    /// ends right there, and has a lower token (the log checks only a run's first token); otherwise it
+    /// starts one.
+    private mutating func extendRun(_ stream: StreamName, token: Int64, from start: Int) {
+        let end = completedRows.writerIndex
+        // Changed in place, never copied out: the run's token array must stay unshared to grow cheaply.
+        if let last = completed.indices.last, completed[last].runTokens != nil, completed[last].stream == stream,
+            completed[last].range.upperBound == start, completed[last].token < token
+        {
+            completed[last].runTokens!.append(token)
+            completed[last].token = token
+            completed[last].range = completed[last].range.lowerBound..<end
+            completed[last].rowCount += 1
+        } else {
+            completed.append(
+                Completed(stream: stream, token: token, range: start..<end, rowCount: 1, command: .RDATA, runTokens: [token]))
+        }
     }
 
     /// A row that took the general path: its stream as named on the wire, its JSON already checked.
@@ -85,26 +106,23 @@ struct WriterIngest {
             return rejection
         case .success(let stream):
             let at = completedRows.writerIndex
-            completed.append(
-                Completed(stream: stream, token: token, range: at..<at, linesStart: nil, rowCount: 0, command: .POSITION))
+            completed.append(Completed(stream: stream, token: token, range: at..<at, rowCount: 0, command: .POSITION))
             return nil
         }
     }
 
     /// The batches completed since the last call, in order, with the command that completed each.
     mutating func take() -> [(batch: NewBatch, command: CommandName)] {
-        let rows = completedRows
+        let bytes = completedRows
         let batches = completed.map { entry -> (batch: NewBatch, command: CommandName) in
-            let bytes = rows.getSlice(at: entry.range.lowerBound, length: entry.range.count)!
-            let lines = entry.linesStart.map { rows.getSlice(at: $0, length: entry.range.upperBound - $0)! }
-            let batch = NewBatch(
-                stream: entry.stream, rows: RowTexts(bytes: bytes, count: entry.rowCount), token: .exactly(entry.token),
-                catchUpLines: lines)
-            return (batch, entry.command)
+            let slice = bytes.getSlice(at: entry.range.lowerBound, length: entry.range.count)!
+            if let tokens = entry.runTokens { return (.run(entry.stream, lines: slice, tokens: tokens), entry.command) }
+            let rows = RowTexts(bytes: slice, count: entry.rowCount)
+            return (NewBatch(stream: entry.stream, rows: rows, token: .exactly(entry.token)), entry.command)
         }
         completed.removeAll(keepingCapacity: true)
         // The slices share the old buffer; the next read's rows go to a new one.
-        completedRows = allocator.buffer(capacity: max(rows.capacity, 1024))
+        completedRows = allocator.buffer(capacity: max(bytes.capacity, 1024))
         return batches
     }
 }

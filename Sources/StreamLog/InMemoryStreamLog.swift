@@ -7,10 +7,39 @@ import ReplicationCore
 /// directory is wanted; everything is lost on restart.
 public final class InMemoryStreamLog: StreamLog {
     private struct StoredBatch {
+        /// The batch's token; a run's last.
         var token: Int64
         var rowCount: Int
-        /// The rows with their numeric token, as catch-up sends them.
+        /// The rows with their numeric tokens, as catch-up sends them.
         var catchUpLines: ByteBuffer
+        /// A run's tokens, one per line; empty for a batch (every line has `token`).
+        var rowTokens: [Int64]
+
+        /// The lines after `after`: all of them, or for a run that `after` falls inside, those of the
+        /// rows whose token is greater (rare: a reader asked for a token in the middle of a run).
+        func lines(after: Int64) -> (lines: ByteBuffer, rowCount: Int) {
+            guard let first = rowTokens.first, after >= first else { return (catchUpLines, rowCount) }
+            let skipped = rowTokens.firstIndex { $0 > after } ?? rowTokens.count
+            return (Self.dropLines(skipped, of: catchUpLines), rowCount - skipped)
+        }
+
+        /// Retention: a run's oldest `count` rows (fewer than all) go; returns the last token dropped.
+        mutating func dropFirstRowsOfRun(_ count: Int) -> Int64 {
+            let last = rowTokens[count - 1]
+            catchUpLines = Self.dropLines(count, of: catchUpLines)
+            rowTokens.removeFirst(count)
+            rowCount -= count
+            return last
+        }
+
+        private static func dropLines(_ count: Int, of lines: ByteBuffer) -> ByteBuffer {
+            var rest = lines
+            for _ in 0..<count {
+                let newline = rest.readableBytesView.firstIndex(of: UInt8(ascii: "\n"))!
+                rest.moveReaderIndex(to: newline + 1)
+            }
+            return rest
+        }
     }
 
     private struct Stream {
@@ -39,12 +68,11 @@ public final class InMemoryStreamLog: StreamLog {
         // A writer's tokens are known before the locks: the catch-up lines of all its batches that do not
         // bring them are built into one buffer, each batch keeping a slice (no allocation per batch). Taken
         // only once the buffer is complete, so that no write into it has to copy what a slice shares.
-        var lines = ByteBufferAllocator().buffer(
-            capacity: batches.reduce(0) { $0 + $1.rows.bytes.readableBytes + $1.rows.count * 40 })
+        var lines = ByteBufferAllocator().buffer(capacity: 0)
         var ranges: [Range<Int>?] = []
         ranges.reserveCapacity(batches.count)
         for batch in batches {
-            guard case .exactly(let token) = batch.token, !batch.rows.isEmpty, batch.catchUpLines == nil else {
+            guard case .exactly(let token) = batch.token, !batch.rows.isEmpty, batch.lines == nil else {
                 ranges.append(nil)
                 continue
             }
@@ -55,7 +83,7 @@ public final class InMemoryStreamLog: StreamLog {
         var results: AppendResults = []
         results.reserveCapacity(batches.count)
         for (batch, range) in zip(batches, ranges) {
-            let prebuilt = batch.catchUpLines ?? range.map { lines.getSlice(at: $0.lowerBound, length: $0.count)! }
+            let prebuilt = batch.lines ?? range.map { lines.getSlice(at: $0.lowerBound, length: $0.count)! }
             results.append(append(batch, catchUpLines: prebuilt))
             if case .failure = results.last! { break }
         }
@@ -63,17 +91,17 @@ public final class InMemoryStreamLog: StreamLog {
     }
 
     private func append(_ batch: NewBatch, catchUpLines prebuilt: ByteBuffer?) -> Result<AppendedBatch, StreamLogError> {
-        let (rows, stream, token) = (batch.rows, batch.stream, batch.token)
+        let (rows, stream) = (batch.rows, batch.stream)
         let retainRows = self.retainRows
         return streams[stream.index].withLockedValue { state -> Result<AppendedBatch, StreamLogError> in
             let previous = state.currentToken
             let newToken: Int64
-            switch token {
-            case .next:
+            switch (batch.firstToken, batch.token) {
+            case (.exactly(let first), .exactly(let last)):
+                guard first > previous else { return .failure(.tokenNotAfterCurrent(current: previous)) }
+                newToken = last
+            default:
                 newToken = previous + 1
-            case .exactly(let requested):
-                guard requested > previous else { return .failure(.tokenNotAfterCurrent(current: previous)) }
-                newToken = requested
             }
             state.currentToken = newToken
             if batch.forgetsEarlier {
@@ -89,16 +117,24 @@ public final class InMemoryStreamLog: StreamLog {
                     catchUpLines = ByteBufferAllocator().buffer(capacity: rows.bytes.readableBytes + rows.count * 40)
                     RowLines.catchUp(rows, stream: stream, token: newToken, into: &catchUpLines)
                 }
-                state.batches.append(StoredBatch(token: newToken, rowCount: rows.count, catchUpLines: catchUpLines))
+                state.batches.append(
+                    StoredBatch(
+                        token: newToken, rowCount: rows.count, catchUpLines: catchUpLines, rowTokens: batch.rowTokens))
                 state.rowCount += rows.count
                 while let oldest = state.batches.first, state.rowCount - oldest.rowCount >= retainRows {
                     state.batches.removeFirst()
                     state.rowCount -= oldest.rowCount
                     state.oldestServable = oldest.token
                 }
+                // A run is many batches: its oldest rows go one by one, down to the budget.
+                let excess = state.rowCount - retainRows
+                if excess > 0, !state.batches[0].rowTokens.isEmpty {
+                    state.oldestServable = state.batches[0].dropFirstRowsOfRun(excess)
+                    state.rowCount -= excess
+                }
             }
-            // A one-row batch is sent live exactly as catch-up sends it; share the bytes.
-            let live = rows.count <= 1 ? catchUpLines : RowLines.live(rows, stream: stream, token: newToken)
+            // A one-row batch and a run are sent live exactly as catch-up sends them; share the bytes.
+            let live = rows.count <= 1 || batch.lines != nil ? catchUpLines : batch.liveLines(token: newToken)
             return .success(
                 AppendedBatch(
                     stream: stream, previousToken: previous, token: newToken, rowCount: rows.count, liveLines: live))
@@ -113,13 +149,14 @@ public final class InMemoryStreamLog: StreamLog {
             var rows = 0
             var endToken = token
             while index < state.batches.endIndex, lines.readableBytes < maxBytes {
-                var batch = state.batches[index]
+                let batch = state.batches[index]
+                var (batchLines, batchRows) = batch.lines(after: token)
                 if lines.readableBytes == 0 {
-                    lines = batch.catchUpLines  // the common single-batch page shares the stored bytes
+                    lines = batchLines  // the common single-batch page shares the stored bytes
                 } else {
-                    lines.writeBuffer(&batch.catchUpLines)
+                    lines.writeBuffer(&batchLines)
                 }
-                rows += batch.rowCount
+                rows += batchRows
                 endToken = batch.token
                 index += 1
             }

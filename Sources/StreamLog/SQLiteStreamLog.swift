@@ -57,6 +57,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         var stream: StreamName
         var token: Int64
         var rows: RowTexts
+        /// A run's tokens, one per row; empty when every row has `token`.
+        var rowTokens: [Int64]
         var forgetsEarlier: Bool
         /// On the last accepted batch of an append: what to answer once it is durable.
         var completion: Completion?
@@ -200,14 +202,15 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             appending: for batch in batches {
                 let previous = state.accepted[batch.stream.index]
                 let newToken: Int64
-                switch batch.token {
-                case .next: newToken = previous + 1
-                case .exactly(let requested):
-                    guard requested > previous else {
+                switch (batch.firstToken, batch.token) {
+                case (.exactly(let first), .exactly(let last)):
+                    guard first > previous else {
                         results.append(.failure(.tokenNotAfterCurrent(current: previous)))
                         break appending
                     }
-                    newToken = requested
+                    newToken = last
+                default:
+                    newToken = previous + 1
                 }
                 state.accepted[batch.stream.index] = newToken
                 results.append(
@@ -217,7 +220,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                             liveLines: batch.liveLines(token: newToken))))
                 state.queue.append(
                     Pending(
-                        stream: batch.stream, token: newToken, rows: batch.rows, forgetsEarlier: batch.forgetsEarlier,
+                        stream: batch.stream, token: newToken, rows: batch.rows, rowTokens: batch.rowTokens,
+                        forgetsEarlier: batch.forgetsEarlier,
                         completion: nil))
                 lastQueued = state.queue.count - 1
             }
@@ -334,10 +338,12 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             """)
         for pending in round {
             let stream = Int64(pending.stream.index)
-            var seq: Int64 = 0
+            // A batch's rows share its token, in order by `seq`; a run's rows each have their own.
+            var index = 0
             try pending.rows.forEachRow { row throws(SQLiteError) in
-                try insert.bind(.integer(stream), .integer(pending.token), .integer(seq), .integer(now), .utf8(row)).run()
-                seq += 1
+                let (token, seq) = pending.rowTokens.isEmpty ? (pending.token, index) : (pending.rowTokens[index], 0)
+                try insert.bind(.integer(stream), .integer(token), .integer(Int64(seq)), .integer(now), .utf8(row)).run()
+                index += 1
             }
             try head.bind(.integer(stream), .text(pending.stream.rawValue), .integer(pending.token)).run()
             if pending.forgetsEarlier {

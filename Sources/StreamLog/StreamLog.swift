@@ -14,11 +14,19 @@ public enum AppendToken: Sendable, Equatable {
 public struct RowTexts: Sendable {
     public private(set) var bytes: ByteBuffer
     public private(set) var count: Int
+    /// Each row is preceded by `RDATA <stream> <token> `: the bytes are a writer's lines.
+    private var inLines = false
 
     /// `bytes` holds `count` rows, each followed by `\n`.
     public init(bytes: ByteBuffer, count: Int) {
         self.bytes = bytes
         self.count = count
+    }
+
+    /// `lines` holds `count` lines `RDATA <stream> <token> <row>\n`; the rows are what follows the third space.
+    public init(lines: ByteBuffer, count: Int) {
+        self.init(bytes: lines, count: count)
+        self.inLines = true
     }
 
     public init(_ rows: [String]) {
@@ -38,6 +46,9 @@ public struct RowTexts: Sendable {
         bytes.withUnsafeReadableBytes { all in
             var start = 0
             while start < all.count {
+                if inLines {
+                    for _ in 0..<3 { start = all[start...].firstIndex(of: UInt8(ascii: " "))! + 1 }
+                }
                 let end = all[start...].firstIndex(of: UInt8(ascii: "\n"))!
                 do throws(Failure) {
                     try body(UnsafeRawBufferPointer(rebasing: all[start..<end]))
@@ -59,35 +70,49 @@ public struct RowTexts: Sendable {
     }
 }
 
-/// A batch to append: rows (possibly none: a position advance) under one token.
+/// A batch to append: rows (possibly none: a position advance) under one token, or a run of one-row
+/// batches (``run(_:lines:tokens:)``).
 public struct NewBatch: Sendable {
     public var stream: StreamName
     public var rows: RowTexts
+    /// The batch's token; a run's last.
     public var token: AppendToken
-    /// The rows as catch-up sends them (`RDATA <stream> <token> <row>\n` each), when the writer sent them
-    /// in exactly that form (only with an `.exactly` token): the log keeps these bytes instead of building
-    /// them again.
-    public var catchUpLines: ByteBuffer?
+    /// A run's tokens, one per row, increasing; empty for a batch.
+    public private(set) var rowTokens: [Int64] = []
+    /// A run's rows as the writer sent them, `RDATA <stream> <token> <row>\n` each: exactly what catch-up
+    /// and live fan-out send, so the log keeps these bytes instead of building them.
+    public private(set) var lines: ByteBuffer?
     /// What came before this token is unknown to this log: readers behind it have fallen behind, as if
     /// it had been pruned. Only a position advance carries it (``startingAt(_:token:)``).
     public private(set) var forgetsEarlier = false
 
-    public init(stream: StreamName, rows: RowTexts, token: AppendToken, catchUpLines: ByteBuffer? = nil) {
+    public init(stream: StreamName, rows: RowTexts, token: AppendToken) {
         self.stream = stream
         self.rows = rows
         self.token = token
-        self.catchUpLines = catchUpLines
-    }
-
-    /// The rows as live fan-out sends them, built with `token` unless a one-row batch already has them
-    /// (it is sent live exactly as catch-up sends it).
-    public func liveLines(token: Int64) -> ByteBuffer {
-        if rows.count == 1, let catchUpLines { return catchUpLines }
-        return RowLines.live(rows, stream: stream, token: token)
     }
 
     public init(stream: StreamName, rows: [String], token: AppendToken) {
         self.init(stream: stream, rows: RowTexts(rows), token: token)
+    }
+
+    /// Consecutive one-row batches of a writer, each row with its own token (`tokens`, strictly
+    /// increasing), given as the writer's lines. They are stored and handed to subscribers as one; the log
+    /// accepts them if the first token is after the stream's current one.
+    public static func run(_ stream: StreamName, lines: ByteBuffer, tokens: [Int64]) -> NewBatch {
+        var batch = NewBatch(stream: stream, rows: RowTexts(lines: lines, count: tokens.count), token: .exactly(tokens.last!))
+        batch.rowTokens = tokens
+        batch.lines = lines
+        return batch
+    }
+
+    /// The token the log compares with the stream's current one: a run's first.
+    public var firstToken: AppendToken { rowTokens.first.map(AppendToken.exactly) ?? token }
+
+    /// The rows as live fan-out sends them: `batch` on every row of a batch but the last, which carries
+    /// `token`; a run's lines as they are.
+    public func liveLines(token: Int64) -> ByteBuffer {
+        lines ?? RowLines.live(rows, stream: stream, token: token)
     }
 
     /// The stream starts at `token` in this log, with nothing known before it (a relay that joined its

@@ -66,4 +66,45 @@ import Testing
         #expect(try rows(log, after: 40) == "RDATA events 41 [\"a\"]\n")
         #expect(log.currentToken(of: .events) == 41)
     }
+
+    /// A writer's lines for one-row batches, as `WriterIngest` hands them over.
+    func run(_ tokens: [Int64], _ stream: StreamName = .events) -> NewBatch {
+        let lines = tokens.map { "RDATA \(stream) \($0) [\"r\($0)\"]\n" }.joined()
+        return .run(stream, lines: ByteBuffer(string: lines), tokens: tokens)
+    }
+
+    @Test(arguments: logs) func aRunIsStoredAsItsOneRowBatches(_ kind: String) throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var log = try makeLog(kind)
+        let results = try log.append([run([3, 5, 8]), run([9])], on: loop).wait()
+        let appended = try results.map { try $0.get() }
+        #expect(appended.map(\.previousToken) == [0, 8] && appended.map(\.token) == [8, 9])
+        #expect(appended.map(\.rowCount) == [3, 1])
+        // Sent live as the writer sent them: every row with its own token.
+        #expect(String(buffer: appended[0].liveLines) == "RDATA events 3 [\"r3\"]\nRDATA events 5 [\"r5\"]\nRDATA events 8 [\"r8\"]\n")
+        if kind == "sqlite" { log = try makeLog(kind) }  // it holds across a restart
+        #expect(
+            try rows(log) == "RDATA events 3 [\"r3\"]\nRDATA events 5 [\"r5\"]\nRDATA events 8 [\"r8\"]\nRDATA events 9 [\"r9\"]\n")
+        // A reader may start inside a run.
+        #expect(try rows(log, after: 3) == "RDATA events 5 [\"r5\"]\nRDATA events 8 [\"r8\"]\nRDATA events 9 [\"r9\"]\n")
+        #expect(try rows(log, after: 6) == "RDATA events 8 [\"r8\"]\nRDATA events 9 [\"r9\"]\n")
+        #expect(try rows(log, after: 8) == "RDATA events 9 [\"r9\"]\n")
+        #expect(try log.read(.events, after: 4, maxBytes: 1 << 20).rowCount == 3)
+        #expect(try log.read(.events, after: 9, maxBytes: 1 << 20).rowCount == 0)
+    }
+
+    @Test(arguments: logs) func aRunIsRefusedByItsFirstToken(_ kind: String) throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try makeLog(kind)
+        _ = try log.append([run([5])], on: loop).wait()
+        let results = try log.append([run([5, 6]), run([7])], on: loop).wait()
+        #expect(results.count == 1)
+        #expect(throws: StreamLogError.tokenNotAfterCurrent(current: 5)) { try results[0].get() }
+        #expect(log.currentToken(of: .events) == 5)
+        #expect(try rows(log) == "RDATA events 5 [\"r5\"]\n")
+    }
+
+    @Test func aRunsRowsAreWhatFollowsTheTokenOnEachLine() {
+        #expect(run([3, 14]).rows.strings == [#"["r3"]"#, #"["r14"]"#])
+    }
 }

@@ -63,4 +63,14 @@ import Testing
         let page = try log.read(.caches, after: 3, maxBytes: 1 << 20)
         #expect(page.rowCount == 4 && page.endToken == 5 && page.reachedHead)
     }
+
+    @Test func retentionDropsTheOldestRowsOfARunOneBatchAtATime() throws {
+        let log = InMemoryStreamLog(retainRows: 2)
+        let lines = (1...5).map { "RDATA typing \($0) [\"!r\", [\($0)]]\n" }.joined()
+        _ = try log.append([.run(.typing, lines: ByteBuffer(string: lines), tokens: [1, 2, 3, 4, 5])], on: loop).wait()
+        #expect(throws: StreamLogError.fallenBehind(oldestServable: 3)) { try log.read(.typing, after: 2, maxBytes: 1 << 20) }
+        let page = try log.read(.typing, after: 3, maxBytes: 1 << 20)
+        #expect(String(buffer: page.lines) == "RDATA typing 4 [\"!r\", [4]]\nRDATA typing 5 [\"!r\", [5]]\n")
+        #expect(page.rowCount == 2 && page.endToken == 5)
+    }
 }
