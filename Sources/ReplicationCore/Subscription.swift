@@ -43,7 +43,9 @@ public struct Subscription: Sendable, Equatable {
             phase = .catchingUp(announce: false)
             return .skip
         }
-        guard previousToken <= cursor else {
+        // Only a batch that starts exactly at the cursor is written whole; a gap, or a cursor inside a run
+        // of one-row batches, is served from the log, which can start anywhere.
+        guard previousToken == cursor else {
             phase = .catchingUp(announce: false)
             return .catchUp
         }

@@ -35,3 +35,13 @@ import Testing
         #expect(subscription.phase == .live && subscription.cursor == 20)
     }
 }
+
+@Suite struct SubscriptionInsideARunTests {
+    @Test func aCursorInsideARunCatchesUpRatherThanRepeatingRows() {
+        var subscription = Subscription.live(at: 5)
+        // A run of one-row batches 4, 5, 6, 7 (previous token 3) was never split, but if a cursor ever
+        // sat inside one, writing it whole would repeat rows 4 and 5.
+        #expect(subscription.offered(previousToken: 3, token: 7, canWrite: true) == .catchUp)
+        #expect(subscription.isCatchingUp && subscription.cursor == 5)
+    }
+}
