@@ -6,7 +6,7 @@ public struct CommandCounters: Sendable, Equatable {
 
     public init() {}
 
-    public mutating func countInbound(_ name: CommandName) { inbound[name.index] += 1 }
+    public mutating func countInbound(_ name: CommandName, by count: Int = 1) { inbound[name.index] += count }
     public mutating func countOutbound(_ name: CommandName, by count: Int = 1) { outbound[name.index] += count }
 
     public func inbound(_ name: CommandName) -> Int { inbound[name.index] }

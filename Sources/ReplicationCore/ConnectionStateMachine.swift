@@ -65,12 +65,12 @@ public struct ConnectionStateMachine: Sendable {
         }
     }
 
-    /// Counts a command from the peer (also one recognised without ``lineReceived(_:accepts:now:)``);
+    /// Counts `count` commands from the peer (also ones recognised without ``lineReceived(_:accepts:now:)``);
     /// false, and nothing counted, once the connection is closing.
-    public mutating func commandReceived(_ name: CommandName, now: Int64) -> Bool {
+    public mutating func commandReceived(_ name: CommandName, count: Int = 1, now: Int64) -> Bool {
         guard isOpen else { return false }
         keepalive.received(name, now: now)
-        counters.countInbound(name)
+        counters.countInbound(name, by: count)
         return true
     }
 

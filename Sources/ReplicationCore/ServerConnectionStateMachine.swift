@@ -49,10 +49,13 @@ public struct ServerConnectionStateMachine: Sendable {
         return inbound
     }
 
-    /// A writer's `RDATA` line recognised on its bytes (``WriterRowLine``) is counted; false if this
-    /// connection is not a writer or is closing, and the line must take ``lineReceived(_:now:)``.
-    public mutating func writerRowReceived(now: Int64) -> Bool {
-        isWriter && connection.commandReceived(.RDATA, now: now)
+    /// Whether a writer's lines may be taken on their bytes (``WriterRowLine``) rather than through
+    /// ``lineReceived(_:now:)``: the connection is a writer and not closing.
+    public var takesWriterRows: Bool { isWriter && connection.isOpen }
+
+    /// `count` `RDATA` lines were taken on their bytes while ``takesWriterRows``.
+    public mutating func writerRowsReceived(_ count: Int, now: Int64) {
+        _ = connection.commandReceived(.RDATA, count: count, now: now)
     }
 
     /// A line that could not be read as text, or that was too long.

@@ -99,7 +99,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             bytes = unfinished
         }
         let now = clock.nowMillis
-        while let frame = framer.nextFrame(&bytes) { received(frame, now: now) }
+        while let frame = nextGeneralFrame(&bytes, now: now) { received(frame, now: now) }
         // Copied, so that the channel can reuse its read buffer.
         if bytes.readableBytes > 0 {
             var unfinished = context.channel.allocator.buffer(capacity: bytes.readableBytes)
@@ -108,8 +108,22 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         }
     }
 
+    /// The next line for the general path. A writer's rows in their common form are taken on the way,
+    /// many per call: one access to the handler's state per run of rows, not several per row.
+    private func nextGeneralFrame(_ bytes: inout ByteBuffer, now: Int64) -> InboundFrame? {
+        while machine.takesWriterRows {
+            let (taken, stop) = ingest.takeRows(from: &bytes, framer: &framer)
+            if taken > 0 { machine.writerRowsReceived(taken, now: now) }
+            switch stop {
+            case nil: return nil
+            case .generalPath(let frame): return frame
+            case .rejected(let rejection): rejectWriterLine(rejection)
+            }
+        }
+        return framer.nextFrame(&bytes)
+    }
+
     private func received(_ frame: InboundFrame, now: Int64) {
-        if case .line(let bytes) = frame, machine.isWriter, takeWriterRow(bytes, now: now) { return }
         switch frame.text() {
         case .failure(let error):
             run(machine.lineRejected(error, now: now))
@@ -120,23 +134,6 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             case .reply(let outbound): run(outbound)
             }
         }
-    }
-
-    /// A writer's `RDATA` line in its common form, taken on its bytes; false if it needs the general path.
-    private func takeWriterRow(_ line: ByteBuffer, now: Int64) -> Bool {
-        let outcome = line.withUnsafeReadableBytes { bytes -> ClosingError?? in
-            guard let row = WriterRowLine(bytes), machine.writerRowReceived(now: now) else { return .none }
-            let rowBytes = UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...])
-            // The line is in catch-up form whenever its token is a number (WriterRowLine accepts no other spelling).
-            let prefix = row.token == .batch ? nil : UnsafeRawBufferPointer(rebasing: bytes[..<row.rowOffset])
-            return .some(
-                ingest.row(
-                    row.stream, token: row.token, shape: .array(count: row.stream.fieldCount), bytes: rowBytes,
-                    linePrefix: prefix))
-        }
-        guard case .some(let rejection) = outcome else { return false }
-        if let rejection { rejectWriterLine(rejection) }
-        return true
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

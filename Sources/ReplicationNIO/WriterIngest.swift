@@ -35,6 +35,39 @@ struct WriterIngest {
 
     var isEmpty: Bool { completed.isEmpty }
 
+    /// Why ``takeRows(from:framer:)`` stopped before the end of the buffer.
+    enum Interruption {
+        /// A line that is not a row in its common form: the general path reads it.
+        case generalPath(InboundFrame)
+        /// A row that was refused (it counts as taken); the writer is closed with this error.
+        case rejected(ClosingError)
+    }
+
+    /// Takes a writer's lines from `buffer` while they are rows in their common form (``WriterRowLine``),
+    /// in one pass with no per-line call back into the connection. Returns how many it took and, unless
+    /// it used up every complete line, why it stopped.
+    mutating func takeRows(from buffer: inout ByteBuffer, framer: inout LineFramer) -> (taken: Int, stop: Interruption?) {
+        var taken = 0
+        while let frame = framer.nextFrame(&buffer) {
+            guard case .line(let line) = frame else { return (taken, .generalPath(frame)) }
+            let outcome = line.withUnsafeReadableBytes { bytes -> ClosingError?? in
+                guard let row = WriterRowLine(bytes) else { return .none }
+                // The line is in catch-up form whenever its token is a number (no other spelling is recognised).
+                let prefix = row.token == .batch ? nil : UnsafeRawBufferPointer(rebasing: bytes[..<row.rowOffset])
+                return .some(
+                    self.row(
+                        row.stream, token: row.token, shape: .array(count: row.stream.fieldCount),
+                        bytes: UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...]), linePrefix: prefix))
+            }
+            switch outcome {
+            case .none: return (taken, .generalPath(frame))
+            case .some(nil): taken += 1
+            case .some(let rejection?): return (taken + 1, .rejected(rejection))
+            }
+        }
+        return (taken, nil)
+    }
+
     /// A row; the error that closes the writer, if refused. `linePrefix` is what came before the row on
     /// the writer's line when that is exactly what catch-up writes before it (`RDATA <stream> <token> `),
     /// so that a batch of this row alone keeps the line as it came.
