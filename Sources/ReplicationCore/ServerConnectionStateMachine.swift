@@ -69,17 +69,14 @@ public struct ServerConnectionStateMachine: Sendable {
         connection.writabilityChanged(isWritable: isWritable, now: now)
     }
 
-    /// A command the caller writes itself when the connection takes writes now, counted as sent; false
-    /// (nothing counted) while paused or closing, when it must go through ``send(_:now:)``.
-    public mutating func sentWithoutQueueing(_ command: CommandName, now: Int64) -> Bool {
-        guard connection.isEstablished else { return false }
-        connection.recordSent(command, now: now)
-        return true
+    /// `count` commands the caller wrote itself while the connection took writes.
+    public mutating func recordSent(_ command: CommandName, count: Int, now: Int64) {
+        connection.recordSent(command, count: count, now: now)
     }
 
     /// `count` stream rows were written straight from the log.
     public mutating func rowsWritten(_ count: Int, now: Int64) {
-        connection.recordSent(.RDATA, count: count, now: now)
+        recordSent(.RDATA, count: count, now: now)
     }
 
     private static func accepts(_ command: CommandName, writer: Bool) -> Bool {

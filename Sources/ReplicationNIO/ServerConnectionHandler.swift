@@ -435,11 +435,18 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             writeBuffer(acks)
             acks.clear()
         }
+        // While the connection takes writes, acknowledgements go straight into the buffer and are counted
+        // once at the end; otherwise each goes through the machine, which queues it.
+        let direct = machine.isEstablished
+        var written = 0
         for (result, (batch, command)) in zip(results, submitted) {
             switch result {
             case .success(let appended):
                 for token in batch.rowTokens.isEmpty ? [appended.token] : batch.rowTokens {
-                    if appendPosition(stream: appended.stream, token: token, to: &acks, now: now) { continue }
+                    if direct, appendPosition(stream: appended.stream, token: token, to: &acks) {
+                        written += 1
+                        continue
+                    }
                     writeAcks()
                     run(machine.send(.position(stream: appended.stream.rawValue, token: token), now: now))
                 }
@@ -455,17 +462,15 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                 rejectWriterLine(.writerRejected(command, stream: batch.stream.rawValue, token: String(token), why))
             }
         }
+        if written > 0 { machine.recordSent(.POSITION, count: written, now: now) }
         writeAcks()
         flushSoon()
     }
 
-    /// Appends `POSITION <stream> <token>` to `buffer` if it can be written right away (counting it as
-    /// sent); false if it must go through the machine (paused, or longer than the line limit).
-    private func appendPosition(stream: StreamName, token: Int64, to buffer: inout ByteBuffer, now: Int64) -> Bool {
+    /// Appends `POSITION <stream> <token>` to `buffer`; false if it is longer than the line limit.
+    private func appendPosition(stream: StreamName, token: Int64, to buffer: inout ByteBuffer) -> Bool {
         let prefix = Self.positionPrefixes[stream.index]
-        guard prefix.count + decimalWidth(token) <= configuration.protocolLimits.maxLineLength,
-            machine.sentWithoutQueueing(.POSITION, now: now)
-        else { return false }
+        guard prefix.count + decimalWidth(token) <= configuration.protocolLimits.maxLineLength else { return false }
         // A writer gets one of these per batch: the prefix is copied, the digits written in place.
         buffer.writeBytes(prefix)
         buffer.writeDecimal(token)
