@@ -94,14 +94,20 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
+        let continuesALine = unfinishedLine != nil
         if var unfinished = unfinishedLine.take() {
             unfinished.writeBuffer(&bytes)
             bytes = unfinished
         }
         let now = clock.nowMillis
         while let frame = nextGeneralFrame(&bytes, now: now) { received(frame, now: now) }
-        // Copied, so that the channel can reuse its read buffer.
-        if bytes.readableBytes > 0 {
+        guard bytes.readableBytes > 0 else { return }
+        if continuesALine {
+            // Already our own buffer: kept, so that a line arriving in many small pieces is copied once.
+            bytes.discardReadBytes()
+            unfinishedLine = bytes
+        } else {
+            // Copied out of the read buffer, so that the channel can reuse it.
             var unfinished = context.channel.allocator.buffer(capacity: bytes.readableBytes)
             unfinished.writeBuffer(&bytes)
             unfinishedLine = unfinished

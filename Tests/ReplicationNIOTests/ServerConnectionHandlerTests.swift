@@ -44,6 +44,18 @@ final class EmbeddedConnection {
 }
 
 @Suite struct ServerConnectionHandlerTests {
+    @Test func linesArrivingAByteAtATimeAreReadWhole() throws {
+        let connection = try EmbeddedConnection(
+            configuration: ServerConfiguration(serverName: "test.local", writers: ["w"]))
+        _ = try connection.written()
+        for byte in "NAME w\nRDATA typing 3 [\"!r\", []]\r\nREPLICATE typing 0\n".utf8 {
+            try connection.channel.writeInbound(ByteBuffer(bytes: [byte]))
+        }
+        // The writer's row (taken on its bytes once whole), then the catch-up that includes it.
+        connection.loop.run()
+        #expect(try connection.written() == ["POSITION typing 3", #"RDATA typing 3 ["!r", []]"#, "POSITION typing 3"])
+    }
+
     @Test func greetsThenPingsWhenIdle() throws {
         let connection = try EmbeddedConnection()
         #expect(try connection.written() == ["SERVER test.local", "PING 0"])
