@@ -43,6 +43,10 @@ public final class ReplicationServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Reads grow up to 256 KiB for a writer streaming rows (fewer appends, hand-overs and writes
+            // per row); an idle worker's stay small.
+            .childChannelOption(
+                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 256 * 1024))
             .childChannelOption(
                 .writeBufferWaterMark,
                 value: .init(low: configuration.writeBufferLowWater, high: configuration.writeBufferHighWater)
