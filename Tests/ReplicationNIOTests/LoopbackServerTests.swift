@@ -210,7 +210,8 @@ import Testing
         var configuration = writerConfiguration
         configuration.socketSendBuffer = 8192  // so that the kernel does not absorb megabytes first
         let fixture = try await ServerFixture.start(configuration)
-        let flooder = try fixture.connect(name: "flooder", receiveBuffer: 2048)
+        // Small next to the 1.1 MB of answers, but not so small that loopback TCP crawls once it reads.
+        let flooder = try fixture.connect(name: "flooder", receiveBuffer: 65_536)
         let requests = 60_000
         // Each REPLICATE NOW is answered with a POSITION; the client reads none of them.
         try flooder.send(String(repeating: "REPLICATE caches NOW\n", count: requests))
