@@ -56,3 +56,14 @@ enum PythonInt {
         byte == 0x20 || (byte >= 0x09 && byte <= 0x0D)
     }
 }
+
+/// Characters in the decimal form of `value`, its sign included, without building the String.
+public func decimalWidth(_ value: Int64) -> Int {
+    var width = value < 0 ? 2 : 1
+    var rest = value.magnitude
+    while rest >= 10 {
+        rest /= 10
+        width += 1
+    }
+    return width
+}

@@ -96,12 +96,9 @@ public final class InMemoryStreamLog: StreamLog {
         return streams[stream.index].withLockedValue { state -> Result<AppendedBatch, StreamLogError> in
             let previous = state.currentToken
             let newToken: Int64
-            switch (batch.firstToken, batch.token) {
-            case (.exactly(let first), .exactly(let last)):
-                guard first > previous else { return .failure(.tokenNotAfterCurrent(current: previous)) }
-                newToken = last
-            default:
-                newToken = previous + 1
+            switch batch.tokenAfterAppend(to: previous) {
+            case .success(let token): newToken = token
+            case .failure(let refusal): return .failure(refusal)
             }
             state.currentToken = newToken
             if batch.forgetsEarlier {
@@ -134,7 +131,7 @@ public final class InMemoryStreamLog: StreamLog {
                 }
             }
             // A one-row batch and a run are sent live exactly as catch-up sends them; share the bytes.
-            let live = rows.count <= 1 || batch.lines != nil ? catchUpLines : batch.liveLines(token: newToken)
+            let live = rows.count <= 1 ? catchUpLines : batch.liveLines(token: newToken)
             return .success(
                 AppendedBatch(
                     stream: stream, previousToken: previous, token: newToken, rowCount: rows.count, liveLines: live))

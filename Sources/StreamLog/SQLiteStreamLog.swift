@@ -202,15 +202,11 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             appending: for batch in batches {
                 let previous = state.accepted[batch.stream.index]
                 let newToken: Int64
-                switch (batch.firstToken, batch.token) {
-                case (.exactly(let first), .exactly(let last)):
-                    guard first > previous else {
-                        results.append(.failure(.tokenNotAfterCurrent(current: previous)))
-                        break appending
-                    }
-                    newToken = last
-                default:
-                    newToken = previous + 1
+                switch batch.tokenAfterAppend(to: previous) {
+                case .success(let token): newToken = token
+                case .failure(let refusal):
+                    results.append(.failure(refusal))
+                    break appending
                 }
                 state.accepted[batch.stream.index] = newToken
                 results.append(

@@ -62,12 +62,6 @@ public struct RowTexts: Sendable {
         if let failure { throw failure }
     }
 
-    /// The rows as text, without their newlines.
-    public var strings: [String] {
-        var rows: [String] = []
-        forEachRow { rows.append(String(decoding: $0, as: UTF8.self)) }
-        return rows
-    }
 }
 
 /// A batch to append: rows (possibly none: a position advance) under one token, or a run of one-row
@@ -108,6 +102,13 @@ public struct NewBatch: Sendable {
 
     /// The token the log compares with the stream's current one: a run's first.
     public var firstToken: AppendToken { rowTokens.first.map(AppendToken.exactly) ?? token }
+
+    /// The stream's token once this batch is stored after `current`, or the refusal of a writer's token
+    /// that is not after it. Both logs decide with this.
+    public func tokenAfterAppend(to current: Int64) -> Result<Int64, StreamLogError> {
+        guard case .exactly(let first) = firstToken, case .exactly(let last) = token else { return .success(current + 1) }
+        return first > current ? .success(last) : .failure(.tokenNotAfterCurrent(current: current))
+    }
 
     /// The rows as live fan-out sends them: `batch` on every row of a batch but the last, which carries
     /// `token`; a run's lines as they are.
