@@ -49,10 +49,10 @@ public struct ClientConnectionStateMachine: Sendable {
     public var isEstablished: Bool { connection.isEstablished }
 
     /// What a new connection sends first. When nothing is subscribed it has finished connecting at once.
-    public mutating func connectionActive(now: Int64) -> (commands: [Command], finishedConnecting: Bool) {
-        var commands: [Command] = [.name(clientName), .ping(String(now))]
+    public mutating func connectionActive(now: Int64, wallMillis: Int64) -> (commands: [Command], finishedConnecting: Bool) {
+        var commands: [Command] = [.name(clientName), .ping(String(wallMillis))]
         commands += subscriptions.map { .replicate(stream: $0.0.rawValue, from: $0.1) }
-        commands += syncingUsers.map { .userSync(userID: $0, state: .start, lastSyncMillis: now) }
+        commands += syncingUsers.map { .userSync(userID: $0, state: .start, lastSyncMillis: wallMillis) }
         for command in commands { connection.recordSent(command.name, now: now) }
         if connecting.isEmpty { finished = true }
         return (commands, connecting.isEmpty)
@@ -106,7 +106,9 @@ public struct ClientConnectionStateMachine: Sendable {
 
     public mutating func send(_ command: Command, now: Int64) -> Outbound { connection.send(command, now: now) }
     public mutating func fail(_ error: ClosingError, now: Int64) -> Outbound { connection.fail(error, now: now) }
-    public mutating func tick(now: Int64) -> Outbound { connection.tick(now: now) }
+    public mutating func tick(now: Int64, wallMillis: Int64) -> Outbound {
+        connection.tick(now: now, wallMillis: wallMillis)
+    }
     public mutating func lineRejected(_ error: ClosingError, now: Int64) -> Outbound { connection.fail(error, now: now) }
 
     public mutating func writabilityChanged(isWritable: Bool, now: Int64) -> [Command] {

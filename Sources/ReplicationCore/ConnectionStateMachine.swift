@@ -1,6 +1,9 @@
 /// What both ends of a replication connection share, as a value: the connection state (established ⇄
 /// paused → closing → closed), the keepalive, the queue of commands held while paused, and the command
 /// counters. ``ServerConnectionStateMachine`` and ``ClientConnectionStateMachine`` add their side's rules.
+///
+/// Every `now` is monotonic milliseconds (timeouts must survive wall-clock steps); wall time is passed
+/// only where the protocol carries it.
 public struct ConnectionStateMachine: Sendable {
     public enum State: Equatable, Sendable {
         case established
@@ -118,15 +121,18 @@ public struct ConnectionStateMachine: Sendable {
         }
     }
 
-    /// The keepalive timer fired.
-    public mutating func tick(now: Int64) -> Outbound {
+    /// The keepalive timer fired at monotonic `now`; a `PING` carries `wallMillis`.
+    public mutating func tick(now: Int64, wallMillis: Int64) -> Outbound {
         switch keepalive.tick(now: now) {
         case .nothing: return .nothing
-        case .sendPing: return send(.ping(String(now)), now: now)
+        case .sendPing: return send(.ping(String(wallMillis)), now: now)
         case .timeOut: return fail(.pingTimeout, now: now)
         case .abort: return .abort
         }
     }
+
+    /// We are not reading from the peer: it is not timed out for the silence.
+    public mutating func excuseSilence(now: Int64) { keepalive.excuseSilence(now: now) }
 
     /// Commands written without going through ``send(_:now:)`` (a greeting, rows straight from the log).
     public mutating func recordSent(_ command: CommandName, count: Int = 1, now: Int64) {

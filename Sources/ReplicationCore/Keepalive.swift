@@ -32,6 +32,9 @@ public struct Keepalive: Sendable, Equatable {
 
     public mutating func sent(now: Int64) { lastSentMillis = now }
 
+    /// We are not reading what the peer sends (back-pressure): its silence until `now` is ours, not its.
+    public mutating func excuseSilence(now: Int64) { lastReceivedMillis = now }
+
     public mutating func closeRequested(now: Int64) {
         if closeRequestedMillis == nil { closeRequestedMillis = now }
     }

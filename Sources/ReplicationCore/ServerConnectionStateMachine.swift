@@ -32,8 +32,8 @@ public struct ServerConnectionStateMachine: Sendable {
     public var isEstablished: Bool { connection.isEstablished }
 
     /// The greeting: `SERVER` first, then a `PING` so that the client knows it may time us out.
-    public mutating func connectionActive(now: Int64) -> [Command] {
-        let greeting: [Command] = [.server(name: serverName), .ping(String(now))]
+    public mutating func connectionActive(now: Int64, wallMillis: Int64) -> [Command] {
+        let greeting: [Command] = [.server(name: serverName), .ping(String(wallMillis))]
         for command in greeting { connection.recordSent(command.name, now: now) }
         return greeting
     }
@@ -62,8 +62,12 @@ public struct ServerConnectionStateMachine: Sendable {
     public mutating func lineRejected(_ error: ClosingError, now: Int64) -> Outbound { connection.fail(error, now: now) }
     public mutating func send(_ command: Command, now: Int64) -> Outbound { connection.send(command, now: now) }
     public mutating func fail(_ error: ClosingError, now: Int64) -> Outbound { connection.fail(error, now: now) }
-    public mutating func tick(now: Int64) -> Outbound { connection.tick(now: now) }
+    public mutating func tick(now: Int64, wallMillis: Int64) -> Outbound {
+        connection.tick(now: now, wallMillis: wallMillis)
+    }
     public mutating func connectionClosed(_ ending: Ending) -> CloseReason { connection.connectionClosed(ending) }
+    public mutating func excuseSilence(now: Int64) { connection.excuseSilence(now: now) }
+    public var isOpen: Bool { connection.isOpen }
 
     public mutating func writabilityChanged(isWritable: Bool, now: Int64) -> [Command] {
         connection.writabilityChanged(isWritable: isWritable, now: now)

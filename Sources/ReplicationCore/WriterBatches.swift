@@ -26,7 +26,7 @@ public struct WriterBatches: Sendable {
     }
 
     /// Rows held for streams whose batch is not closed yet.
-    public var heldRows: Int { open.reduce(0) { $0 + $1.rows } }
+    package var heldRows: Int { open.reduce(0) { $0 + $1.rows } }
 
     /// Adds one row of a stream named on the wire; returns the batch it closes, if its token is numeric.
     public mutating func add(stream name: String, token: RowToken, row: RowJSON) -> Result<Closed?, ClosingError> {

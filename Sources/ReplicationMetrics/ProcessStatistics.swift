@@ -42,7 +42,7 @@ public struct ProcessStatistics: Sendable, Equatable {
     }
 
     /// CPU seconds and resident bytes of another process (a server under benchmark), or `nil`.
-    public static func cpuAndResident(ofProcess pid: Int32) -> (cpuSeconds: Double, residentBytes: Double)? {
+    package static func cpuAndResident(ofProcess pid: Int32) -> (cpuSeconds: Double, residentBytes: Double)? {
         guard let field = statFields("/proc/\(pid)/stat") else { return nil }
         return ((field(14) + field(15)) / ticks, field(24) * pageSize)
     }

@@ -53,7 +53,7 @@ public struct ClientConfiguration: Sendable {
 public final class ReplicationClient {
     public let eventLoop: any EventLoop
     private let configuration: ClientConfiguration
-    private let clock: WallClock
+    private let clock: ConnectionClock
     private let random: () -> Double
     private var logger: Logger
     private weak var delegate: (any ReplicationClientDelegate)?
@@ -66,7 +66,7 @@ public final class ReplicationClient {
     /// `random` is uniform in -1...1, for the back-off's jitter.
     public init(
         configuration: ClientConfiguration, eventLoop: any EventLoop, delegate: any ReplicationClientDelegate,
-        clock: WallClock = .system, random: @escaping () -> Double = { Double.random(in: -1...1) }, logger: Logger
+        clock: ConnectionClock = .system, random: @escaping () -> Double = { Double.random(in: -1...1) }, logger: Logger
     ) {
         self.configuration = configuration
         self.eventLoop = eventLoop
@@ -128,7 +128,7 @@ public final class ReplicationClient {
             machine: ClientConnectionStateMachine(
                 clientName: configuration.clientName, expectedServerName: configuration.expectedServerName,
                 subscriptions: session.positions, syncingUsers: session.syncingUsers,
-                configuration: configuration.protocolLimits, now: clock.nowMillis),
+                configuration: configuration.protocolLimits, now: clock.monotonicMillis),
             queued: session.takeQueued(), limits: configuration.protocolLimits, clock: clock, client: self)
         let maxLine = configuration.protocolLimits.maxLineLength
         // The bootstrap uses only this client's event loop, so these are touched on it alone.
@@ -214,13 +214,13 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var queued: [Command]
     private let pingIntervalMillis: Int64
     private let maxLineLength: Int
-    private let clock: WallClock
+    private let clock: ConnectionClock
     private unowned let client: ReplicationClient
     private var context: ChannelHandlerContext?
     private var keepaliveTask: RepeatedTask?
 
     init(
-        machine: ClientConnectionStateMachine, queued: [Command], limits: ProtocolConfiguration, clock: WallClock,
+        machine: ClientConnectionStateMachine, queued: [Command], limits: ProtocolConfiguration, clock: ConnectionClock,
         client: ReplicationClient
     ) {
         self.machine = machine
@@ -234,16 +234,16 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     /// Sends now if connected; false if this connection cannot take it.
     func send(_ command: Command) -> Bool {
         guard context != nil else { return false }
-        run(machine.send(command, now: clock.nowMillis))
+        run(machine.send(command, now: clock.monotonicMillis))
         context?.flush()
         return true
     }
 
     func channelActive(context: ChannelHandlerContext) {
         self.context = context
-        let (commands, finished) = machine.connectionActive(now: clock.nowMillis)
+        let (commands, finished) = machine.connectionActive(now: clock.monotonicMillis, wallMillis: clock.wallMillis)
         for command in commands { write(command) }
-        for command in queued { run(machine.send(command, now: clock.nowMillis)) }
+        for command in queued { run(machine.send(command, now: clock.monotonicMillis)) }
         queued = []
         context.flush()
         if finished { client.handle(.finishedConnecting) }
@@ -251,14 +251,15 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         keepaliveTask = context.eventLoop.scheduleRepeatedTask(
             initialDelay: .milliseconds(pingIntervalMillis), delay: .milliseconds(pingIntervalMillis)
         ) { _ in
-            this.value.run(this.value.machine.tick(now: this.value.clock.nowMillis))
+            this.value.run(this.value.machine.tick(
+                now: this.value.clock.monotonicMillis, wallMillis: this.value.clock.wallMillis))
             this.value.context?.flush()
         }
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let now = clock.nowMillis
+        let now = clock.monotonicMillis
         switch unwrapInboundIn(data).text() {
         case .failure(let error):
             run(machine.lineRejected(error, now: now))
@@ -275,7 +276,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        for command in machine.writabilityChanged(isWritable: context.channel.isWritable, now: clock.nowMillis) {
+        for command in machine.writabilityChanged(isWritable: context.channel.isWritable, now: clock.monotonicMillis) {
             write(command)
         }
         context.flush()

@@ -162,7 +162,7 @@ public final class ReplicationHub: Sendable {
     public var countersSnapshot: HubCounters { counters.withLockedValue { $0 } }
 
     /// A snapshot of every open connection, each taken on its own event loop (one hop per loop).
-    public func connectionSnapshots(on eventLoop: any EventLoop) -> EventLoopFuture<[ConnectionSnapshot]> {
+    package func connectionSnapshots(on eventLoop: any EventLoop) -> EventLoopFuture<[ConnectionSnapshot]> {
         let perLoop = fanouts.withLockedValue { Array($0.values) }.map(\.fanout).map { fanout in
             fanout.eventLoop.submit { fanout.value.snapshots() }
         }

@@ -12,13 +12,13 @@ public final class ReplicationServer: Service, Sendable {
     public let hub: ReplicationHub
     private let configuration: ServerConfiguration
     private let group: any EventLoopGroup
-    private let clock: WallClock
+    private let clock: ConnectionClock
     private let logger: Logger
     private let listener: NIOLockedValueBoxChannel
 
     public init(
         configuration: ServerConfiguration, log: any StreamLog, group: any EventLoopGroup,
-        upstream: (any Upstream)? = nil, clock: WallClock = .system, logger: Logger
+        upstream: (any Upstream)? = nil, clock: ConnectionClock = .system, logger: Logger
     ) {
         self.configuration = configuration
         self.hub = ReplicationHub(log: log, upstream: upstream)

@@ -27,7 +27,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     private let hub: ReplicationHub
     private let configuration: ServerConfiguration
-    private let clock: WallClock
+    private let clock: ConnectionClock
     private var logger: Logger
     private var context: ChannelHandlerContext?
     private var fanout: LoopFanout?
@@ -49,14 +49,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     /// bytes again, so until then an idle connection's send queues are known to be empty without asking.
     private var sendQueuesMayHoldBytes = true
 
-    init(hub: ReplicationHub, configuration: ServerConfiguration, clock: WallClock, logger: Logger) {
+    init(hub: ReplicationHub, configuration: ServerConfiguration, clock: ConnectionClock, logger: Logger) {
         self.hub = hub
         self.configuration = configuration
         self.clock = clock
         self.logger = logger
         self.machine = ServerConnectionStateMachine(
             serverName: configuration.serverName, writers: configuration.writers,
-            configuration: configuration.protocolLimits, now: clock.nowMillis)
+            configuration: configuration.protocolLimits, now: clock.monotonicMillis)
         self.framer = LineFramer(maxLineLength: configuration.protocolLimits.maxLineLength)
         // A writer's batches completed during the current read, appended together when it ends.
         self.ingest = WriterIngest(configuration: configuration.protocolLimits, allocator: ByteBufferAllocator())
@@ -67,7 +67,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     func channelActive(context: ChannelHandlerContext) {
         self.context = context
         closeFuture = context.channel.closeFuture
-        connectedAtMillis = clock.nowMillis
+        connectedAtMillis = clock.wallMillis
         descriptor = try? context.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) {
             $0
         }
@@ -77,7 +77,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         fanout.add(self)
         self.fanout = fanout
         logger.info("connection opened")
-        for command in machine.connectionActive(now: clock.nowMillis) { write(command) }
+        for command in machine.connectionActive(now: clock.monotonicMillis, wallMillis: clock.wallMillis) { write(command) }
         flushIfNeeded()
         let interval = TimeAmount.milliseconds(configuration.protocolLimits.pingIntervalMillis)
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -88,7 +88,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     private func keepaliveTick() {
-        run(machine.tick(now: clock.nowMillis))
+        run(machine.tick(now: clock.monotonicMillis, wallMillis: clock.wallMillis))
         flushIfNeeded()
     }
 
@@ -99,7 +99,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             unfinished.writeBuffer(&bytes)
             bytes = unfinished
         }
-        let now = clock.nowMillis
+        let now = clock.monotonicMillis
         while let frame = nextGeneralFrame(&bytes, now: now) { received(frame, now: now) }
         guard bytes.readableBytes > 0 else { return }
         if continuesALine {
@@ -149,7 +149,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        let now = clock.nowMillis
+        let now = clock.monotonicMillis
         for command in machine.writabilityChanged(isWritable: context.channel.isWritable, now: now) {
             write(command)
         }
@@ -174,7 +174,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         fanout = nil
         // Upstream, the users this worker was syncing stop now (Synapse clears them when a worker goes).
         if let upstream = hub.upstream {
-            for user in syncingUsers { upstream.forward(.userSync(userID: user, state: .end, lastSyncMillis: clock.nowMillis)) }
+            for user in syncingUsers { upstream.forward(.userSync(userID: user, state: .end, lastSyncMillis: clock.wallMillis)) }
         }
         syncingUsers = []
         hub.count { $0.closeReasons[reason, default: 0] += 1 }
@@ -220,7 +220,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func shutDown(grace: TimeAmount) -> EventLoopFuture<Void> {
-        run(machine.fail(.serverShutdown, now: clock.nowMillis))
+        run(machine.fail(.serverShutdown, now: clock.monotonicMillis))
         if let context {
             let this = NIOLoopBound(self, eventLoop: context.eventLoop)
             let abort = context.eventLoop.scheduleTask(in: grace) { this.value.run(.abort) }
@@ -291,7 +291,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     private func writeRows(_ lines: ByteBuffer, count: Int) {
         writeBuffer(lines)
-        machine.rowsWritten(count, now: clock.nowMillis)
+        machine.rowsWritten(count, now: clock.monotonicMillis)
     }
 
     /// Every write goes through here: it marks the connection for a flush and its queues as possibly full.
@@ -357,7 +357,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             if let upstream = hub.upstream {
                 upstream.forward(command)
             } else {
-                appendServerRow(JSONText.array([JSONText.string(function), keys, String(clock.nowMillis)]), to: .caches)
+                appendServerRow(JSONText.array([JSONText.string(function), keys, String(clock.wallMillis)]), to: .caches)
             }
         case .userIP:
             hub.count { $0.userIP += 1 }
@@ -374,7 +374,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     private func rejectWriterLine(_ rejection: ClosingError) {
         hub.count { $0.writerRejections += 1 }
-        run(machine.fail(rejection, now: clock.nowMillis))
+        run(machine.fail(rejection, now: clock.monotonicMillis))
     }
 
     private func replicate(_ name: String, from: ReplicateFrom) {
@@ -383,7 +383,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         } else if let stream = StreamName(name) {
             subscribe(stream, from: from)
         } else {
-            run(machine.fail(.unknownStream(name), now: clock.nowMillis))
+            run(machine.fail(.unknownStream(name), now: clock.monotonicMillis))
             return
         }
         pump()
@@ -396,7 +396,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .now:
             let current = hub.log.currentToken(of: stream)
             subscriptions[stream.index] = .live(at: current)
-            run(machine.send(.position(stream: stream.rawValue, token: current), now: clock.nowMillis))
+            run(machine.send(.position(stream: stream.rawValue, token: current), now: clock.monotonicMillis))
         case .token(let token):
             subscriptions[stream.index] = .replicating(after: token)
             catchUpQueue.append(stream)
@@ -426,7 +426,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         _ outcome: Result<AppendResults, any Error>, _ submitted: [(batch: NewBatch, command: CommandName)]
     ) {
         guard let context else { return }
-        let now = clock.nowMillis
+        let now = clock.monotonicMillis
         let results = (try? outcome.get()) ?? [.failure(.storage("\(outcome)"))]
         // A run is one append of many one-row batches: counted, and acknowledged, batch by batch.
         let stored = zip(results, submitted).reduce(0) { sum, pair in
@@ -520,7 +520,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             pump()
         case .failure(let error):
             logger.warning("upstream could not provide older rows", metadata: ["stream": "\(stream)", "error": "\(error)"])
-            run(machine.fail(.fallenBehind(stream), now: clock.nowMillis))
+            run(machine.fail(.fallenBehind(stream), now: clock.monotonicMillis))
         }
         flushIfNeeded()
     }
@@ -546,14 +546,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                         stream, after: subscription.cursor, maxBytes: configuration.catchUpPageBytes)
                 } catch .fallenBehind(let oldestServable) {
                     guard let upstream = hub.upstream else {
-                        run(machine.fail(.fallenBehind(stream), now: clock.nowMillis))
+                        run(machine.fail(.fallenBehind(stream), now: clock.monotonicMillis))
                         return
                     }
                     catchUpQueue.removeFirst()
                     backfill(stream, after: subscription.cursor, through: oldestServable, from: upstream)
                     continue
                 } catch {
-                    run(machine.fail(.replicateFailed(stream, error), now: clock.nowMillis))
+                    run(machine.fail(.replicateFailed(stream, error), now: clock.monotonicMillis))
                     return
                 }
                 if page.rowCount > 0 { writeRows(page.lines, count: page.rowCount) }
@@ -561,7 +561,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                 subscriptions[stream.index] = subscription
                 if page.reachedHead { catchUpQueue.removeFirst() }
                 if announce {
-                    run(machine.send(.position(stream: stream.rawValue, token: page.endToken), now: clock.nowMillis))
+                    run(machine.send(.position(stream: stream.rawValue, token: page.endToken), now: clock.monotonicMillis))
                 }
             }
             // Flushing may make the channel writable again, which asks for another round.

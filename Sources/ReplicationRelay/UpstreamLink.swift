@@ -44,7 +44,7 @@ public struct RelayConfiguration: Sendable {
 public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
     private let configuration: RelayConfiguration
     private let eventLoop: any EventLoop
-    private let clock: WallClock
+    private let clock: ConnectionClock
     private let logger: Logger
     private let status = Mutex(UpstreamStatus())
     private let hub = Mutex<ReplicationHub?>(nil)
@@ -68,7 +68,7 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
     private var catchingUp: [StreamName: (token: Int64, rows: [String])] = [:]
     private var backfills: [ObjectIdentifier: Backfill] = [:]
 
-    public init(configuration: RelayConfiguration, eventLoop: any EventLoop, clock: WallClock = .system, logger: Logger) {
+    public init(configuration: RelayConfiguration, eventLoop: any EventLoop, clock: ConnectionClock = .system, logger: Logger) {
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.clock = clock

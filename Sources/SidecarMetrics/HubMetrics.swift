@@ -12,11 +12,11 @@ import Synchronization
 public final class HubMetricsSource: MetricsSource {
     private let server: ReplicationServer
     private let upstream: (@Sendable () -> UpstreamStatus)?
-    private let clock: WallClock
+    private let clock: ConnectionClock
     private let scrapes = Mutex(ScrapeStatistics())
 
     /// `upstream` reports a relay's upstream connection (nil for a hub).
-    public init(server: ReplicationServer, upstream: (@Sendable () -> UpstreamStatus)? = nil, clock: WallClock = .system) {
+    public init(server: ReplicationServer, upstream: (@Sendable () -> UpstreamStatus)? = nil, clock: ConnectionClock = .system) {
         self.server = server
         self.upstream = upstream
         self.clock = clock
@@ -28,7 +28,7 @@ public final class HubMetricsSource: MetricsSource {
         let connections = try hub.connectionTotals(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
         let snapshot = MetricsSnapshot(
             connections: connections, counters: hub.countersSnapshot,
-            headTokens: StreamName.all.map { hub.log.currentToken(of: $0) }, nowMillis: clock.nowMillis,
+            headTokens: StreamName.all.map { hub.log.currentToken(of: $0) }, nowMillis: clock.wallMillis,
             process: ProcessStatistics.current(), scrapes: scrapes.withLock { $0 }, upstream: upstream?())
         let format: ExpositionFormat = openMetrics ? .openMetrics : .text
         return (Exposition.render(Exposition.families(snapshot), as: format), format.contentType)

@@ -34,14 +34,14 @@ struct LogBench: AsyncParsableCommand {
         print(String(format: "  in-memory        %10.0f rows/s", memory))
         for mode in SQLiteStreamLog.SyncMode.allCases {
             let log = try SQLiteStreamLog(
-                directory: directory + "/append-\(mode.rawValue)", sync: mode, clock: { WallClock.system.nowMillis })
+                directory: directory + "/append-\(mode.rawValue)", sync: mode, clock: { ConnectionClock.system.wallMillis })
             let rate = try await appendRate(log, row: row, loop: loop)
             print("  " + padded("sqlite sync=" + mode.rawValue, 19) + String(format: "%10.0f rows/s  (%.2fx of in-memory)", rate, rate / memory))
         }
 
         print("catch-up of \(catchUpRows) rows to one client over loopback:")
         let durable = try SQLiteStreamLog(
-            directory: directory + "/catch-up", sync: .normal, clock: { WallClock.system.nowMillis })
+            directory: directory + "/catch-up", sync: .normal, clock: { ConnectionClock.system.wallMillis })
         _ = try await fill(durable, rows: catchUpRows, row: row, loop: loop)
         let inMemory = InMemoryStreamLog(retainRows: catchUpRows)
         _ = try await fill(inMemory, rows: catchUpRows, row: row, loop: loop)

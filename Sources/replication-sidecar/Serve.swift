@@ -186,7 +186,7 @@ struct Serve: AsyncParsableCommand {
                 log = try SQLiteStreamLog(
                     directory: dataDir, sync: SQLiteStreamLog.SyncMode(rawValue: sync)!,
                     retention: .init(rows: retainRows, ageMillis: retainAge.flatMap(parseDuration)),
-                    clock: { WallClock.system.nowMillis })
+                    clock: { ConnectionClock.system.wallMillis })
             } catch {
                 logger.critical("\(error)")
                 throw ExitCode.failure

@@ -13,7 +13,7 @@ import Testing
 
     @Test func connectsWithNamePingReplicateAndSyncingUsers() {
         var machine = machine()
-        let (commands, finished) = machine.connectionActive(now: 7)
+        let (commands, finished) = machine.connectionActive(now: 7, wallMillis: 7)
         #expect(
             commands == [
                 .name("worker"), .ping("7"), .replicate(stream: "events", from: .token(5)),
@@ -21,13 +21,13 @@ import Testing
             ])
         #expect(!finished)
         var idle = self.machine([])
-        let idleStart = idle.connectionActive(now: 0)
+        let idleStart = idle.connectionActive(now: 0, wallMillis: 0)
         #expect(idleStart.finishedConnecting)
     }
 
     @Test func batchRowsAreHandedOverWithTheirClosingToken() {
         var machine = machine()
-        _ = machine.connectionActive(now: 0)
+        _ = machine.connectionActive(now: 0, wallMillis: 0)
         #expect(machine.lineReceived(#"RDATA caches batch ["f", ["a"], 1]"#, now: 1) == [])
         let events = machine.lineReceived(#"RDATA events 6 ["ev", ["$1", "!r", "t", null, null, null]]"#, now: 1)
         #expect(events.count == 1)
@@ -40,7 +40,7 @@ import Testing
 
     @Test func finishedConnectingOnceEveryStreamHasAPosition() {
         var machine = machine()
-        _ = machine.connectionActive(now: 0)
+        _ = machine.connectionActive(now: 0, wallMillis: 0)
         #expect(machine.lineReceived("POSITION events 9", now: 1) == [.position(.events, token: 9)])
         #expect(machine.lineReceived("POSITION caches 2", now: 1) == [.position(.caches, token: 2), .finishedConnecting])
         #expect(machine.lineReceived("POSITION caches 3", now: 1) == [.position(.caches, token: 3)])
@@ -65,11 +65,11 @@ import Testing
 
     @Test func serverErrorsAndKeepalive() {
         var machine = machine()
-        _ = machine.connectionActive(now: 0)
+        _ = machine.connectionActive(now: 0, wallMillis: 0)
         #expect(machine.lineReceived("ERROR server shutting down", now: 1) == [.remoteError("server shutting down")])
         _ = machine.lineReceived("PING 1", now: 1_000)
-        #expect(machine.tick(now: 5_000) == .write(.ping("5000")))
-        #expect(machine.tick(now: 26_001) == .writeErrorAndClose(.error("ping timeout")))
+        #expect(machine.tick(now: 5_000, wallMillis: 5_000) == .write(.ping("5000")))
+        #expect(machine.tick(now: 26_001, wallMillis: 26_001) == .writeErrorAndClose(.error("ping timeout")))
     }
 }
 

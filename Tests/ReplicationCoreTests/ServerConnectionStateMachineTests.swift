@@ -11,7 +11,7 @@ import Testing
 
     @Test func greetsWithServerThenPing() {
         var machine = machine()
-        #expect(machine.connectionActive(now: 42) == [.server(name: "test.local"), .ping("42")])
+        #expect(machine.connectionActive(now: 42, wallMillis: 42) == [.server(name: "test.local"), .ping("42")])
         #expect(machine.counters.outbound(.SERVER) == 1)
         #expect(machine.counters.outbound(.PING) == 1)
     }
@@ -86,21 +86,33 @@ import Testing
 
     @Test func keepaliveTimesOutPingsAndAborts() {
         var machine = machine()
-        _ = machine.connectionActive(now: 0)
-        #expect(machine.tick(now: 5_000) == .write(.ping("5000")))
-        #expect(machine.tick(now: 6_000) == .nothing)
+        _ = machine.connectionActive(now: 0, wallMillis: 0)
+        #expect(machine.tick(now: 5_000, wallMillis: 5_000) == .write(.ping("5000")))
+        #expect(machine.tick(now: 6_000, wallMillis: 6_000) == .nothing)
         _ = machine.lineReceived("PING 1", now: 6_000)
-        #expect(machine.tick(now: 31_000) == .write(.ping("31000")))
-        #expect(machine.tick(now: 31_001) == .writeErrorAndClose(.error("ping timeout")))
-        #expect(machine.tick(now: 56_001) == .nothing)
-        #expect(machine.tick(now: 56_002) == .abort)
+        #expect(machine.tick(now: 31_000, wallMillis: 31_000) == .write(.ping("31000")))
+        #expect(machine.tick(now: 31_001, wallMillis: 31_001) == .writeErrorAndClose(.error("ping timeout")))
+        #expect(machine.tick(now: 56_001, wallMillis: 56_001) == .nothing)
+        #expect(machine.tick(now: 56_002, wallMillis: 56_002) == .abort)
         #expect(machine.connectionClosed(.aborted) == .connectionAborted)
+    }
+
+    @Test func wallClockStepsNeitherTimeOutNorKeepAlive() {
+        var machine = machine()
+        _ = machine.connectionActive(now: 0, wallMillis: 1_000_000)
+        _ = machine.lineReceived("PING 1", now: 0)
+        // The wall clock jumps an hour ahead: timeouts follow the monotonic time, PING carries the wall time.
+        #expect(machine.tick(now: 5_000, wallMillis: 3_605_000_000) == .write(.ping("3605000000")))
+        _ = machine.lineReceived("PING 2", now: 20_000)
+        // ...and back: a peer that went silent is still timed out on time.
+        #expect(machine.tick(now: 45_000, wallMillis: 0) == .write(.ping("0")))
+        #expect(machine.tick(now: 45_001, wallMillis: 1) == .writeErrorAndClose(.error("ping timeout")))
     }
 
     @Test func pingsWhilePausedAreQueued() {
         var machine = machine()
         _ = machine.writabilityChanged(isWritable: false, now: 0)
-        #expect(machine.tick(now: 5_000) == .nothing)
+        #expect(machine.tick(now: 5_000, wallMillis: 5_000) == .nothing)
         #expect(machine.pendingCommands == [.ping("5000")])
     }
 

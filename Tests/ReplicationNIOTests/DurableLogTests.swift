@@ -11,7 +11,7 @@ import Testing
     let configuration = ServerConfiguration(serverName: "test.local", writers: ["pub"])
 
     func openLog() throws -> SQLiteStreamLog {
-        try SQLiteStreamLog(directory: directory, sync: .full, clock: { WallClock.system.nowMillis })
+        try SQLiteStreamLog(directory: directory, sync: .full, clock: { ConnectionClock.system.wallMillis })
     }
 
     @Test func aRestartedServerServesEveryRowFromAnOldToken() async throws {

@@ -235,7 +235,7 @@ import Testing
     }
 
     func sqliteLog(_ name: String) throws -> SQLiteStreamLog {
-        try SQLiteStreamLog(directory: directory + "/" + name, sync: .normal, clock: { WallClock.system.nowMillis })
+        try SQLiteStreamLog(directory: directory + "/" + name, sync: .normal, clock: { ConnectionClock.system.wallMillis })
     }
 
     /// Catch-up sends every row with its numeric token.

@@ -13,7 +13,7 @@ public final class ServerFixture: Sendable {
 
     public static func start(
         _ configuration: ServerConfiguration = ServerConfiguration(), log: any StreamLog = InMemoryStreamLog(),
-        port: Int = 0, upstream: (any Upstream)? = nil, clock: WallClock = .system
+        port: Int = 0, upstream: (any Upstream)? = nil, clock: ConnectionClock = .system
     ) async throws -> ServerFixture {
         ignoreBrokenPipes()
         var configuration = configuration
