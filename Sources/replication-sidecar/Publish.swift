@@ -81,6 +81,7 @@ final class Publisher: ClientDriver {
         var stream: StreamName
         var token: Int64
         var lastLine: Int
+        var acknowledged = false
     }
 
     private let window: Window
@@ -183,7 +184,11 @@ final class Publisher: ClientDriver {
     }
 
     func replicationClient(position token: Int64, stream: StreamName) {
-        while let first = inFlight.first, first.stream == stream, first.token <= token {
+        // Acknowledgements are cumulative per stream (a server may send only the newest of several).
+        for index in inFlight.indices where inFlight[index].stream == stream && inFlight[index].token <= token {
+            inFlight[index].acknowledged = true
+        }
+        while let first = inFlight.first, first.acknowledged {
             inFlight.removeFirst()
             acknowledgedLine = first.lastLine
             window.release()
