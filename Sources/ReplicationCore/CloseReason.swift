@@ -61,9 +61,23 @@ public struct ClosingError: Error, Equatable, Sendable {
 
 extension ClosingError {
     /// The log could not serve a `REPLICATE` for another reason than retention.
-    public static func replicateFailed(_ stream: StreamName, _ error: any Error) -> ClosingError {
+    public static func replicateFailed(_ stream: StreamName, _ why: String) -> ClosingError {
         ClosingError(
-            "failed to handle replicate: " + pythonExceptionRepr("Exception", "stream \(stream): \(error)"),
+            "failed to handle replicate: " + pythonExceptionRepr("Exception", "stream \(stream): \(why)"),
             reason: .replicateFailed)
+    }
+
+    /// A writer's batch whose token is not after the stream's current one.
+    public static func tokenNotAfterCurrent(
+        _ command: CommandName, stream: StreamName, token: Int64, current: Int64
+    ) -> ClosingError {
+        writerRejected(
+            command, stream: stream.rawValue, token: String(token),
+            "token must be greater than the stream's current token \(current)")
+    }
+
+    /// A writer's batch the log could not store.
+    public static func notStored(_ command: CommandName, stream: StreamName, token: Int64, _ why: String) -> ClosingError {
+        writerRejected(command, stream: stream.rawValue, token: String(token), "not stored: \(why)")
     }
 }

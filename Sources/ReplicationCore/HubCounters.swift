@@ -16,4 +16,18 @@ public struct HubCounters: Sendable, Equatable {
     public var closeReasons: [CloseReason: Int] = [:]
 
     public init() {}
+
+    /// Counts a worker's command that changes shared state.
+    public mutating func count(_ command: Command) {
+        switch command {
+        case .userSync: userSync += 1
+        case .federationAck(let token):
+            federationAck += 1
+            lastFederationAck = token
+        case .removePusher: removePusher += 1
+        case .invalidateCache: invalidateCache += 1
+        case .userIP: userIP += 1
+        default: break
+        }
+    }
 }

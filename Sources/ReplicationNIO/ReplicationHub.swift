@@ -116,12 +116,23 @@ public final class ReplicationHub: Sendable {
     public let log: any StreamLog
     /// Set in relay mode: where workers' commands go and where rows older than the log come from.
     public let upstream: (any Upstream)?
+    /// What workers' commands do here; chosen once, with the upstream, so that no connection asks.
+    let routing: any CommandRouting
     private let fanouts = NIOLockedValueBox<[ObjectIdentifier: LoopHandle]>([:])
     private let counters = NIOLockedValueBox(HubCounters())
 
     public init(log: any StreamLog, upstream: (any Upstream)? = nil) {
         self.log = log
         self.upstream = upstream
+        self.routing = upstream == nil ? HubRouting() : RelayRouting()
+    }
+
+    /// Rows older than the log, from upstream; a hub has nowhere to fetch them from.
+    func olderRows(_ stream: StreamName, after token: Int64, through: Int64, on eventLoop: any EventLoop)
+        -> EventLoopFuture<LogPage>
+    {
+        upstream?.backfill(stream, after: token, through: through, on: eventLoop)
+            ?? eventLoop.makeFailedFuture(StreamLogError.fallenBehind(oldestServable: through))
     }
 
     /// The fan-out of the calling event loop, created on first use.

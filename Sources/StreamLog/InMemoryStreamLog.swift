@@ -138,7 +138,17 @@ public final class InMemoryStreamLog: StreamLog {
         }
     }
 
-    public func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {
+    /// Nothing to store: appends complete at once.
+    public func close() async {}
+
+    /// Memory only: read on the caller's loop.
+    public func read(_ stream: StreamName, after token: Int64, maxBytes: Int, on eventLoop: any EventLoop)
+        -> EventLoopFuture<LogPage>
+    {
+        eventLoop.makeCompletedFuture { () throws(StreamLogError) in try read(stream, after: token, maxBytes: maxBytes) }
+    }
+
+    package func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {
         let result = streams[stream.index].withLockedValue { state -> Result<LogPage, StreamLogError> in
             guard token >= state.oldestServable else { return .failure(.fallenBehind(oldestServable: state.oldestServable)) }
             var index = firstBatch(after: token, in: state.batches)

@@ -10,11 +10,15 @@ import Glibc
 
 /// The durable stream log: one SQLite database (WAL mode) in the data directory.
 ///
-/// Appends are validated at once (tokens strictly increasing), then written by one writer thread that
+/// Appends are validated at once (tokens strictly increasing), then written by one commit loop that
 /// commits everything queued in one transaction (group commit: one fsync for many batches under load).
 /// A batch's future succeeds only after its transaction committed, so an acknowledged row is durable
 /// under the chosen sync mode, and a batch is stored whole or not at all. Readers use their own
 /// connections and see a consistent snapshot per page.
+///
+/// Commits and page reads run on a thread pool given by the owner, never on an event loop: a reader
+/// connection is used by one pool thread at a time, so there are at most as many as the pool has
+/// threads. The log starts no thread of its own; ``close()`` waits for what it was given to finish.
 public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     /// How hard a commit insists on reaching the disk.
     public enum SyncMode: String, Sendable, CaseIterable {
@@ -74,7 +78,11 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         /// Per stream: the token of the last batch accepted (durable or queued): new tokens must exceed it.
         var accepted: [Int64]
         var queue: [Pending] = []
+        /// One commit loop runs at a time, on a pool thread: what makes group commit serial.
         var committing = false
+        /// Waiting for the commit loop to be idle (``quiesce(on:)``, ``close()``).
+        var idleWaiters: [EventLoopPromise<Void>] = []
+        var closed = false
     }
 
     private struct Heads {
@@ -87,21 +95,23 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private let retention: Retention
     private let clock: @Sendable () -> Int64
     private let writerConnection: SQLiteConnection
-    private let writerThread = NIOThreadPool(numberOfThreads: 1)
+    private let threadPool: NIOThreadPool
     private let writerState: NIOLockedValueBox<WriterState>
     private let heads: NIOLockedValueBox<Heads>
     private let readers = NIOLockedValueBox<[SQLiteConnection]>([])
-    private var lastPruneMillis: Int64 = 0  // writer thread only
+    private var lastPruneMillis: Int64 = 0  // commit loop only
 
     /// Opens (or creates) the log in `directory`. Refuses a file that is not this project's database or
-    /// that has a newer schema, and never overwrites anything it does not recognise.
+    /// that has a newer schema, and never overwrites anything it does not recognise. Commits and reads
+    /// run on `threadPool`, which must be running while the log is used.
     public init(
         directory: String, sync: SyncMode = .full, retention: Retention = Retention(rows: 1_000_000, ageMillis: nil),
-        clock: @escaping @Sendable () -> Int64
+        threadPool: NIOThreadPool = .singleton, clock: @escaping @Sendable () -> Int64
     ) throws(OpenError) {
         try Self.createDirectory(directory)
         path = directory + "/stream-log.sqlite3"
         self.retention = retention
+        self.threadPool = threadPool
         self.clock = clock
         do {
             writerConnection = try SQLiteConnection(path: path, create: true)
@@ -136,10 +146,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         }
         writerState = NIOLockedValueBox(WriterState(accepted: current))
         heads = NIOLockedValueBox(Heads(current: current, oldestServable: oldest))
-        writerThread.start()
     }
-
-    deinit { try? writerThread.syncShutdownGracefully() }
 
     private static func createDirectory(_ directory: String) throws(OpenError) {
         var prefix = directory.hasPrefix("/") ? "" : "."
@@ -197,6 +204,10 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     public func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
         let promise = eventLoop.makePromise(of: AppendResults.self)
         let startCommit = writerState.withLockedValue { state -> Bool in
+            guard !state.closed else {
+                promise.succeed(batches.prefix(1).map { _ in .failure(.storage("the stream log is closed")) })
+                return false
+            }
             var results: AppendResults = []
             var lastQueued: Int?
             appending: for batch in batches {
@@ -230,12 +241,21 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             return !state.committing
         }
         if startCommit {
-            writerThread.submit { _ in self.commitQueued() }
+            threadPool.submit { _ in self.commitQueued() }
         }
         return promise.futureResult
     }
 
-    public func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {
+    public func read(_ stream: StreamName, after token: Int64, maxBytes: Int, on eventLoop: any EventLoop)
+        -> EventLoopFuture<LogPage>
+    {
+        threadPool.runIfActive(eventLoop: eventLoop) { () throws(StreamLogError) in
+            try self.read(stream, after: token, maxBytes: maxBytes)
+        }
+    }
+
+    /// Reads a page on the calling thread (it blocks on SQLite: never call it on an event loop).
+    package func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {
         let connection: SQLiteConnection
         do {
             connection = try readers.withLockedValue { $0.popLast() } ?? SQLiteConnection(path: path, create: false)
@@ -280,23 +300,42 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         }
     }
 
-    /// Completes once everything the writer thread was given before (commits and pruning) is done.
-    public func quiesce(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        writerThread.runIfActive(eventLoop: eventLoop) {}
+    /// Completes once everything appended before (commits and pruning) is done.
+    package func quiesce(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        let idle = writerState.withLockedValue { state in
+            if !state.committing { return true }
+            state.idleWaiters.append(promise)
+            return false
+        }
+        if idle { promise.succeed() }
+        return promise.futureResult
     }
 
-    // MARK: The writer thread
+    /// Refuses further appends and completes once everything appended before is committed. Called after
+    /// the listener has stopped, so that no acknowledged row is left behind.
+    public func close() async {
+        writerState.withLockedValue { $0.closed = true }
+        try? await quiesce(on: MultiThreadedEventLoopGroup.singleton.next()).get()
+    }
+
+    // MARK: The commit loop
 
     /// Commits everything queued, round after round, until the queue is empty.
     private func commitQueued() {
         while true {
-            let round = writerState.withLockedValue { state -> [Pending] in
+            let (round, idleWaiters) = writerState.withLockedValue { state -> ([Pending], [EventLoopPromise<Void>]) in
                 let round = state.queue
                 state.queue = []
-                if round.isEmpty { state.committing = false }
-                return round
+                guard round.isEmpty else { return (round, []) }
+                state.committing = false
+                defer { state.idleWaiters = [] }
+                return (round, state.idleWaiters)
             }
-            guard !round.isEmpty else { return }
+            guard !round.isEmpty else {
+                for waiter in idleWaiters { waiter.succeed() }
+                return
+            }
             do {
                 try commit(round)
                 heads.withLockedValue { heads in

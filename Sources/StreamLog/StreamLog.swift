@@ -129,42 +129,10 @@ public struct NewBatch: Sendable {
 public typealias AppendResults = [Result<AppendedBatch, StreamLogError>]
 
 /// A batch the log has accepted: everything fan-out needs, encoded once for every subscriber.
-public struct AppendedBatch: Sendable {
-    public let stream: StreamName
-    /// The stream's token before this batch; a subscriber whose cursor is behind it missed something.
-    public let previousToken: Int64
-    public let token: Int64
-    public let rowCount: Int
-    /// The rows as live fan-out sends them: `batch` on every row but the last, which carries the token.
-    /// Empty when a writer only advanced the stream's position.
-    public let liveLines: ByteBuffer
-
-    public init(stream: StreamName, previousToken: Int64, token: Int64, rowCount: Int, liveLines: ByteBuffer) {
-        self.stream = stream
-        self.previousToken = previousToken
-        self.token = token
-        self.rowCount = rowCount
-        self.liveLines = liveLines
-    }
-}
+public typealias AppendedBatch = StreamBatch<ByteBuffer>
 
 /// One page of catch-up: rows after a token, each with its own numeric token, bounded in bytes.
-public struct LogPage: Sendable {
-    /// `RDATA` lines, ready to write.
-    public var lines: ByteBuffer
-    public var rowCount: Int
-    /// The token the reader's cursor moves to once these lines are written.
-    public var endToken: Int64
-    /// Whether `endToken` is the stream's current token (nothing more to read).
-    public var reachedHead: Bool
-
-    public init(lines: ByteBuffer, rowCount: Int, endToken: Int64, reachedHead: Bool) {
-        self.lines = lines
-        self.rowCount = rowCount
-        self.endToken = endToken
-        self.reachedHead = reachedHead
-    }
-}
+public typealias LogPage = CatchUpPage<ByteBuffer>
 
 public enum StreamLogError: Error, Equatable, Sendable {
     /// A writer's token was not greater than the stream's current token.
@@ -188,8 +156,26 @@ public protocol StreamLog: Sendable {
     /// after a gap may be kept). The future completes, on `eventLoop`, once the accepted ones are stored.
     func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults>
 
-    /// Reads the rows after `token`, at most about `maxBytes` of lines (always at least one batch).
-    func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage
+    /// Reads the rows after `token`, at most about `maxBytes` of lines (always at least one batch), away
+    /// from the event loop when that takes I/O; the future completes on `eventLoop`, failing with a
+    /// ``StreamLogError``.
+    func read(_ stream: StreamName, after token: Int64, maxBytes: Int, on eventLoop: any EventLoop)
+        -> EventLoopFuture<LogPage>
+
+    /// Refuses further appends and returns once everything appended before is stored.
+    func close() async
+}
+
+extension StreamLogError {
+    /// What a read came back with, as the server session takes it.
+    public static func pageRead(_ result: Result<LogPage, any Error>) -> PageRead<ByteBuffer> {
+        switch result {
+        case .success(let page): .page(page)
+        case .failure(StreamLogError.fallenBehind(let oldestServable)): .fallenBehind(oldestServable: oldestServable)
+        case .failure(StreamLogError.storage(let why)): .failed(why)
+        case .failure(let error): .failed("\(error)")
+        }
+    }
 }
 
 extension StreamLog {

@@ -222,9 +222,9 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode.failure
         }
         // Services stop in reverse order: the replication listener first (workers hear why), then the
-        // upstream connection, the metrics endpoint last.
+        // upstream connection, the metrics endpoint, and the log last (once nothing appends any more).
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: MetricsService(http: exporter, logger: logger))
+            .init(service: StreamLogService(log: log)), .init(service: MetricsService(http: exporter, logger: logger)),
         ]
         if let link { services.append(.init(service: link)) }
         services.append(.init(service: server))
@@ -257,6 +257,16 @@ struct Serve: AsyncParsableCommand {
     private func readFile(_ path: String, flag: String) throws -> String {
         guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("\(flag): cannot read '\(path)'") }
         return contents
+    }
+}
+
+/// Closes the log on graceful shutdown, after the services that append to it have stopped.
+struct StreamLogService: Service {
+    let log: any StreamLog
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await log.close()
     }
 }
 

@@ -13,7 +13,8 @@ public final class ServerFixture: Sendable {
 
     public static func start(
         _ configuration: ServerConfiguration = ServerConfiguration(), log: any StreamLog = InMemoryStreamLog(),
-        port: Int = 0, upstream: (any Upstream)? = nil, clock: ConnectionClock = .system
+        port: Int = 0, upstream: (any Upstream)? = nil, clock: ConnectionClock = .system,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> ServerFixture {
         ignoreBrokenPipes()
         var configuration = configuration
@@ -24,7 +25,7 @@ public final class ServerFixture: Sendable {
         var logger = Logger(label: "test-server")
         logger.logLevel = .critical
         let server = ReplicationServer(
-            configuration: configuration, log: log, group: MultiThreadedEventLoopGroup.singleton, upstream: upstream,
+            configuration: configuration, log: log, group: group, upstream: upstream,
             clock: clock, logger: logger)
         let address = try await server.start()
         return ServerFixture(server: server, port: address.port!, log: log)

@@ -18,7 +18,7 @@ import Testing
     }
 
     func rows(_ log: any StreamLog, _ stream: StreamName = .events, after token: Int64 = 0) throws -> String {
-        String(buffer: try log.read(stream, after: token, maxBytes: 1 << 20).lines)
+        String(buffer: try log.read(stream, after: token, maxBytes: 1 << 20, on: loop).wait().lines)
     }
 
     @Test(arguments: logs) func batchesAreStoredInOrderAndEachIsAnswered(_ kind: String) throws {
@@ -62,7 +62,7 @@ import Testing
         ).wait()
         #expect(results.map { try? $0.get().token } == [40, 41])
         if kind == "sqlite" { log = try makeLog(kind) }  // it holds across a restart
-        #expect(throws: StreamLogError.fallenBehind(oldestServable: 40)) { try log.read(.events, after: 39, maxBytes: 1 << 20) }
+        #expect(throws: StreamLogError.fallenBehind(oldestServable: 40)) { try log.read(.events, after: 39, maxBytes: 1 << 20, on: loop).wait() }
         #expect(try rows(log, after: 40) == "RDATA events 41 [\"a\"]\n")
         #expect(log.currentToken(of: .events) == 41)
     }
@@ -89,8 +89,8 @@ import Testing
         #expect(try rows(log, after: 3) == "RDATA events 5 [\"r5\"]\nRDATA events 8 [\"r8\"]\nRDATA events 9 [\"r9\"]\n")
         #expect(try rows(log, after: 6) == "RDATA events 8 [\"r8\"]\nRDATA events 9 [\"r9\"]\n")
         #expect(try rows(log, after: 8) == "RDATA events 9 [\"r9\"]\n")
-        #expect(try log.read(.events, after: 4, maxBytes: 1 << 20).rowCount == 3)
-        #expect(try log.read(.events, after: 9, maxBytes: 1 << 20).rowCount == 0)
+        #expect(try log.read(.events, after: 4, maxBytes: 1 << 20, on: loop).wait().rowCount == 3)
+        #expect(try log.read(.events, after: 9, maxBytes: 1 << 20, on: loop).wait().rowCount == 0)
     }
 
     @Test(arguments: logs) func aRunIsRefusedByItsFirstToken(_ kind: String) throws {
