@@ -151,3 +151,34 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
 
     mutating func nextFrame(_ buffer: inout ByteBuffer) -> InboundFrame? { framer.nextFrame(&buffer) }
 }
+
+/// The start of a line whose end has not arrived yet, kept between reads.
+struct UnfinishedLine {
+    private var bytes: ByteBuffer?
+    /// Whether the buffer last handed out is our own (it began with a kept start of a line).
+    private var handedOutOwnBuffer = false
+
+    /// `read` with the kept start of a line before it.
+    mutating func prepended(to read: ByteBuffer) -> ByteBuffer {
+        handedOutOwnBuffer = bytes != nil
+        guard var kept = bytes.take() else { return read }
+        var read = read
+        kept.writeBuffer(&read)
+        return kept
+    }
+
+    /// Keeps what is left of the buffer handed out (the start of a line).
+    mutating func keep(_ rest: inout ByteBuffer, allocator: ByteBufferAllocator) {
+        guard rest.readableBytes > 0 else { return }
+        if handedOutOwnBuffer {
+            // Already our own buffer: kept, so that a line arriving in many small pieces is copied once.
+            rest.discardReadBytes()
+            bytes = rest
+        } else {
+            // Copied out of the read buffer, so that the channel can reuse it.
+            var copy = allocator.buffer(capacity: rest.readableBytes)
+            copy.writeBuffer(&rest)
+            bytes = copy
+        }
+    }
+}

@@ -106,3 +106,9 @@ private final class NIOLockedValueBoxChannel: Sendable {
         }
     }
 }
+
+/// `host:port` for logs.
+func describe(_ address: SocketAddress) -> String {
+    guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+    return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+}

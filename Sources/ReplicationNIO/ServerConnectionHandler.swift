@@ -19,8 +19,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var session: ServerSession<ByteBuffer>
     private var ingest: WriterIngest
     private var framer: LineFramer
-    /// The start of a line whose end has not arrived yet, copied out of the read buffer.
-    private var unfinishedLine: ByteBuffer?
+    private var unfinishedLine = UnfinishedLine()
     private let hub: ReplicationHub
     private let configuration: ServerConfiguration
     private let clock: ConnectionClock
@@ -36,14 +35,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var peer = "unknown"
     private var connectedAtMillis: Int64 = 0
     private var closeFuture: EventLoopFuture<Void>?
-    /// The socket, borrowed once when the channel became active and used only on this event loop while
-    /// the channel is active. NIO closes the descriptor and fires `channelInactive` in one step on this
-    /// loop, so no snapshot can run in between; borrowing it again per scrape costs ~5 µs of runtime
-    /// casts per connection.
-    private var descriptor: NIOBSDSocket.Handle?
-    /// False once a snapshot saw nothing queued, in NIO or in the kernel: only a write of ours can queue
-    /// bytes again, so until then an idle connection's send queues are known to be empty without asking.
-    private var sendQueuesMayHoldBytes = true
+    private var sendQueues = SendQueueProbe()
 
     init(hub: ReplicationHub, configuration: ServerConfiguration, clock: ConnectionClock, logger: Logger) {
         self.hub = hub
@@ -64,9 +56,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         self.context = context
         closeFuture = context.channel.closeFuture
         connectedAtMillis = clock.wallMillis
-        descriptor = try? context.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) {
-            $0
-        }
+        sendQueues.borrowDescriptor(of: context)
         peer = context.remoteAddress.map(describe) ?? "unknown"
         logger[metadataKey: "peer"] = "\(peer)"
         let fanout = hub.fanout(on: context.eventLoop)
@@ -89,12 +79,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
-        let continuesALine = unfinishedLine != nil
-        if var unfinished = unfinishedLine.take() {
-            unfinished.writeBuffer(&bytes)
-            bytes = unfinished
-        }
+        var bytes = unfinishedLine.prepended(to: unwrapInboundIn(data))
         let now = clock.monotonicMillis
         while let frame = nextGeneralFrame(&bytes, now: now) {
             switch frame.text() {
@@ -107,17 +92,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                 )
             }
         }
-        guard bytes.readableBytes > 0 else { return }
-        if continuesALine {
-            // Already our own buffer: kept, so that a line arriving in many small pieces is copied once.
-            bytes.discardReadBytes()
-            unfinishedLine = bytes
-        } else {
-            // Copied out of the read buffer, so that the channel can reuse it.
-            var unfinished = context.channel.allocator.buffer(capacity: bytes.readableBytes)
-            unfinished.writeBuffer(&bytes)
-            unfinishedLine = unfinished
-        }
+        unfinishedLine.keep(&bytes, allocator: context.channel.allocator)
     }
 
     /// The next line for the general path. A writer's rows in their common form are taken on the way,
@@ -157,7 +132,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         let (reason, actions) = session.connectionClosed(
             transportFailed ? .failed : .closedByPeer, wallMillis: clock.wallMillis)
         run(actions)
-        descriptor = nil
+        sendQueues = SendQueueProbe()
         keepaliveTask?.cancel()
         keepaliveTask = nil
         fanout = nil
@@ -204,29 +179,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     private func writerAppendsCompleted(
-        _ outcome: Result<AppendResults, any Error>, _ submitted: [(batch: NewBatch, command: CommandName)]
+        _ outcome: Result<AppendResults, any Error>, _ submitted: [WriterIngest.Submitted]
     ) {
-        let results = (try? outcome.get()) ?? [.failure(.storage("\(outcome)"))]
-        var positions: [StreamPosition] = []
-        var refusal: ClosingError?
-        for (result, (batch, command)) in zip(results, submitted) {
-            switch result {
-            case .success(let appended):
-                // A run is one append of many one-row batches: acknowledged batch by batch.
-                if batch.rowTokens.isEmpty {
-                    positions.append(StreamPosition(appended.stream, appended.token))
-                } else {
-                    for token in batch.rowTokens { positions.append(StreamPosition(appended.stream, token)) }
-                }
-            case .failure(let error):
-                guard refusal == nil, case .exactly(let token) = batch.firstToken else { continue }
-                if case .tokenNotAfterCurrent(let current) = error {
-                    refusal = .tokenNotAfterCurrent(command, stream: batch.stream, token: token, current: current)
-                } else {
-                    refusal = .notStored(command, stream: batch.stream, token: token, "\(error)")
-                }
-            }
-        }
+        let (positions, refusal) = WriterIngest.acknowledgements(of: outcome, submitted)
         if !positions.isEmpty { hub.count { $0.writerAppends += positions.count } }
         run(session.writerBatchesStored(positions, refusal: refusal, now: clock.monotonicMillis))
         // Acknowledgements completing together (a group commit) leave in one write.
@@ -234,22 +189,12 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func snapshot() -> ConnectionSnapshot {
-        var unread = 0
-        var unsent = 0
-        var buffered = 0
-        if let descriptor {
-            unread = (try? SocketQueues.unread(descriptor: descriptor)) ?? 0
-            if sendQueuesMayHoldBytes {
-                unsent = (try? SocketQueues.unsent(descriptor: descriptor)) ?? 0
-                buffered = (try? context?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-                sendQueuesMayHoldBytes = unsent > 0 || buffered > 0
-            }
-        }
+        let queues = sendQueues.sample(context?.channel)
         let machine = session.machine
         return ConnectionSnapshot(
             name: machine.name, peer: peer, isWriter: machine.isWriter, connectedAtMillis: connectedAtMillis,
-            pendingCommands: machine.pendingCommands.count, bufferedWritableBytes: buffered,
-            kernelSendQueue: unsent, kernelReceiveQueue: unread,
+            pendingCommands: machine.pendingCommands.count, bufferedWritableBytes: queues.buffered,
+            kernelSendQueue: queues.unsent, kernelReceiveQueue: queues.unread,
             counters: machine.counters, sentTokens: session.sentTokens, syncingUsers: session.syncingUsers.count)
     }
 
@@ -271,13 +216,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .writeRows(let lines, _):
             write(lines)
         case .acknowledge(let positions):
-            // A writer gets one per batch: prefixes copied, digits written in place, all in one buffer.
             var acks = context.channel.allocator.buffer(capacity: positions.count * 24)
-            for position in positions {
-                acks.writeBytes(Self.positionPrefixes[position.stream.index])
-                acks.writeDecimal(position.token)
-                acks.writeInteger(UInt8(ascii: "\n"))
-            }
+            acks.writePositions(positions)
             write(acks)
         case .submitWriterBatches:
             submitWriterAppends()
@@ -357,7 +297,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         }
         context.write(wrapOutboundOut(buffer), promise: promise)
         needsFlush = true
-        sendQueuesMayHoldBytes = true
+        sendQueues.wrote()
     }
 
     /// After every event: flush what it wrote, then read catch-up pages while the connection takes writes
@@ -401,13 +341,4 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             this.value.writerAppendsCompleted(outcome, submitted)
         }
     }
-
-    /// `POSITION <stream> ` for every stream, by index.
-    private static let positionPrefixes = StreamName.all.map { Array("POSITION \($0.rawValue) ".utf8) }
-}
-
-/// `host:port` for logs.
-func describe(_ address: SocketAddress) -> String {
-    guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
-    return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
 }

@@ -144,10 +144,13 @@ struct WriterIngest {
         }
     }
 
+    /// A batch handed to the log, with the command that completed it.
+    typealias Submitted = (batch: NewBatch, command: CommandName)
+
     /// The batches completed since the last call, in order, with the command that completed each.
-    mutating func take() -> [(batch: NewBatch, command: CommandName)] {
+    mutating func take() -> [Submitted] {
         let bytes = completedRows
-        let batches = completed.map { entry -> (batch: NewBatch, command: CommandName) in
+        let batches = completed.map { entry -> Submitted in
             let slice = bytes.getSlice(at: entry.range.lowerBound, length: entry.range.count)!
             if let tokens = entry.runTokens { return (.run(entry.stream, lines: slice, tokens: tokens), entry.command) }
             let rows = RowTexts(bytes: slice, count: entry.rowCount)
@@ -160,10 +163,50 @@ struct WriterIngest {
     }
 }
 
+extension WriterIngest {
+    /// What the log made of submitted batches: the acknowledgement of each stored one (a run's rows are
+    /// acknowledged one by one, as the writer sent them), and the refusal that closes the writer, if any.
+    static func acknowledgements(
+        of outcome: Result<AppendResults, any Error>, _ submitted: [Submitted]
+    ) -> (positions: [StreamPosition], refusal: ClosingError?) {
+        let results = (try? outcome.get()) ?? [.failure(.storage("\(outcome)"))]
+        var positions: [StreamPosition] = []
+        for (result, (batch, command)) in zip(results, submitted) {
+            switch result {
+            case .success(let appended) where batch.rowTokens.isEmpty:
+                positions.append(StreamPosition(appended.stream, appended.token))
+            case .success(let appended):
+                for token in batch.rowTokens { positions.append(StreamPosition(appended.stream, token)) }
+            case .failure(let error):
+                // The log stores nothing after a refusal: it is the last result.
+                guard case .exactly(let token) = batch.firstToken else { return (positions, nil) }
+                guard case .tokenNotAfterCurrent(let current) = error else {
+                    return (positions, .notStored(command, stream: batch.stream, token: token, "\(error)"))
+                }
+                return (positions, .tokenNotAfterCurrent(command, stream: batch.stream, token: token, current: current))
+            }
+        }
+        return (positions, nil)
+    }
+}
+
 extension ByteBuffer {
+    /// `POSITION <stream> <token>` lines: a writer gets one per batch, so the prefix is copied and the
+    /// digits written in place.
+    mutating func writePositions(_ positions: [StreamPosition]) {
+        for position in positions {
+            writeBytes(positionPrefixes[position.stream.index])
+            writeDecimal(position.token)
+            writeInteger(UInt8(ascii: "\n"))
+        }
+    }
+
     /// A row's bytes and the newline that ends it in ``RowTexts``.
     fileprivate mutating func writeRow(_ bytes: UnsafeRawBufferPointer) {
         writeBytes(bytes)
         writeInteger(UInt8(ascii: "\n"))
     }
 }
+
+/// `POSITION <stream> ` for every stream, by index.
+private let positionPrefixes = StreamName.all.map { Array("POSITION \($0.rawValue) ".utf8) }
