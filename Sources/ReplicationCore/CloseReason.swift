@@ -81,3 +81,48 @@ extension ClosingError {
         writerRejected(command, stream: stream.rawValue, token: String(token), "not stored: \(why)")
     }
 }
+
+/// What an `ERROR` from a server means to a client, read once here so that no client parses the words
+/// of ``ClosingError`` texts (or Synapse's) itself.
+public enum RemoteError: Equatable, Sendable {
+    /// The server is going away: reconnect later.
+    case serverShuttingDown
+    /// A `REPLICATE` asked for rows the server no longer has.
+    case fallenBehind(StreamName)
+    /// A `REPLICATE` refused for another reason (Synapse says `failed to handle REPLICATE command`, this
+    /// server `failed to handle replicate: …`, e.g. for a stream it does not know).
+    case replicateRefused
+    /// A writer's line refused; the stream and token it named, as written.
+    case writerRejected(stream: String, token: String)
+    case other
+
+    public init(_ text: String) {
+        if text == ClosingError.serverShutdown.text {
+            self = .serverShuttingDown
+        } else if text.lowercased().hasPrefix("failed to handle replicate") {
+            self = Self.fallenBehindStream(in: text).map(RemoteError.fallenBehind) ?? .replicateRefused
+        } else if text.hasPrefix("rejected "), let colon = text.firstIndex(of: ":") {
+            // `rejected <command> <stream> <token>: <why>` (``ClosingError/writerRejected(_:stream:token:_:)``).
+            let words = text[..<colon].split(separator: " ")
+            self = words.count == 4 ? .writerRejected(stream: String(words[2]), token: String(words[3])) : .other
+        } else {
+            self = .other
+        }
+    }
+
+    /// Whether a `REPLICATE` was refused, for whatever reason.
+    public var refusesReplicate: Bool {
+        switch self {
+        case .fallenBehind, .replicateRefused: true
+        case .serverShuttingDown, .writerRejected, .other: false
+        }
+    }
+
+    /// The stream of `… stream X has fallen behind` (``ClosingError/fallenBehind(_:)``).
+    private static func fallenBehindStream(in text: String) -> StreamName? {
+        guard let end = text.firstRange(of: " has fallen behind"),
+            let start = text[..<end.lowerBound].ranges(of: "stream ").last
+        else { return nil }
+        return StreamName(text[start.upperBound..<end.lowerBound])
+    }
+}

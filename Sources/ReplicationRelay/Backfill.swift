@@ -64,7 +64,7 @@ extension Backfill: ReplicationClientDelegate {
     func replicationClientFinishedConnecting() {}
 
     func replicationClient(serverError text: String) {
-        finish(.failure(UpstreamError("upstream refused: \(text)", refused: UpstreamError.isReplicateRefusal(text))))
+        finish(.failure(UpstreamError("upstream refused: \(text)", refused: RemoteError(text).refusesReplicate)))
     }
 
     func replicationClient(badRow reason: String, stream: String) {

@@ -265,20 +265,16 @@ extension UpstreamLink: ReplicationClientDelegate {
 
     public func replicationClient(serverError text: String) {
         logger.warning("upstream reported an error", metadata: ["error": "\(text)"])
-        if let stream = Self.streamFallenBehind(in: text) {
+        switch RemoteError(text) {
+        case .fallenBehind(let stream):
+            // The upstream no longer has the rows after what the relay stored (it was down longer than
+            // the upstream keeps rows).
             restartAtNow(stream)
-        } else if !finishedConnecting, UpstreamError.isReplicateRefusal(text) {
+        case .replicateRefused where !finishedConnecting:
             findStreamsNotOffered()
+        default:
+            break
         }
-    }
-
-    /// The stream an `ERROR … stream X has fallen behind` names: the upstream no longer has the rows
-    /// after what the relay stored (it was down longer than the upstream keeps rows).
-    static func streamFallenBehind(in text: String) -> StreamName? {
-        guard let end = text.firstRange(of: " has fallen behind"),
-            let start = text[..<end.lowerBound].ranges(of: "stream ").last
-        else { return nil }
-        return StreamName(text[start.upperBound..<end.lowerBound])
     }
 
     /// Rather than asking for rows the upstream no longer has on every reconnect, the stream starts
@@ -332,10 +328,5 @@ struct UpstreamError: Error, CustomStringConvertible {
     init(_ description: String, refused: Bool = false) {
         self.description = description
         self.refused = refused
-    }
-
-    /// Synapse answers `failed to handle REPLICATE command`, a hub `failed to handle replicate: …`.
-    static func isReplicateRefusal(_ text: String) -> Bool {
-        text.lowercased().hasPrefix("failed to handle replicate")
     }
 }

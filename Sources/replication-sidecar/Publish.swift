@@ -202,8 +202,10 @@ final class Publisher: ClientDriver {
 
     func replicationClient(serverError text: String) {
         // The server names the stream and token it refused: find that batch's line.
-        let words = text.split(separator: " ")
-        let refused = words.count > 3 ? inFlight.first { "\($0.stream)" == words[2] && "\($0.token)" == words[3].dropLast() } : nil
+        var refused: Sent?
+        if case .writerRejected(let stream, let token) = RemoteError(text) {
+            refused = inFlight.first { "\($0.stream)" == stream && "\($0.token)" == token }
+        }
         let line = refused?.lastLine ?? inFlight.first?.lastLine ?? acknowledgedLine
         stop(1, "line \(line): the server refused it: \(text)")
     }

@@ -95,7 +95,7 @@ final class TailPrinter: ClientDriver {
     func replicationClientFinishedConnecting() { status("caught up on every stream; following") }
 
     func replicationClient(serverError text: String) {
-        if text == "server shutting down" {
+        if RemoteError(text) == .serverShuttingDown {
             status("the server is shutting down; will reconnect")
         } else {
             status("the server refused: \(text)")
