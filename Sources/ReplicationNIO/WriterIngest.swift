@@ -35,6 +35,14 @@ struct WriterIngest {
 
     var isEmpty: Bool { completed.isEmpty }
 
+    /// What became of one line on the fast path.
+    private enum RowLineOutcome {
+        /// Not a row in its common form: the general path reads it.
+        case notInCommonForm
+        case taken
+        case rejected(ClosingError)
+    }
+
     /// Why ``takeRows(from:framer:)`` stopped before the end of the buffer.
     enum Interruption {
         /// A line that is not a row in its common form: the general path reads it.
@@ -50,19 +58,19 @@ struct WriterIngest {
         var taken = 0
         while let frame = framer.nextFrame(&buffer) {
             guard case .line(let line) = frame else { return (taken, .generalPath(frame)) }
-            let outcome = line.withUnsafeReadableBytes { bytes -> ClosingError?? in
-                guard let row = WriterRowLine(bytes) else { return .none }
+            let outcome = line.withUnsafeReadableBytes { bytes -> RowLineOutcome in
+                guard let row = WriterRowLine(bytes) else { return .notInCommonForm }
                 // The line is in catch-up form whenever its token is a number (no other spelling is recognised).
                 let prefix = row.token == .batch ? nil : UnsafeRawBufferPointer(rebasing: bytes[..<row.rowOffset])
-                return .some(
-                    self.row(
-                        row.stream, token: row.token, shape: .array(count: row.stream.fieldCount),
-                        bytes: UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...]), linePrefix: prefix))
+                let rejection = self.row(
+                    row.stream, token: row.token, shape: .array(count: row.stream.fieldCount),
+                    bytes: UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...]), linePrefix: prefix)
+                return rejection.map(RowLineOutcome.rejected) ?? .taken
             }
             switch outcome {
-            case .none: return (taken, .generalPath(frame))
-            case .some(nil): taken += 1
-            case .some(let rejection?): return (taken + 1, .rejected(rejection))
+            case .notInCommonForm: return (taken, .generalPath(frame))
+            case .taken: taken += 1
+            case .rejected(let rejection): return (taken + 1, .rejected(rejection))
             }
         }
         return (taken, nil)

@@ -72,18 +72,18 @@ public final class InMemoryStreamLog: StreamLog {
         var ranges: [Range<Int>?] = []
         ranges.reserveCapacity(batches.count)
         for batch in batches {
-            guard case .exactly(let token) = batch.token, !batch.rows.isEmpty, batch.lines == nil else {
+            guard case .rows(let stream, let rows, .exactly(let token)) = batch else {
                 ranges.append(nil)
                 continue
             }
             let start = lines.writerIndex
-            RowLines.catchUp(batch.rows, stream: batch.stream, token: token, into: &lines)
+            RowLines.catchUp(rows, stream: stream, token: token, into: &lines)
             ranges.append(start..<lines.writerIndex)
         }
         var results: AppendResults = []
         results.reserveCapacity(batches.count)
         for (batch, range) in zip(batches, ranges) {
-            let prebuilt = batch.lines ?? range.map { lines.getSlice(at: $0.lowerBound, length: $0.count)! }
+            let prebuilt = range.map { lines.getSlice(at: $0.lowerBound, length: $0.count)! }
             results.append(append(batch, catchUpLines: prebuilt))
             if case .failure = results.last! { break }
         }
@@ -91,7 +91,7 @@ public final class InMemoryStreamLog: StreamLog {
     }
 
     private func append(_ batch: NewBatch, catchUpLines prebuilt: ByteBuffer?) -> Result<AppendedBatch, StreamLogError> {
-        let (rows, stream) = (batch.rows, batch.stream)
+        let (rowCount, stream) = (batch.rowCount, batch.stream)
         let retainRows = self.retainRows
         return streams[stream.index].withLockedValue { state -> Result<AppendedBatch, StreamLogError> in
             let previous = state.currentToken
@@ -106,18 +106,26 @@ public final class InMemoryStreamLog: StreamLog {
                 state.rowCount = 0
                 state.oldestServable = newToken
             }
-            var catchUpLines = ByteBuffer()
-            if !rows.isEmpty {
+            let catchUpLines: ByteBuffer
+            switch batch {
+            case .advance:
+                catchUpLines = ByteBuffer()
+            case .run(_, let lines, _):
+                catchUpLines = lines
+            case .rows(_, let rows, _):
                 if let prebuilt {
                     catchUpLines = prebuilt
                 } else {
-                    catchUpLines = ByteBufferAllocator().buffer(capacity: rows.bytes.readableBytes + rows.count * 40)
-                    RowLines.catchUp(rows, stream: stream, token: newToken, into: &catchUpLines)
+                    var built = ByteBufferAllocator().buffer(capacity: rows.bytes.readableBytes + rows.count * 40)
+                    RowLines.catchUp(rows, stream: stream, token: newToken, into: &built)
+                    catchUpLines = built
                 }
+            }
+            if rowCount > 0 {
                 state.batches.append(
                     StoredBatch(
-                        token: newToken, rowCount: rows.count, catchUpLines: catchUpLines, rowTokens: batch.rowTokens))
-                state.rowCount += rows.count
+                        token: newToken, rowCount: rowCount, catchUpLines: catchUpLines, rowTokens: batch.rowTokens))
+                state.rowCount += rowCount
                 while let oldest = state.batches.first, state.rowCount - oldest.rowCount >= retainRows {
                     state.batches.removeFirst()
                     state.rowCount -= oldest.rowCount
@@ -131,10 +139,10 @@ public final class InMemoryStreamLog: StreamLog {
                 }
             }
             // A one-row batch and a run are sent live exactly as catch-up sends them; share the bytes.
-            let live = rows.count <= 1 ? catchUpLines : batch.liveLines(token: newToken)
+            let live = rowCount <= 1 ? catchUpLines : batch.liveLines(token: newToken)
             return .success(
                 AppendedBatch(
-                    stream: stream, previousToken: previous, token: newToken, rowCount: rows.count, liveLines: live))
+                    stream: stream, previousToken: previous, token: newToken, rowCount: rowCount, liveLines: live))
         }
     }
 

@@ -58,12 +58,9 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     public static var schemaVersion: Int { migrations.count }
 
     private struct Pending {
-        var stream: StreamName
+        var batch: NewBatch
+        /// The stream's token once the batch is stored.
         var token: Int64
-        var rows: RowTexts
-        /// A run's tokens, one per row; empty when every row has `token`.
-        var rowTokens: [Int64]
-        var forgetsEarlier: Bool
         /// On the last accepted batch of an append: what to answer once it is durable.
         var completion: Completion?
     }
@@ -223,13 +220,9 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                 results.append(
                     .success(
                         AppendedBatch(
-                            stream: batch.stream, previousToken: previous, token: newToken, rowCount: batch.rows.count,
+                            stream: batch.stream, previousToken: previous, token: newToken, rowCount: batch.rowCount,
                             liveLines: batch.liveLines(token: newToken))))
-                state.queue.append(
-                    Pending(
-                        stream: batch.stream, token: newToken, rows: batch.rows, rowTokens: batch.rowTokens,
-                        forgetsEarlier: batch.forgetsEarlier,
-                        completion: nil))
+                state.queue.append(Pending(batch: batch, token: newToken, completion: nil))
                 lastQueued = state.queue.count - 1
             }
             guard let lastQueued else {
@@ -340,8 +333,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                 try commit(round)
                 heads.withLockedValue { heads in
                     for pending in round {
-                        heads.current[pending.stream.index] = pending.token
-                        if pending.forgetsEarlier { heads.oldestServable[pending.stream.index] = pending.token }
+                        heads.current[pending.batch.stream.index] = pending.token
+                        if pending.batch.forgetsEarlier { heads.oldestServable[pending.batch.stream.index] = pending.token }
                     }
                 }
                 for completion in round.compactMap(\.completion) { completion.promise.succeed(completion.results) }
@@ -349,8 +342,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                 try? writerConnection.execute("ROLLBACK")
                 let durable = heads.withLockedValue { $0.current }
                 writerState.withLockedValue { state in
-                    for pending in round where state.accepted[pending.stream.index] == pending.token {
-                        state.accepted[pending.stream.index] = durable[pending.stream.index]
+                    for pending in round where state.accepted[pending.batch.stream.index] == pending.token {
+                        state.accepted[pending.batch.stream.index] = durable[pending.batch.stream.index]
                     }
                 }
                 for completion in round.compactMap(\.completion) {
@@ -372,16 +365,12 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             ON CONFLICT (id) DO UPDATE SET current_token = excluded.current_token
             """)
         for pending in round {
-            let stream = Int64(pending.stream.index)
-            // A batch's rows share its token, in order by `seq`; a run's rows each have their own.
-            var index = 0
-            try pending.rows.forEachRow { row throws(SQLiteError) in
-                let (token, seq) = pending.rowTokens.isEmpty ? (pending.token, index) : (pending.rowTokens[index], 0)
+            let stream = Int64(pending.batch.stream.index)
+            try pending.batch.forEachRow(storedAt: pending.token) { token, seq, row throws(SQLiteError) in
                 try insert.bind(.integer(stream), .integer(token), .integer(Int64(seq)), .integer(now), .utf8(row)).run()
-                index += 1
             }
-            try head.bind(.integer(stream), .text(pending.stream.rawValue), .integer(pending.token)).run()
-            if pending.forgetsEarlier {
+            try head.bind(.integer(stream), .text(pending.batch.stream.rawValue), .integer(pending.token)).run()
+            if pending.batch.forgetsEarlier {
                 try writerConnection.prepare("DELETE FROM rows WHERE stream = ? AND token < ?")
                     .bind(.integer(stream), .integer(pending.token)).run()
                 try writerConnection.prepare("UPDATE streams SET oldest_servable = ? WHERE id = ?")

@@ -14,19 +14,11 @@ public enum AppendToken: Sendable, Equatable {
 public struct RowTexts: Sendable {
     public private(set) var bytes: ByteBuffer
     public private(set) var count: Int
-    /// Each row is preceded by `RDATA <stream> <token> `: the bytes are a writer's lines.
-    private var inLines = false
 
     /// `bytes` holds `count` rows, each followed by `\n`.
     public init(bytes: ByteBuffer, count: Int) {
         self.bytes = bytes
         self.count = count
-    }
-
-    /// `lines` holds `count` lines `RDATA <stream> <token> <row>\n`; the rows are what follows the third space.
-    public init(lines: ByteBuffer, count: Int) {
-        self.init(bytes: lines, count: count)
-        self.inLines = true
     }
 
     public init(_ rows: [String]) {
@@ -42,13 +34,19 @@ public struct RowTexts: Sendable {
 
     /// Calls `body` with each row's bytes, without its newline, in order.
     public func forEachRow<Failure: Error>(_ body: (UnsafeRawBufferPointer) throws(Failure) -> Void) throws(Failure) {
+        try Self.forEachLine(of: bytes, skippingWords: 0, body)
+    }
+
+    /// Calls `body` with each line of `bytes` after its first `skippingWords` space-separated words
+    /// (the row of an `RDATA` line after 3), without its newline.
+    static func forEachLine<Failure: Error>(
+        of bytes: ByteBuffer, skippingWords: Int, _ body: (UnsafeRawBufferPointer) throws(Failure) -> Void
+    ) throws(Failure) {
         var failure: Failure?
         bytes.withUnsafeReadableBytes { all in
             var start = 0
             while start < all.count {
-                if inLines {
-                    for _ in 0..<3 { start = all[start...].firstIndex(of: UInt8(ascii: " "))! + 1 }
-                }
+                for _ in 0..<skippingWords { start = all[start...].firstIndex(of: UInt8(ascii: " "))! + 1 }
                 let end = all[start...].firstIndex(of: UInt8(ascii: "\n"))!
                 do throws(Failure) {
                     try body(UnsafeRawBufferPointer(rebasing: all[start..<end]))
@@ -64,64 +62,116 @@ public struct RowTexts: Sendable {
 
 }
 
-/// A batch to append: rows (possibly none: a position advance) under one token, or a run of one-row
-/// batches (``run(_:lines:tokens:)``).
-public struct NewBatch: Sendable {
-    public var stream: StreamName
-    public var rows: RowTexts
-    /// The batch's token; a run's last.
-    public var token: AppendToken
-    /// A run's tokens, one per row, increasing; empty for a batch.
-    public private(set) var rowTokens: [Int64] = []
-    /// A run's rows as the writer sent them, `RDATA <stream> <token> <row>\n` each: exactly what catch-up
-    /// and live fan-out send, so the log keeps these bytes instead of building them.
-    public private(set) var lines: ByteBuffer?
-    /// What came before this token is unknown to this log: readers behind it have fallen behind, as if
-    /// it had been pruned. Only a position advance carries it (``startingAt(_:token:)``).
-    public private(set) var forgetsEarlier = false
+/// A batch to append: one of three things, each stored and acknowledged as a whole.
+public enum NewBatch: Sendable {
+    /// Rows under one token: a writer's batch, or rows the server makes itself (``AppendToken/next``).
+    case rows(StreamName, RowTexts, token: AppendToken)
+    /// Consecutive one-row batches of a writer, each row with its own token (strictly increasing), given
+    /// as the writer's lines `RDATA <stream> <token> <row>\n`: exactly what catch-up and live fan-out
+    /// send, so the log keeps these bytes instead of building them. Stored and handed to subscribers as
+    /// one; accepted if the first token is after the stream's current one.
+    case run(StreamName, lines: ByteBuffer, tokens: [Int64])
+    /// The stream moves to `token` without a row (a writer's `POSITION`). With `forgettingEarlier`,
+    /// what came before is unknown to this log and readers behind it have fallen behind, as if it had
+    /// been pruned (a relay that joined its upstream at `NOW`).
+    case advance(StreamName, to: Int64, forgettingEarlier: Bool)
 
+    /// Rows under one token; none and a writer's token is a position advance.
     public init(stream: StreamName, rows: RowTexts, token: AppendToken) {
-        self.stream = stream
-        self.rows = rows
-        self.token = token
+        if rows.isEmpty, case .exactly(let to) = token {
+            self = .advance(stream, to: to, forgettingEarlier: false)
+        } else {
+            self = .rows(stream, rows, token: token)
+        }
     }
 
     public init(stream: StreamName, rows: [String], token: AppendToken) {
         self.init(stream: stream, rows: RowTexts(rows), token: token)
     }
 
-    /// Consecutive one-row batches of a writer, each row with its own token (`tokens`, strictly
-    /// increasing), given as the writer's lines. They are stored and handed to subscribers as one; the log
-    /// accepts them if the first token is after the stream's current one.
-    public static func run(_ stream: StreamName, lines: ByteBuffer, tokens: [Int64]) -> NewBatch {
-        var batch = NewBatch(stream: stream, rows: RowTexts(lines: lines, count: tokens.count), token: .exactly(tokens.last!))
-        batch.rowTokens = tokens
-        batch.lines = lines
-        return batch
+    /// The stream starts at `token` in this log, with nothing known before it.
+    public static func startingAt(_ stream: StreamName, token: Int64) -> NewBatch {
+        .advance(stream, to: token, forgettingEarlier: true)
+    }
+
+    public var stream: StreamName {
+        switch self {
+        case .rows(let stream, _, _), .run(let stream, _, _), .advance(let stream, _, _): stream
+        }
+    }
+
+    public var rowCount: Int {
+        switch self {
+        case .rows(_, let rows, _): rows.count
+        case .run(_, _, let tokens): tokens.count
+        case .advance: 0
+        }
+    }
+
+    /// A run's tokens, one per row; empty otherwise.
+    public var rowTokens: [Int64] {
+        if case .run(_, _, let tokens) = self { tokens } else { [] }
     }
 
     /// The token the log compares with the stream's current one: a run's first.
-    public var firstToken: AppendToken { rowTokens.first.map(AppendToken.exactly) ?? token }
+    public var firstToken: AppendToken {
+        switch self {
+        case .rows(_, _, let token): token
+        case .run(_, _, let tokens): .exactly(tokens[0])
+        case .advance(_, let to, _): .exactly(to)
+        }
+    }
+
+    /// Whether readers behind this batch have fallen behind.
+    public var forgetsEarlier: Bool {
+        if case .advance(_, _, true) = self { true } else { false }
+    }
 
     /// The stream's token once this batch is stored after `current`, or the refusal of a writer's token
     /// that is not after it. Both logs decide with this.
     public func tokenAfterAppend(to current: Int64) -> Result<Int64, StreamLogError> {
-        guard case .exactly(let first) = firstToken, case .exactly(let last) = token else { return .success(current + 1) }
-        return first > current ? .success(last) : .failure(.tokenNotAfterCurrent(current: current))
+        let last: Int64
+        switch self {
+        case .rows(_, _, .next): return .success(current + 1)
+        case .rows(_, _, .exactly(let token)), .advance(_, let token, _): last = token
+        case .run(_, _, let tokens): last = tokens[tokens.count - 1]
+        }
+        guard case .exactly(let first) = firstToken, first > current else {
+            return .failure(.tokenNotAfterCurrent(current: current))
+        }
+        return .success(last)
     }
 
-    /// The rows as live fan-out sends them: `batch` on every row of a batch but the last, which carries
-    /// `token`; a run's lines as they are.
+    /// The rows as live fan-out sends them once stored at `token`: `batch` on every row of a batch but
+    /// the last, which carries `token`; a run's lines as they are.
     public func liveLines(token: Int64) -> ByteBuffer {
-        lines ?? RowLines.live(rows, stream: stream, token: token)
+        switch self {
+        case .rows(let stream, let rows, _): RowLines.live(rows, stream: stream, token: token)
+        case .run(_, let lines, _): lines
+        case .advance: ByteBuffer()
+        }
     }
 
-    /// The stream starts at `token` in this log, with nothing known before it (a relay that joined its
-    /// upstream at `NOW`).
-    public static func startingAt(_ stream: StreamName, token: Int64) -> NewBatch {
-        var batch = NewBatch(stream: stream, rows: [], token: .exactly(token))
-        batch.forgetsEarlier = true
-        return batch
+    /// Calls `body` with each row as the log keeps it, once stored at `token`: its own token, its place
+    /// among the rows of that token, and its bytes.
+    public func forEachRow<Failure: Error>(
+        storedAt token: Int64, _ body: (_ token: Int64, _ seq: Int, UnsafeRawBufferPointer) throws(Failure) -> Void
+    ) throws(Failure) {
+        var index = 0
+        switch self {
+        case .rows(_, let rows, _):
+            try rows.forEachRow { row throws(Failure) in
+                try body(token, index, row)
+                index += 1
+            }
+        case .run(_, let lines, let tokens):
+            try RowTexts.forEachLine(of: lines, skippingWords: 3) { row throws(Failure) in
+                try body(tokens[index], 0, row)
+                index += 1
+            }
+        case .advance:
+            break
+        }
     }
 }
 

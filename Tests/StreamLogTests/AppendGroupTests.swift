@@ -104,9 +104,26 @@ import Testing
         #expect(try rows(log) == "RDATA events 5 [\"r5\"]\n")
     }
 
-    @Test func aRunsRowsAreWhatFollowsTheTokenOnEachLine() {
+    @Test func aRunsRowsAreWhatFollowsTheTokenOnEachLineEachWithItsToken() {
         var rows: [String] = []
-        run([3, 14]).rows.forEachRow { rows.append(String(decoding: $0, as: UTF8.self)) }
-        #expect(rows == [#"["r3"]"#, #"["r14"]"#])
+        run([3, 14]).forEachRow(storedAt: 14) { token, seq, row in
+            rows.append("\(token).\(seq) " + String(decoding: row, as: UTF8.self))
+        }
+        #expect(rows == [#"3.0 ["r3"]"#, #"14.0 ["r14"]"#])
+    }
+
+    @Test func aBatchsRowsShareItsTokenInOrderAndAnAdvanceHasNone() {
+        var rows: [String] = []
+        let batch = NewBatch(stream: .events, rows: [#"["a"]"#, #"["b"]"#], token: .exactly(7))
+        batch.forEachRow(storedAt: 7) { token, seq, row in
+            rows.append("\(token).\(seq) " + String(decoding: row, as: UTF8.self))
+        }
+        #expect(rows == [#"7.0 ["a"]"#, #"7.1 ["b"]"#])
+        let advance = NewBatch(stream: .events, rows: [], token: .exactly(9))
+        guard case .advance(.events, to: 9, forgettingEarlier: false) = advance else {
+            Issue.record("no rows under a writer's token is a position advance, got \(advance)")
+            return
+        }
+        #expect(advance.rowCount == 0 && !advance.forgetsEarlier && NewBatch.startingAt(.events, token: 9).forgetsEarlier)
     }
 }
