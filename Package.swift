@@ -127,6 +127,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Fuzz targets for the parsers of network input (Tests/fuzz.sh builds them with libFuzzer).
+        .executableTarget(
+            name: "replication-fuzz",
+            dependencies: ["ReplicationCore", "ReplicationNIO", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
         .testTarget(
             name: "ReplicationRelayTests",
