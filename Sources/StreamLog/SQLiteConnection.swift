@@ -12,9 +12,17 @@ public struct SQLiteError: Error, Equatable, CustomStringConvertible {
 final class SQLiteConnection {
     let handle: OpaquePointer
 
-    init(path: String, create: Bool) throws(SQLiteError) {
+    enum Access { case readWrite, readWriteCreate, readOnly }
+
+    init(path: String, access: Access) throws(SQLiteError) {
         var handle: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX
+        let mode =
+            switch access {
+            case .readWrite: SQLITE_OPEN_READWRITE
+            case .readWriteCreate: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+            case .readOnly: SQLITE_OPEN_READONLY
+            }
+        let flags = mode | SQLITE_OPEN_NOMUTEX
         let result = sqlite3_open_v2(path, &handle, flags, nil)
         guard result == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
@@ -25,7 +33,17 @@ final class SQLiteConnection {
         sqlite3_busy_timeout(handle, 5_000)
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    private var isClosed = false
+
+    deinit { close() }
+
+    /// Closes the connection; the last connection to close checkpoints the WAL into the database file
+    /// and removes it. SQLite defers the close until statements still alive are finalized.
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        sqlite3_close_v2(handle)
+    }
 
     func execute(_ sql: String) throws(SQLiteError) {
         let result = sqlite3_exec(handle, sql, nil, nil, nil)

@@ -111,7 +111,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         self.threadPool = threadPool
         self.clock = clock
         do {
-            writerConnection = try SQLiteConnection(path: path, create: true)
+            writerConnection = try SQLiteConnection(path: path, access: .readWriteCreate)
             try Self.prepareSchema(writerConnection, path: path)
             try writerConnection.execute("PRAGMA synchronous = \(sync == .full ? "FULL" : "NORMAL")")
             // Proves the file can be written before any worker connects.
@@ -251,11 +251,18 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     package func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {
         let connection: SQLiteConnection
         do {
-            connection = try readers.withLockedValue { $0.popLast() } ?? SQLiteConnection(path: path, create: false)
+            connection = try readers.withLockedValue { $0.popLast() } ?? SQLiteConnection(path: path, access: .readWrite)
         } catch {
             throw .storage("\(error)")
         }
-        defer { readers.withLockedValue { $0.append(connection) } }
+        defer {
+            // A read that finishes after close() closes its connection rather than pooling it.
+            if writerState.withLockedValue({ $0.closed }) {
+                connection.close()
+            } else {
+                readers.withLockedValue { $0.append(connection) }
+            }
+        }
         do {
             try connection.execute("BEGIN")
             defer { try? connection.execute("COMMIT") }
@@ -305,11 +312,18 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         return promise.futureResult
     }
 
-    /// Refuses further appends and completes once everything appended before is committed. Called after
-    /// the listener has stopped, so that no acknowledged row is left behind.
+    /// Refuses further appends and completes once everything appended before is committed, the WAL is
+    /// checkpointed into the database and every connection is closed, so that a clean shutdown leaves the
+    /// log as one file. Called after the listener has stopped, so that no acknowledged row is left behind.
     public func close() async {
         writerState.withLockedValue { $0.closed = true }
         try? await quiesce(on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        readers.withLockedValue { readers in
+            for reader in readers { reader.close() }
+            readers = []
+        }
+        try? writerConnection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        writerConnection.close()
     }
 
     // MARK: The commit loop

@@ -70,6 +70,20 @@ final class TestClock: Sendable {
         #expect(try append(reopened, ["[9, 9, 9]"], token: .next).token == 26)
     }
 
+    @Test func closingCheckpointsTheWALAndLeavesOneFile() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try open()
+        for token in 1...50 { _ = try append(log, ["[\(token), 0, 0]"], token: .exactly(Int64(token))) }
+        _ = try allRows(log)  // a reader connection is open too
+        #expect(FileManager.default.fileExists(atPath: log.path + "-wal"))
+        await log.close()
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(files == ["stream-log.sqlite3"])
+        let reopened = try open()
+        #expect(reopened.currentToken(of: .caches) == 50)
+        #expect(try allRows(reopened).0.hasSuffix("RDATA caches 50 [50, 0, 0]\n"))
+    }
+
     @Test func retentionKeepsTheNewestRowsAndRefusesReadersBehindThem() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let clock = TestClock()
