@@ -82,20 +82,67 @@ import Testing
         }
     }
 
-    @Test func sigtermExitsZeroAfterTellingWorkers() throws {
+    @Test func sigtermExitsZeroAfterTellingWorkersAndLeavesTheLogAsOneFile() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let sidecar = try SidecarProcess(serve: ["--data-dir", directory])
+        let sidecar = try SidecarProcess(serve: ["--writer", "pub", "--data-dir", directory])
+        let writer = try LineSocket(port: sidecar.port)
+        _ = try writer.readLines(2)
+        try writer.send("NAME pub\n" + (1...20).map { "RDATA typing \($0) [\"!r\", [\"@u\"]]\n" }.joined())
+        #expect(try writer.readLines(20).last == "POSITION typing 20")
         let worker = try LineSocket(port: sidecar.port)
         _ = try worker.readLines(2)
         try worker.send("NAME worker\nREPLICATE events NOW\n")
         #expect(try worker.readLine() == "POSITION events 0")
+        #expect(FileManager.default.fileExists(atPath: directory + "/stream-log.sqlite3-wal"))
         let stopping = Thread { _ = sidecar.terminate() }
         stopping.start()
         #expect(try worker.readLine() == "ERROR server shutting down")
         #expect(try worker.readsEndOfStream())
         worker.close()
+        #expect(try writer.readLine() == "ERROR server shutting down")
+        writer.close()
         try waitUntilTrue { !sidecar.process.isRunning }
         #expect(sidecar.process.terminationStatus == 0)
+        // The WAL was checkpointed into the database on the way out.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["stream-log.sqlite3"])
+    }
+
+    @Test func checkFindsADamagedLogAndSaysWhatIsDamaged() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let check = { try runProcess(sidecarExecutable.path, ["check", "--data-dir", self.directory]) }
+        let missing = try check()
+        #expect(missing.status == 1 && missing.output.contains("there is no stream log at \(directory)/stream-log.sqlite3"))
+
+        let log = try openLog()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let batches = (1...400).map { token in
+            NewBatch(stream: .typing, rows: ["[\"!room\", [\"@user-\(token):test.local\"]]"], token: .exactly(Int64(token)))
+        }
+        #expect(try await log.append(batches, on: loop).get().allSatisfy { (try? $0.get()) != nil })
+        await log.close()
+        let sound = try check()
+        #expect(sound.status == 0)
+        #expect(sound.output == "the stream log in \(directory) is sound: 1 streams, 400 rows\n")
+
+        // A row that is valid SQL but not a row of its stream.
+        let file = directory + "/stream-log.sqlite3"
+        let narrow = try runProcess(
+            "/usr/bin/python3",
+            ["-c", "import sqlite3; c = sqlite3.connect('\(file)'); c.execute(\"UPDATE rows SET row = '[1]' WHERE token = 7\"); c.commit()"])
+        #expect(narrow.status == 0)
+        let badRow = try check()
+        #expect(badRow.status == 1)
+        #expect(badRow.output.hasPrefix("stream typing: row 7/0 is not a JSON array of 2 fields\n"))
+
+        // 8 KiB of garbage in the middle of the file: pages SQLite can no longer read.
+        let handle = try #require(FileHandle(forUpdatingAtPath: file))
+        try handle.seek(toOffset: 8192)
+        handle.write(Data((0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }))
+        try handle.close()
+        let damaged = try check()
+        #expect(damaged.status == 1)
+        #expect(damaged.output.contains("damaged"))
+        #expect(damaged.output.hasSuffix("the stream log in \(directory) is damaged: see README, 'A damaged stream log'\n"))
     }
 
     @Test func badFlagsAndBadGroundExitNonZeroWithAMessage() throws {

@@ -1,0 +1,98 @@
+import CSQLite
+import ReplicationCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The stream log of a data directory read end to end, apart from any server (`replication-sidecar check`).
+///
+/// SQLite's own integrity check covers every page of the file (a damaged page otherwise shows up only when
+/// a catch-up reaches it); then every row is held to the log's rules: a stream this build knows, a token
+/// no later than its stream's head, and a JSON array as wide as its stream's rows.
+public struct StreamLogCheck: Sendable {
+    /// What is wrong, one line each, at most ``maxProblems`` of them.
+    public private(set) var problems: [String] = []
+    /// Problems found beyond the ones listed.
+    public private(set) var unlistedProblems = 0
+    public private(set) var streamCount = 0
+    public private(set) var rowCount = 0
+
+    public static let maxProblems = 20
+
+    public var isHealthy: Bool { problems.isEmpty }
+
+    /// Checks the log in `directory` without writing anything to it.
+    public init(directory: String) {
+        let path = directory + "/stream-log.sqlite3"
+        guard access(path, F_OK) == 0 else {
+            report("there is no stream log at \(path)")
+            return
+        }
+        do {
+            let connection = try SQLiteConnection(path: path, access: .readOnly)
+            guard try connection.integer("PRAGMA application_id") == SQLiteStreamLog.applicationID else {
+                report("\(path) is not a replication-sidecar stream log")
+                return
+            }
+            let version = try connection.integer("PRAGMA user_version")
+            guard version <= SQLiteStreamLog.schemaVersion else {
+                report("\(path) has schema version \(version), newer than this build (\(SQLiteStreamLog.schemaVersion))")
+                return
+            }
+            let integrity = try connection.prepare("PRAGMA integrity_check(\(Self.maxProblems))")
+            while try integrity.step() {
+                let message = String(decoding: integrity.textBytes(0), as: UTF8.self)
+                if message != "ok" { report("damaged: \(message)") }
+            }
+            // The rows of damaged pages cannot be read reliably; what SQLite found is the answer.
+            guard isHealthy else { return }
+            try checkRows(connection)
+        } catch {
+            report("cannot read \(path): \(error.message)")
+        }
+    }
+
+    private mutating func checkRows(_ connection: SQLiteConnection) throws(SQLiteError) {
+        var heads: [Int64?] = Array(repeating: nil, count: StreamName.all.count)
+        let streams = try connection.prepare("SELECT id, name, current_token, oldest_servable FROM streams")
+        while try streams.step() {
+            let id = streams.integer(0)
+            let name = String(decoding: streams.textBytes(1), as: UTF8.self)
+            let (current, oldest) = (streams.integer(2), streams.integer(3))
+            guard let stream = StreamName.all.first(where: { Int64($0.index) == id && $0.rawValue == name }) else {
+                report("stream \(id) is named \(name.debugDescription), which this build does not know")
+                continue
+            }
+            streamCount += 1
+            heads[stream.index] = current
+            if oldest > current {
+                report("stream \(stream): oldest servable token \(oldest) is after its head \(current)")
+            }
+        }
+        let rows = try connection.prepare("SELECT stream, token, seq, row FROM rows ORDER BY stream, token, seq")
+        while try rows.step() {
+            rowCount += 1
+            let (id, token, seq) = (rows.integer(0), rows.integer(1), rows.integer(2))
+            guard id >= 0, id < Int64(heads.count), let head = heads[Int(id)] else {
+                report("row \(token)/\(seq) belongs to stream \(id), which has no head")
+                continue
+            }
+            let stream = StreamName.all[Int(id)]
+            if token > head { report("stream \(stream): row \(token)/\(seq) is after the head \(head)") }
+            let row = rows.textBytes(3)
+            let shape = String(validating: row, as: UTF8.self).flatMap { try? JSONScanner.scan($0[...]) }
+            if shape != .array(count: stream.fieldCount) {
+                report("stream \(stream): row \(token)/\(seq) is not a JSON array of \(stream.fieldCount) fields")
+            }
+        }
+    }
+
+    private mutating func report(_ problem: String) {
+        if problems.count < Self.maxProblems {
+            problems.append(problem)
+        } else {
+            unlistedProblems += 1
+        }
+    }
+}
