@@ -35,10 +35,11 @@ public struct RelayConfiguration: Sendable {
     }
 }
 
-/// A relay's one connection upstream, as a service. It subscribes to every stream after the last token
-/// in the relay's own log (`NOW` for a stream it has never seen), stores what arrives with the upstream's
-/// tokens and batches (the hub then fans it out to local workers), forwards workers' commands upstream
-/// (queued while disconnected), and fetches rows older than the log on a worker's behalf.
+/// A relay's one connection upstream, as a service: the I/O around a ``RelaySession``, which decides what
+/// to ask for and what to store. It subscribes to every stream after the last token in the relay's own
+/// log (`NOW` for a stream it has never seen), stores what arrives with the upstream's tokens and
+/// batches (the hub then fans it out to local workers), forwards workers' commands upstream (queued
+/// while disconnected), and fetches rows older than the log on a worker's behalf.
 ///
 /// Its mutable state is touched only on `eventLoop`, where the upstream client lives.
 public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
@@ -51,24 +52,13 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
 
     // On `eventLoop` only.
     private var client: ReplicationClient?
-    /// Streams subscribed at `NOW`: their first `POSITION` is where the relay's log starts.
-    private var startingAtNow: Set<StreamName> = []
-    /// Per stream, the last token handed to the log (appends complete later).
-    private var lastAppended = [Int64](repeating: 0, count: StreamName.all.count)
-    /// Local workers syncing each user: only the first start and the last end go upstream.
-    private var syncingWorkers: [String: Int] = [:]
+    private var session = RelaySession(heads: [Int64](repeating: 0, count: StreamName.all.count))
     private var hasConnected = false
-    /// Streams asked for on every connection; those the upstream turns out not to offer are removed.
-    private var subscribed = Set(StreamName.all)
-    /// Streams that answered `POSITION` on the current connection, and whether all have.
-    private var answered: Set<StreamName> = []
-    private var finishedConnecting = false
-    /// Catch-up sends every row with its own token: rows of one token are gathered here per stream and
-    /// stored as one batch once the token changes or the stream's `POSITION` ends its catch-up.
-    private var catchingUp: [StreamName: (token: Int64, rows: [String])] = [:]
     private var backfills: [ObjectIdentifier: Backfill] = [:]
 
-    public init(configuration: RelayConfiguration, eventLoop: any EventLoop, clock: ConnectionClock = .system, logger: Logger) {
+    public init(
+        configuration: RelayConfiguration, eventLoop: any EventLoop, clock: ConnectionClock = .system, logger: Logger
+    ) {
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.clock = clock
@@ -84,7 +74,8 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
         try await start()
         await withGracefulShutdownHandler {
             try? await gracefulShutdown()
-        } onGracefulShutdown: {}
+        } onGracefulShutdown: {
+        }
         try await shutDown()
         logger.info("upstream connection stopped")
     }
@@ -102,17 +93,8 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
 
     private func start(feeding hub: ReplicationHub) {
         eventLoop.preconditionInEventLoop()
-        var subscriptions: [(StreamName, ReplicateFrom)] = []
-        for stream in StreamName.all {
-            let current = hub.log.currentToken(of: stream)
-            lastAppended[stream.index] = current
-            if current == 0 {
-                startingAtNow.insert(stream)
-                subscriptions.append((stream, .now))
-            } else {
-                subscriptions.append((stream, .token(current)))
-            }
-        }
+        session = RelaySession(heads: StreamName.all.map { hub.log.currentToken(of: $0) })
+        let subscriptions = session.subscriptions
         let client = ReplicationClient(
             configuration: ClientConfiguration(
                 host: configuration.host, port: configuration.port, clientName: configuration.clientName,
@@ -122,7 +104,10 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
         self.client = client
         logger.info(
             "connecting upstream",
-            metadata: ["upstream": "\(configuration.host):\(configuration.port)", "server_name": "\(configuration.upstreamServerName)"])
+            metadata: [
+                "upstream": "\(configuration.host):\(configuration.port)",
+                "server_name": "\(configuration.upstreamServerName)",
+            ])
         client.start()
     }
 
@@ -139,13 +124,11 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
     }
 
     private func forwardOnLoop(_ command: Command) {
-        if case .userSync(let user, let state, _) = command {
-            let before = syncingWorkers[user, default: 0]
-            let after = state == .start ? before + 1 : max(0, before - 1)
-            syncingWorkers[user] = after == 0 ? nil : after
-            // Upstream tracks one set of syncing users for the whole relay.
-            guard (before == 0) != (after == 0) else { return }
-        }
+        run(session.workerCommand(command))
+    }
+
+    /// Sends a worker's command, or counts it dropped when the queue for a disconnected upstream is full.
+    private func send(_ command: Command) {
         let accepted = client?.send(command) ?? false
         let queued = client?.queuedCommandCount ?? 0
         status.withLock { status in
@@ -192,32 +175,62 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
     /// An upstream that does not offer a stream closes the connection when asked for it (Synapse's
     /// master offers `federation` only when a worker sends federation). Asks for each stream that had
     /// not answered yet on a connection of its own, and leaves out the refused ones from then on.
-    private func findStreamsNotOffered() {
-        for stream in subscribed.subtracting(answered) {
+    private func probeOffered(_ streams: [StreamName]) {
+        for stream in streams {
             let probe = eventLoop.makePromise(of: LogPage.self)
             fetch(stream, from: .now, through: .max, promise: probe)
             probe.futureResult.whenFailure { [self] error in
-                guard (error as? UpstreamError)?.refused == true, subscribed.remove(stream) != nil else { return }
-                client?.unsubscribe(stream)
-                logger.notice("upstream does not offer this stream; not asking for it again", metadata: ["stream": "\(stream)"])
+                guard (error as? UpstreamError)?.refused == true else { return }
+                run(session.streamNotOffered(stream))
             }
         }
     }
 
-    // MARK: Storing what arrives
+    // MARK: The one place with side effects
 
-    private func store(_ batch: NewBatch, token: Int64) {
+    private func run(_ actions: [RelaySession.Action]) {
+        for action in actions {
+            switch action {
+            case .store(let stream, let rows, let token, let startsLog):
+                store(
+                    startsLog
+                        ? .startingAt(stream, token: token)
+                        : NewBatch(stream: stream, rows: rows, token: .exactly(token)))
+            case .send(let command):
+                send(command)
+            case .resume(let stream, let token):
+                client?.resume(stream, after: token)
+            case .restartAtNow(let stream):
+                logger.error(
+                    "the relay fell behind its upstream: rows it missed on this stream are lost to its workers",
+                    metadata: ["stream": "\(stream)", "stored_through": "\(session.lastStored[stream.index])"])
+                client?.restartAtNow(stream)
+            case .probeOffered(let streams):
+                probeOffered(streams)
+            case .unsubscribe(let stream):
+                client?.unsubscribe(stream)
+                logger.notice(
+                    "upstream does not offer this stream; not asking for it again", metadata: ["stream": "\(stream)"])
+            }
+        }
+    }
+
+    private func store(_ batch: NewBatch) {
         guard let hub = hub.withLock({ $0 }) else { return }
-        lastAppended[batch.stream.index] = token
+        guard case .exactly(let token) = batch.firstToken else { return }
         let logger = self.logger
         hub.append([batch], on: eventLoop).whenComplete { result in
             switch result {
             case .success(let results):
                 if case .failure(let error) = results.first {
-                    logger.error("rows from upstream not stored", metadata: ["stream": "\(batch.stream)", "token": "\(token)", "error": "\(error)"])
+                    logger.error(
+                        "rows from upstream not stored",
+                        metadata: ["stream": "\(batch.stream)", "token": "\(token)", "error": "\(error)"])
                 }
             case .failure(let error):
-                logger.error("rows from upstream not stored", metadata: ["stream": "\(batch.stream)", "token": "\(token)", "error": "\(error)"])
+                logger.error(
+                    "rows from upstream not stored",
+                    metadata: ["stream": "\(batch.stream)", "token": "\(token)", "error": "\(error)"])
             }
         }
     }
@@ -226,71 +239,28 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
 extension UpstreamLink: ReplicationClientDelegate {
     public func replicationClient(received rows: [String], stream: StreamName, token: Int64) {
         status.withLock { $0.receivedTokens[stream.index] = token }
-        guard !answered.contains(stream) else {
-            // Live: whole batches.
-            storeRows(rows, stream: stream, token: token)
-            return
-        }
-        if let gathered = catchingUp[stream], gathered.token == token {
-            catchingUp[stream]!.rows += rows
-        } else {
-            storeCaughtUpRows(of: stream)
-            catchingUp[stream] = (token, rows)
-        }
-    }
-
-    private func storeCaughtUpRows(of stream: StreamName) {
-        guard let gathered = catchingUp.removeValue(forKey: stream) else { return }
-        storeRows(gathered.rows, stream: stream, token: gathered.token)
-    }
-
-    private func storeRows(_ rows: [String], stream: StreamName, token: Int64) {
-        guard token > lastAppended[stream.index] else { return }  // already stored
-        store(NewBatch(stream: stream, rows: rows, token: .exactly(token)), token: token)
+        run(session.rowsReceived(rows, stream: stream, token: token))
     }
 
     public func replicationClient(position token: Int64, stream: StreamName) {
         status.withLock { $0.receivedTokens[stream.index] = token }
-        storeCaughtUpRows(of: stream)
-        answered.insert(stream)
-        let first = startingAtNow.remove(stream) != nil
-        guard token > lastAppended[stream.index] else { return }
-        store(first ? .startingAt(stream, token: token) : NewBatch(stream: stream, rows: [], token: .exactly(token)), token: token)
+        run(session.positionReceived(token, stream: stream))
     }
 
     public func replicationClientFinishedConnecting() {
-        finishedConnecting = true
-        logger.info("subscribed upstream", metadata: ["streams": "\(subscribed.count)"])
+        session.connectingFinished()
+        logger.info("subscribed upstream", metadata: ["streams": "\(session.subscribed.count)"])
     }
 
     public func replicationClient(serverError text: String) {
         logger.warning("upstream reported an error", metadata: ["error": "\(text)"])
-        switch RemoteError(text) {
-        case .fallenBehind(let stream):
-            // The upstream no longer has the rows after what the relay stored (it was down longer than
-            // the upstream keeps rows).
-            restartAtNow(stream)
-        case .replicateRefused where !finishedConnecting:
-            findStreamsNotOffered()
-        default:
-            break
-        }
-    }
-
-    /// Rather than asking for rows the upstream no longer has on every reconnect, the stream starts
-    /// again at the upstream's current token; workers behind that get `… has fallen behind` from the
-    /// relay, as they would from a hub.
-    private func restartAtNow(_ stream: StreamName) {
-        logger.error(
-            "the relay fell behind its upstream: rows it missed on this stream are lost to its workers",
-            metadata: ["stream": "\(stream)", "stored_through": "\(lastAppended[stream.index])"])
-        catchingUp[stream] = nil
-        startingAtNow.insert(stream)
-        client?.restartAtNow(stream)
+        run(session.serverError(text))
     }
 
     public func replicationClient(badRow reason: String, stream: String) {
-        logger.warning("upstream sent a row that does not fit its stream", metadata: ["stream": "\(stream)", "reason": "\(reason)"])
+        logger.warning(
+            "upstream sent a row that does not fit its stream",
+            metadata: ["stream": "\(stream)", "reason": "\(reason)"])
     }
 
     public func replicationClient(closingWithError text: String) {
@@ -304,19 +274,13 @@ extension UpstreamLink: ReplicationClientDelegate {
             status.queuedCommands = queued
             if connected, hasConnected { status.reconnects += 1 }
         }
-        answered = []
-        finishedConnecting = false
-        if !connected {
-            // Rows of a token whose catch-up was cut short may be incomplete: drop them, and resume
-            // every stream after what was stored.
-            catchingUp = [:]
-            for stream in subscribed.subtracting(startingAtNow) { client?.resume(stream, after: lastAppended[stream.index]) }
-        }
+        run(session.connectionChanged(connected: connected))
         if connected {
             hasConnected = true
             logger.info("upstream connected")
         } else {
-            logger.warning("upstream connection lost", metadata: ["retry_in_ms": "\(retryInMillis.map(String.init) ?? "never")"])
+            logger.warning(
+                "upstream connection lost", metadata: ["retry_in_ms": "\(retryInMillis.map(String.init) ?? "never")"])
         }
     }
 }
