@@ -92,7 +92,6 @@ import Testing
         #expect(
             try catchingUp.readLines(5) == (1...4).map { "RDATA events \($0) \(eventRow($0))" } + ["POSITION events 4"])
         try await fixture.stop()
-        try await log.shutDown()
         try await group.shutdownGracefully()
     }
 }

@@ -88,6 +88,23 @@ final class EmbeddedConnection {
         #expect(try connection.written().allSatisfy { $0.hasPrefix("PING ") || $0.hasPrefix("SERVER ") })
     }
 
+    /// (An embedded channel always reports `autoRead`; that the server stops reading is tested on loopback.)
+    @Test func aWriterThatTakesNoWritesGetsOnlyItsNewestAcknowledgementOnceItDoes() throws {
+        let connection = try EmbeddedConnection(
+            configuration: ServerConfiguration(serverName: "test.local", writers: ["pub"]))
+        _ = try connection.written()
+        try connection.send("NAME pub\n")
+        connection.channel.isWritable = false
+        connection.channel.pipeline.fireChannelWritabilityChanged()
+        try connection.send("RDATA typing 3 [\"!r\", []]\nRDATA typing 4 [\"!r\", []]\nPOSITION typing 9\n")
+        connection.loop.run()
+        #expect(try connection.written() == [])
+        connection.channel.isWritable = true
+        connection.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(try connection.written() == ["POSITION typing 9"])
+        #expect(connection.hub.countersSnapshot.writerAppends == 3)
+    }
+
     @Test func overlongAndInvalidUTF8LinesCloseWithTheirErrors() throws {
         let long = try EmbeddedConnection()
         _ = try long.written()
