@@ -5,6 +5,8 @@ public struct ExporterConfiguration: Sendable {
     /// Listen port; `0` picks a free one. The default keeps clear of Prometheus (9090), Alertmanager (9093)
     /// and node_exporter (9100).
     public var port: Int
+    /// Where `/metrics` is served (`--web.telemetry-path`).
+    public var telemetryPath: String
     /// Concurrent HTTP connections served; more are refused.
     public var connectionLimit: Int
     /// Seconds an idle HTTP connection is kept.
@@ -38,11 +40,13 @@ public struct ExporterConfiguration: Sendable {
     public static let defaultPort = 9469
 
     public init(
-        host: String = "127.0.0.1", port: Int = ExporterConfiguration.defaultPort, connectionLimit: Int = 64,
+        host: String = "127.0.0.1", port: Int = ExporterConfiguration.defaultPort, telemetryPath: String = "/metrics",
+        connectionLimit: Int = 64,
         connectionTimeoutSeconds: Int = 30, maxBodyAgeSeconds: Double = 0.25, tls: TLSFiles? = nil, basicAuth: BasicAuth? = nil
     ) {
         self.host = host
         self.port = port
+        self.telemetryPath = telemetryPath
         self.connectionLimit = connectionLimit
         self.connectionTimeoutSeconds = connectionTimeoutSeconds
         self.maxBodyAgeSeconds = maxBodyAgeSeconds

@@ -11,8 +11,12 @@ public protocol MetricsSource: Sendable {
     func scrape(openMetrics: Bool) throws -> (body: String, contentType: String)
     /// Called after each scrape with how long it took and whether it failed.
     func scrapeFinished(seconds: Double, failed: Bool)
-    /// Whether the server is up, for `/healthz`.
+    /// Whether the server is up, for `/healthz` (liveness).
     var isHealthy: Bool { get }
+    /// Whether the server can serve workers now, for `/readyz` (readiness): a relay also needs its upstream.
+    var isReady: Bool { get }
+    /// The HTML status page served at `/`, linking to the metrics at `telemetryPath`.
+    func statusPage(telemetryPath: String) throws -> String
 }
 
 public struct ExporterError: Error, CustomStringConvertible {
@@ -46,23 +50,10 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     /// Starts listening; returns the bound port (the real one when the configured port is 0).
     public func start() throws(ExporterError) -> Int {
         var flags = UInt32(MHD_USE_AUTO_INTERNAL_THREAD.rawValue | MHD_USE_ERROR_LOG.rawValue)
-        var address4 = sockaddr_in()
-        var address6 = sockaddr_in6()
-        let addressPointer: UnsafeMutableRawPointer
-        if inet_pton(AF_INET, configuration.host, &address4.sin_addr) == 1 {
-            address4.sin_family = sa_family_t(AF_INET)
-            address4.sin_port = in_port_t(UInt16(configuration.port).bigEndian)
-            addressPointer = withUnsafeMutableBytes(of: &address4) { $0.baseAddress! }
-        } else if inet_pton(AF_INET6, configuration.host, &address6.sin6_addr) == 1 {
-            address6.sin6_family = sa_family_t(AF_INET6)
-            address6.sin6_port = in_port_t(UInt16(configuration.port).bigEndian)
-            flags |= UInt32(MHD_USE_IPv6.rawValue)
-            addressPointer = withUnsafeMutableBytes(of: &address6) { $0.baseAddress! }
-        } else {
-            throw ExporterError(description: "metrics host '\(configuration.host)' is not an IPv4 or IPv6 address")
-        }
+        var address = try ListenAddress.resolve(host: configuration.host, port: configuration.port)
+        if address.isIPv6 { flags |= UInt32(MHD_USE_IPv6.rawValue) }
         var options: [MHD_OptionItem] = [
-            MHD_OptionItem(option: .SOCK_ADDR, value: 0, ptr_value: addressPointer),
+            MHD_OptionItem(option: .SOCK_ADDR, value: 0, ptr_value: nil),  // set below, while the address lives
             MHD_OptionItem(option: .CONNECTION_LIMIT, value: configuration.connectionLimit, ptr_value: nil),
             MHD_OptionItem(
                 option: .CONNECTION_TIMEOUT, value: configuration.connectionTimeoutSeconds, ptr_value: nil),
@@ -77,8 +68,11 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         }
         options.append(MHD_OptionItem(option: .END, value: 0, ptr_value: nil))
         let context = Unmanaged.passUnretained(self).toOpaque()
-        daemon = withExtendedLifetime((address4, address6)) {
-            options.withUnsafeMutableBufferPointer { rs_mhd_start(flags, Self.handleRequest, context, $0.baseAddress) }
+        daemon = withUnsafeMutableBytes(of: &address.storage) { addressBytes in
+            options[0].ptr_value = addressBytes.baseAddress
+            return options.withUnsafeMutableBufferPointer {
+                rs_mhd_start(flags, Self.handleRequest, context, $0.baseAddress)
+            }
         }
         guard let daemon else {
             throw ExporterError(
@@ -139,27 +133,36 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         guard method == "GET" || method == "HEAD" else {
             return Response(status: 405, body: Array("method not allowed\n".utf8), headers: [("Allow", "GET, HEAD")])
         }
-        if path == "/healthz" {
-            return source.isHealthy
-                ? Response(status: 200, body: Array("ok\n".utf8), headers: [("Content-Type", "text/plain")])
-                : Response(status: 503, body: Array("not ready\n".utf8), headers: [("Content-Type", "text/plain")])
-        }
+        if path == "/healthz" { return probe(source.isHealthy) }
+        if path == "/readyz" { return probe(source.isReady) }
         if let auth = configuration.basicAuth, !authorized(connection, auth) {
             return Response(
                 status: 401, body: Array("authentication required\n".utf8), headers: [], challenge: true)
         }
         switch path {
-        case "/metrics":
+        case configuration.telemetryPath:
             return metrics(connection)
         case "/":
-            let page = """
-                <html><head><title>replication-sidecar</title></head><body><h1>replication-sidecar</h1>
-                <p><a href="/metrics">Metrics</a> · <a href="/healthz">Health</a></p></body></html>
-
-                """
-            return Response(status: 200, body: Array(page.utf8), headers: [("Content-Type", "text/html; charset=utf-8")])
+            return statusPage()
         default:
             return Response(status: 404, body: Array("not found\n".utf8), headers: [("Content-Type", "text/plain")])
+        }
+    }
+
+    /// Probes for Kubernetes and load balancers: never behind basic auth.
+    private func probe(_ passing: Bool) -> Response {
+        passing
+            ? Response(status: 200, body: Array("ok\n".utf8), headers: [("Content-Type", "text/plain")])
+            : Response(status: 503, body: Array("not ready\n".utf8), headers: [("Content-Type", "text/plain")])
+    }
+
+    private func statusPage() -> Response {
+        do {
+            return Response(
+                status: 200, body: Array(try source.statusPage(telemetryPath: configuration.telemetryPath).utf8),
+                headers: [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")])
+        } catch {
+            return Response(status: 500, body: Array("status unavailable: \(error)\n".utf8), headers: [])
         }
     }
 
@@ -170,8 +173,8 @@ public final class MetricsHTTPServer: @unchecked Sendable {
 
     private func metrics(_ connection: OpaquePointer) -> Response {
         let variant = BodyVariant(
-            openMetrics: (header(connection, "Accept") ?? "").contains("application/openmetrics-text"),
-            gzip: (header(connection, "Accept-Encoding") ?? "").contains("gzip"))
+            openMetrics: ContentNegotiation.prefersOpenMetrics(accept: header(connection, "Accept")),
+            gzip: ContentNegotiation.acceptsGzip(acceptEncoding: header(connection, "Accept-Encoding")))
         let started = now()
         // Scrapes close together (an HA pair of Prometheus servers, a dashboard, a burst) share one
         // collection: each costs a hop to every event loop and two ioctls per connection.

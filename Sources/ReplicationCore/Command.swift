@@ -3,6 +3,9 @@ public enum CommandName: String, CaseIterable, Sendable {
     case SERVER, RDATA, POSITION, ERROR, PING, SYNC
     case NAME, REPLICATE, USER_SYNC, FEDERATION_ACK, REMOVE_PUSHER, INVALIDATE_CACHE, USER_IP
 
+    /// The workers' commands a relay forwards to its upstream.
+    public static let forwardedUpstream: [CommandName] = [.USER_SYNC, .FEDERATION_ACK, .REMOVE_PUSHER, .INVALIDATE_CACHE, .USER_IP]
+
     /// Dense index for per-command counters kept in plain arrays, in `allCases` order. A switch, not a
     /// lookup: every command in and out is counted.
     public var index: Int {

@@ -13,6 +13,7 @@ public struct ConnectionTotals: Sendable, Equatable {
         public var outbound = [Int](repeating: 0, count: CommandName.allCases.count)
         /// The most lagging connection's token per stream (by ``StreamName/index``), if any subscribes.
         public var lowestSentTokens = [Int64?](repeating: nil, count: StreamName.all.count)
+        /// When the oldest connection of this name opened (wall clock).
         public var oldestConnectedAtMillis = Int64.max
 
         init() {}
@@ -49,6 +50,9 @@ public struct ConnectionTotals: Sendable, Equatable {
     }
 
     public private(set) var byName: [String: PerName] = [:]
+    /// Commands per connection name since the server started: open connections and closed ones, so
+    /// that a rate never sees a reset when one of several connections sharing a name goes.
+    public private(set) var commandsByName: [String: CommandCounters] = [:]
     public private(set) var connectionCount = 0
     /// Connections subscribed per stream, by ``StreamName/index``.
     public private(set) var subscribers = [Int](repeating: 0, count: StreamName.all.count)
@@ -61,12 +65,19 @@ public struct ConnectionTotals: Sendable, Equatable {
 
     public mutating func add(_ connection: ConnectionSnapshot) {
         byName[connection.name, default: PerName()].merge(PerName(connection))
+        commandsByName[connection.name, default: CommandCounters()].add(connection.counters)
         connectionCount += 1
         for (index, token) in connection.sentTokens.enumerated() where token != nil { subscribers[index] += 1 }
     }
 
+    /// The commands of connections that have closed, kept in ``commandsByName``.
+    public mutating func addClosed(name: String, counters: CommandCounters) {
+        commandsByName[name, default: CommandCounters()].add(counters)
+    }
+
     public mutating func merge(_ other: ConnectionTotals) {
         for (name, theirs) in other.byName { byName[name, default: PerName()].merge(theirs) }
+        for (name, theirs) in other.commandsByName { commandsByName[name, default: CommandCounters()].add(theirs) }
         connectionCount += other.connectionCount
         for index in subscribers.indices { subscribers[index] += other.subscribers[index] }
     }

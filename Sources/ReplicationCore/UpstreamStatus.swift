@@ -5,6 +5,8 @@ public struct UpstreamStatus: Sendable, Equatable {
     public var reconnects = 0
     /// Per stream (by ``StreamName/index``): the last token received from upstream (rows or `POSITION`).
     public var receivedTokens = [Int64?](repeating: nil, count: StreamName.all.count)
+    /// Per stream (by ``StreamName/index``): `RDATA` lines received from upstream (Synapse's client counts them).
+    public var receivedRows = [Int](repeating: 0, count: StreamName.all.count)
     /// Per command (by ``CommandName/index``): workers' commands forwarded upstream.
     public var forwarded = [Int](repeating: 0, count: CommandName.allCases.count)
     /// Forwarded commands waiting for the upstream connection to come back.

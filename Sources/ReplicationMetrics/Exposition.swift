@@ -42,9 +42,20 @@ public enum Exposition {
             FamilySamples(family: family, samples: names.map { .init(labels: $0.1, value: value($0.2)) })
         }
         func perCommand(_ family: MetricFamily, _ counts: (ConnectionTotals.PerName) -> [Int]) -> FamilySamples {
+            perCommand(family, names.map { ($0.1, counts($0.2)) })
+        }
+        /// Counted since start, per name: closed connections' names too.
+        func perCommandSinceStart(_ family: MetricFamily, _ counts: (CommandCounters) -> [Int]) -> FamilySamples {
+            perCommand(
+                family,
+                totals.commandsByName.keys.sorted().map {
+                    ("name=\"\(escape($0, quotes: true))\"", counts(totals.commandsByName[$0]!))
+                })
+        }
+        func perCommand(_ family: MetricFamily, _ labelledCounts: [(String, [Int])]) -> FamilySamples {
             var samples: [FamilySamples.Sample] = []
-            for (_, label, aggregate) in names {
-                for (command, count) in zip(CommandName.allCases, counts(aggregate)) where count > 0 {
+            for (label, counts) in labelledCounts {
+                for (command, count) in zip(CommandName.allCases, counts) where count > 0 {
                     samples.append(.init(labels: "command=\"\(command.rawValue)\",\(label)", value: Double(count)))
                 }
             }
@@ -77,10 +88,13 @@ public enum Exposition {
             perName(MetricFamilies.kernelReadBuffer) { Double($0.kernelReceiveQueue) },
             perCommand(MetricFamilies.inboundCommands) { $0.inbound },
             perCommand(MetricFamilies.outboundCommands) { $0.outbound },
+            perCommandSinceStart(MetricFamilies.inboundCommandsTotal) { $0.inbound },
+            perCommandSinceStart(MetricFamilies.outboundCommandsTotal) { $0.outbound },
+            // Every reason from the start, at 0 until it happens: increase() then sees its first close.
             FamilySamples(
                 family: MetricFamilies.closeReason,
-                samples: CloseReason.allCases.compactMap { reason in
-                    counters.closeReasons[reason].map { .init(labels: "reason_type=\"\(reason.rawValue)\"", value: Double($0)) }
+                samples: CloseReason.allCases.map { reason in
+                    .init(labels: "reason_type=\"\(reason.rawValue)\"", value: Double(counters.closeReasons[reason] ?? 0))
                 }),
             perStream(MetricFamilies.streamUpdates) { Double(counters.streamUpdates[$0.index]) },
             single(MetricFamilies.userSync, Double(counters.userSync)),
@@ -96,7 +110,7 @@ public enum Exposition {
                 Double(max(0, snapshot.headTokens[stream.index] - lowest))
             },
             perName(MetricFamilies.syncingUsers) { Double($0.syncingUsers) },
-            perName(MetricFamilies.connectionAge) { Double(snapshot.nowMillis - $0.oldestConnectedAtMillis) / 1000 },
+            perName(MetricFamilies.connectionStartTime) { Double($0.oldestConnectedAtMillis) / 1000 },
             single(MetricFamilies.writerAppends, Double(counters.writerAppends)),
             single(MetricFamilies.writerRejections, Double(counters.writerRejections)),
             single(MetricFamilies.scrapeDuration, snapshot.scrapes.lastDurationSeconds),
@@ -116,10 +130,11 @@ public enum Exposition {
                 single(MetricFamilies.upstreamReconnects, Double(upstream.reconnects)),
                 FamilySamples(family: MetricFamilies.upstreamReceivedToken, samples: received),
                 FamilySamples(family: MetricFamilies.upstreamLagTokens, samples: lag),
+                perStream(MetricFamilies.inboundRDATA) { Double(upstream.receivedRows[$0.index]) },
                 FamilySamples(
                     family: MetricFamilies.upstreamForwarded,
-                    samples: zip(CommandName.allCases, upstream.forwarded).compactMap { command, count in
-                        count > 0 ? .init(labels: "command=\"\(command.rawValue)\"", value: Double(count)) : nil
+                    samples: CommandName.forwardedUpstream.map { command in
+                        .init(labels: "command=\"\(command.rawValue)\"", value: Double(upstream.forwarded[command.index]))
                     }),
                 single(MetricFamilies.upstreamQueued, Double(upstream.queuedCommands)),
                 single(MetricFamilies.upstreamDropped, Double(upstream.droppedCommands)),
@@ -131,6 +146,15 @@ public enum Exposition {
                     ]),
             ]
         }
+        families.append(
+            FamilySamples(
+                family: MetricFamilies.buildInfo,
+                samples: [
+                    .init(
+                        labels:
+                            "revision=\"\(escape(snapshot.revision, quotes: true))\",version=\"\(escape(snapshot.version, quotes: true))\"",
+                        value: 1)
+                ]))
         if let process = snapshot.process {
             families += [
                 single(MetricFamilies.processCPU, process.cpuSeconds),

@@ -18,12 +18,12 @@ public enum MetricFamilies {
     /// Every family this server may export.
     public static let all: [MetricFamily] = [
         pendingCommands, transportSendBuffer, kernelSendBuffer, kernelReadBuffer, inboundCommands, outboundCommands,
-        closeReason, streamUpdates, userSync, federationAck, removePusher, invalidateCache, userIPCache,
+        inboundCommandsTotal, outboundCommandsTotal, closeReason, inboundRDATA, streamUpdates, userSync, federationAck, removePusher, invalidateCache, userIPCache,
         totalConnections, connectionsPerStream, streamHeadToken, sentToken, lagTokens, syncingUsers,
-        lastFederationAck, connectionAge, writerAppends, writerRejections, scrapeDuration, scrapeErrors, processCPU,
+        lastFederationAck, connectionStartTime, writerAppends, writerRejections, scrapeDuration, scrapeErrors, processCPU,
         processResident, processVirtual, processOpenFDs, processMaxFDs, processStart, upstreamConnected,
         upstreamReconnects, upstreamReceivedToken, upstreamLagTokens, upstreamForwarded, upstreamQueued,
-        upstreamDropped, upstreamBackfills,
+        upstreamDropped, upstreamBackfills, buildInfo,
     ]
 
     static let synapse = "synapse_replication_tcp_"
@@ -50,6 +50,10 @@ public enum MetricFamilies {
         help: "Commands sent on live connections, by command.")
     public static let closeReason = MetricFamily(
         name: synapse + "protocol_close_reason", kind: .counter, help: "Connections ended, by how they ended.")
+    /// Synapse's client-side counter: a relay counts the `RDATA` its upstream sends.
+    public static let inboundRDATA = MetricFamily(
+        name: synapse + "protocol_inbound_rdata_count", kind: .counter,
+        help: "RDATA commands received from the upstream, by stream.")
 
     // Server-wide (Synapse's resource.py).
     public static let streamUpdates = MetricFamily(
@@ -83,9 +87,18 @@ public enum MetricFamilies {
         name: ours + "syncing_users", kind: .gauge, help: "Users a connection reported as syncing (USER_SYNC).")
     public static let lastFederationAck = MetricFamily(
         name: ours + "last_federation_ack_token", kind: .gauge, help: "The token of the last FEDERATION_ACK.")
-    public static let connectionAge = MetricFamily(
-        name: ours + "connection_age_seconds", kind: .gauge,
-        help: "Seconds since the connection opened (the oldest, for connections sharing a name).")
+    public static let connectionStartTime = MetricFamily(
+        name: ours + "connection_start_time_seconds", kind: .gauge,
+        help: "When the connection opened, in seconds since the epoch (the oldest, for connections sharing a name).")
+    // Monotonic beside Synapse's gauges above: kept after a connection closes, so rate() sees no reset.
+    public static let inboundCommandsTotal = MetricFamily(
+        name: ours + "inbound_commands", kind: .counter,
+        help: "Commands received since the server started, by command and connection name (closed connections included).")
+    public static let outboundCommandsTotal = MetricFamily(
+        name: ours + "outbound_commands", kind: .counter,
+        help: "Commands sent since the server started, by command and connection name (closed connections included).")
+    public static let buildInfo = MetricFamily(
+        name: ours + "build_info", kind: .gauge, help: "Always 1: the version and git revision of this build.")
     public static let writerAppends = MetricFamily(
         name: ours + "writer_appends", kind: .counter, help: "Batches (or position advances) stored for writers.")
     public static let writerRejections = MetricFamily(

@@ -12,6 +12,9 @@ public struct MetricsSnapshot: Sendable {
     public var scrapes: ScrapeStatistics
     /// A relay's upstream connection; nil for a hub.
     public var upstream: UpstreamStatus?
+    /// What `replication_sidecar_build_info` says: this build unless a test fixes it.
+    public var version = BuildInfo.version
+    public var revision = BuildInfo.revision
 
     public init(
         connections: ConnectionTotals, counters: HubCounters, headTokens: [Int64], nowMillis: Int64,

@@ -18,6 +18,8 @@ protocol HubConnection: AnyObject {
 final class LoopFanout {
     private var connections: [ObjectIdentifier: HubConnection] = [:]
     private var subscribers = [[ObjectIdentifier: HubConnection]](repeating: [:], count: StreamName.all.count)
+    /// Commands of this loop's closed connections, per name: the command counters keep counting.
+    private var closedCommands = ConnectionTotals()
 
     func add(_ connection: HubConnection) { connections[ObjectIdentifier(connection)] = connection }
 
@@ -25,6 +27,13 @@ final class LoopFanout {
         let id = ObjectIdentifier(connection)
         connections[id] = nil
         for index in subscribers.indices { subscribers[index][id] = nil }
+    }
+
+    /// Removes a connection that has closed, keeping what it counted.
+    func retire(_ connection: HubConnection) {
+        remove(connection)
+        let final = connection.snapshot()
+        closedCommands.addClosed(name: final.name, counters: final.counters)
     }
 
     func subscribe(_ connection: HubConnection, to stream: StreamName) {
@@ -80,7 +89,7 @@ final class LoopFanout {
 
     /// This loop's connections summed per name, where they live: a scrape copies one value per loop.
     func totals() -> ConnectionTotals {
-        var totals = ConnectionTotals()
+        var totals = closedCommands
         for connection in connections.values { totals.add(connection.snapshot()) }
         return totals
     }

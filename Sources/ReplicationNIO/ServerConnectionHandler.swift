@@ -135,6 +135,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         sendQueues = SendQueueProbe()
         keepaliveTask?.cancel()
         keepaliveTask = nil
+        fanout?.retire(self)  // its command counts outlive it
         fanout = nil
         hub.count { $0.closeReasons[reason, default: 0] += 1 }
         logger.info("connection closed", metadata: ["reason": "\(reason.rawValue)"])

@@ -238,7 +238,10 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
 
 extension UpstreamLink: ReplicationClientDelegate {
     public func replicationClient(received rows: [String], stream: StreamName, token: Int64) {
-        status.withLock { $0.receivedTokens[stream.index] = token }
+        status.withLock { status in
+            status.receivedTokens[stream.index] = token
+            status.receivedRows[stream.index] += rows.count
+        }
         run(session.rowsReceived(rows, stream: stream, token: token))
     }
 

@@ -12,13 +12,18 @@ import Synchronization
 public final class HubMetricsSource: MetricsSource {
     private let server: ReplicationServer
     private let upstream: (@Sendable () -> UpstreamStatus)?
+    private let upstreamAddress: String
     private let clock: ConnectionClock
     private let scrapes = Mutex(ScrapeStatistics())
 
-    /// `upstream` reports a relay's upstream connection (nil for a hub).
-    public init(server: ReplicationServer, upstream: (@Sendable () -> UpstreamStatus)? = nil, clock: ConnectionClock = .system) {
+    /// `upstream` reports a relay's upstream connection at `upstreamAddress` (nil for a hub).
+    public init(
+        server: ReplicationServer, upstream: (@Sendable () -> UpstreamStatus)? = nil, upstreamAddress: String = "",
+        clock: ConnectionClock = .system
+    ) {
         self.server = server
         self.upstream = upstream
+        self.upstreamAddress = upstreamAddress
         self.clock = clock
     }
 
@@ -42,6 +47,21 @@ public final class HubMetricsSource: MetricsSource {
     }
 
     public var isHealthy: Bool { server.localAddress != nil }
+
+    /// Listening, and in relay mode connected upstream: before that a worker would get no new rows.
+    public var isReady: Bool { isHealthy && (upstream?().connected ?? true) }
+
+    public func statusPage(telemetryPath: String) throws -> String {
+        let hub = server.hub
+        // On libmicrohttpd's thread, never on an event loop: waiting is safe.
+        let connections = try hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
+        let page = StatusPage(
+            connections: connections, headTokens: StreamName.all.map { hub.log.currentToken(of: $0) },
+            counters: hub.countersSnapshot, upstream: upstream.map { (upstreamAddress, $0()) },
+            listening: server.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "not listening",
+            telemetryPath: telemetryPath, nowMillis: clock.wallMillis)
+        return page.render()
+    }
 }
 
 /// The metrics endpoint as a service: it starts before the replication listener and stops after it.

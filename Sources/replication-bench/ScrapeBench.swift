@@ -142,4 +142,6 @@ private struct StaticSource: MetricsSource {
     }
     func scrapeFinished(seconds: Double, failed: Bool) {}
     var isHealthy: Bool { true }
+    var isReady: Bool { true }
+    func statusPage(telemetryPath: String) -> String { "" }
 }

@@ -18,19 +18,58 @@ import Testing
         }
     }
 
-    @Test func everyAlertHasARunbookAndAUnitTest() throws {
-        let rules = try String(contentsOfFile: path("deploy/prometheus/rules.yml"), encoding: .utf8)
+    @Test func everyAlertHasARunbookAJobSelectorAndAUnitTest() throws {
+        let rules = try PrometheusRules.load()
         let tests = try String(contentsOfFile: path("deploy/prometheus/rules_test.yml"), encoding: .utf8)
         let readme = try String(contentsOfFile: path("README.md"), encoding: .utf8)
-        let alerts = rules.split(separator: "\n").compactMap { line -> String? in
-            guard let range = line.range(of: "- alert: ") else { return nil }
-            return String(line[range.upperBound...])
+        #expect(rules.alerts.count >= 10)
+        #expect(rules.alerts.contains { $0.expression == #"absent(up{job="replication-sidecar"})"# })
+        for alert in rules.alerts {
+            #expect(tests.contains("alertname: \(alert.name)"), "no promtool test for \(alert.name)")
+            // GitHub's anchor for the heading `#### <alert>`.
+            #expect(readme.contains("\n#### \(alert.name)\n"), "no runbook section for \(alert.name) in README.md")
+            #expect(
+                alert.runbookURL?.hasSuffix("README.md#\(alert.name.lowercased())") == true,
+                "\(alert.name) has no runbook_url to its README section")
         }
-        #expect(alerts.count >= 6)
-        for alert in alerts {
-            #expect(tests.contains("alertname: \(alert)"), "no promtool test for \(alert)")
-            #expect(readme.contains("**\(alert)**"), "no runbook paragraph for \(alert) in README.md")
+        for expression in rules.alerts.map(\.expression) + rules.recordings.map(\.expression) {
+            #expect(expression.contains(#"job="replication-sidecar""#), "no job selector: \(expression)")
         }
+    }
+
+    @Test func recordingRulesAreNamedLevelMetricOperations() throws {
+        let families = Set(MetricFamilies.all.map(\.name))
+        for recording in try PrometheusRules.load().recordings {
+            let parts = recording.name.split(separator: ":", omittingEmptySubsequences: false)
+            #expect(parts.count == 3, "\(recording.name) is not level:metric:operations")
+            guard parts.count == 3 else { continue }
+            #expect(families.contains(String(parts[1])), "\(recording.name): '\(parts[1])' is no metric family")
+            // The level names the labels kept, besides job: `sum by (job, instance, stream_name)` is instance_stream_name.
+            let kept = try #require(recording.expression.firstMatch(of: #/by \(([^)]*)\)/#)).output.1
+                .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { $0 != "job" }
+            #expect(kept.joined(separator: "_") == parts[0], "\(recording.name): \(recording.expression)")
+            // The operation names the function and its range: rate1m is rate(…[1m]).
+            let operation = try #require(String(parts[2]).firstMatch(of: #/^([a-z]+)(\d+[smh])$/#))
+            #expect(recording.expression.contains("\(operation.output.1)(") && recording.expression.contains("[\(operation.output.2)]"))
+        }
+    }
+
+    @Test func ratesAreTakenOfCountersOnly() throws {
+        let rules = try PrometheusRules.load()
+        let expressions =
+            try Dashboard.load().panels.flatMap(\.expressions) + rules.alerts.map(\.expression)
+            + rules.recordings.map(\.expression)
+        let counters = Set(MetricFamilies.all.filter { $0.kind == .counter }.map(\.sampleName))
+        let rated = try Regex(#"(?:rate|irate|increase|delta)\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)"#)
+        var checked = 0
+        for expression in expressions {
+            for match in expression.matches(of: rated) {
+                let metric = String(match.output[1].substring ?? "")
+                #expect(counters.contains(metric), "rate() of \(metric), which is not a counter: \(expression)")
+                checked += 1
+            }
+        }
+        #expect(checked >= 15)
     }
 
     @Test func theSystemdUnitVerifies() throws {
@@ -67,6 +106,28 @@ import Testing
         for family in MetricFamilies.all {
             #expect(expressions.contains(family.sampleName), "no panel shows \(family.sampleName)")
         }
+        // Several sidecars on one dashboard: every series says which one it is.
+        for panel in dashboard.panels {
+            for legend in panel.legends {
+                #expect(legend.contains("{{instance}}"), "panel \(panel.title): legend '\(legend)' lacks {{instance}}")
+            }
+            for expression in panel.expressions where expression.contains(" by (") {
+                #expect(expression.contains(" by (instance"), "panel \(panel.title) aggregates instances away: \(expression)")
+            }
+        }
+    }
+
+    @Test func theDashboardImportsWithADataSourceInput() throws {
+        let data = try Data(contentsOf: repositoryRoot.appendingPathComponent("dashboards/replication-sidecar.json"))
+        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let inputs = try #require(json["__inputs"] as? [[String: Any]])
+        #expect(inputs.count == 1)
+        #expect(inputs.first?["name"] as? String == "DS_PROMETHEUS")
+        #expect(inputs.first?["type"] as? String == "datasource" && inputs.first?["pluginId"] as? String == "prometheus")
+        let requires = try #require(json["__requires"] as? [[String: Any]])
+        #expect(requires.contains { $0["id"] as? String == "prometheus" })
+        let variable = try #require(((json["templating"] as? [String: Any])?["list"] as? [[String: Any]])?.first)
+        #expect((variable["current"] as? [String: Any])?["value"] as? String == "${DS_PROMETHEUS}")
     }
 }
 
@@ -77,6 +138,7 @@ struct Dashboard {
         var description: String
         var datasource: String
         var expressions: [String]
+        var legends: [String]
     }
 
     var variables: [String]
@@ -91,7 +153,8 @@ struct Dashboard {
             Panel(
                 title: panel["title"] as? String ?? "", description: panel["description"] as? String ?? "",
                 datasource: (panel["datasource"] as? [String: Any])?["uid"] as? String ?? "",
-                expressions: (panel["targets"] as? [[String: Any]] ?? []).compactMap { $0["expr"] as? String })
+                expressions: (panel["targets"] as? [[String: Any]] ?? []).compactMap { $0["expr"] as? String },
+                legends: (panel["targets"] as? [[String: Any]] ?? []).compactMap { $0["legendFormat"] as? String })
         }
         return Dashboard(variables: variables, panels: panels)
     }
@@ -102,5 +165,41 @@ struct Dashboard {
             .replacingOccurrences(of: "$job", with: ".*")
             .replacingOccurrences(of: "$instance", with: ".*")
             .replacingOccurrences(of: "$name", with: ".*")
+    }
+}
+
+/// What the tests need of `deploy/prometheus/rules.yml`, read line by line (one rule field per line).
+struct PrometheusRules {
+    struct Rule {
+        var name: String
+        var expression: String
+        var runbookURL: String?
+    }
+
+    var alerts: [Rule] = []
+    var recordings: [Rule] = []
+
+    static func load() throws -> PrometheusRules {
+        let text = try String(
+            contentsOf: repositoryRoot.appendingPathComponent("deploy/prometheus/rules.yml"), encoding: .utf8)
+        var rules = PrometheusRules()
+        var current: (isAlert: Bool, rule: Rule)?
+        func finish() {
+            guard let current else { return }
+            if current.isAlert { rules.alerts.append(current.rule) } else { rules.recordings.append(current.rule) }
+        }
+        for line in text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            if line.hasPrefix("- alert: ") || line.hasPrefix("- record: ") {
+                finish()
+                let name = line[line.index(after: line.firstIndex(of: ":")!)...].trimmingCharacters(in: .whitespaces)
+                current = (line.hasPrefix("- alert: "), Rule(name: name, expression: ""))
+            } else if line.hasPrefix("expr: ") {
+                current?.rule.expression = String(line.dropFirst(6))
+            } else if line.hasPrefix("runbook_url: ") {
+                current?.rule.runbookURL = String(line.dropFirst(13)).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            }
+        }
+        finish()
+        return rules
     }
 }

@@ -80,15 +80,23 @@ import Testing
         }
         #expect(missing.isEmpty, "queries without data: \(missing)")
 
-        let rules = try String(
-            contentsOf: repositoryRoot.appendingPathComponent("deploy/prometheus/rules.yml"), encoding: .utf8)
-        let expressions = rules.split(separator: "\n").compactMap { line -> String? in
-            guard let range = line.range(of: "expr: ") else { return nil }
-            return String(line[range.upperBound...])
+        // Every rule watches series that exist on a hub and a relay: recording rules return data, and so does
+        // every alert's expression without its threshold (absent() aside, which has data only when its
+        // target is gone).
+        let rules = try PrometheusRules.load()
+        #expect(rules.recordings.count >= 4 && rules.alerts.count >= 10)
+        var silent: [String] = []
+        try await waitUntil(seconds: 60) {
+            silent = rules.recordings.map(\.expression).filter { (try? prometheus.query($0).hasData) != true }
+            return silent.isEmpty
         }
-        #expect(expressions.count >= 10)
-        for expression in expressions {
-            #expect(try prometheus.query(expression).succeeded, "invalid rule expression: \(expression)")
+        #expect(silent.isEmpty, "recording rules without data: \(silent)")
+        for alert in rules.alerts {
+            #expect(try prometheus.query(alert.expression).succeeded, "invalid alert expression: \(alert.expression)")
+            guard !alert.expression.hasPrefix("absent(") else { continue }
+            let watched = alert.expression.replacing(#/\s*(==|!=|>=|<=|>|<)\s*[0-9.]+$/#, with: "")
+            #expect(watched != alert.expression, "\(alert.name) has no threshold to strip")
+            #expect(try prometheus.query(watched).hasData, "\(alert.name) watches no series: \(watched)")
         }
         running.store(false, ordering: .relaxed)
         background.cancel()

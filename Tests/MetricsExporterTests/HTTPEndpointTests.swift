@@ -7,6 +7,7 @@ import Testing
 /// A source with fixed content that records what the endpoint asked of it.
 final class FakeSource: MetricsSource {
     let healthy = Mutex(true)
+    let ready = Mutex(true)
     let failing = Mutex(false)
     let finished = Mutex<[Bool]>([])
 
@@ -21,6 +22,8 @@ final class FakeSource: MetricsSource {
 
     func scrapeFinished(seconds: Double, failed: Bool) { finished.withLock { $0.append(failed) } }
     var isHealthy: Bool { healthy.withLock { $0 } }
+    var isReady: Bool { ready.withLock { $0 } }
+    func statusPage(telemetryPath: String) -> String { "<p><a href=\"\(telemetryPath)\">Metrics</a></p>" }
 }
 
 /// A monotonic clock that moves only when told to.
@@ -96,6 +99,52 @@ final class Endpoint {
         #expect(response.text.hasSuffix("# EOF\n"))
     }
 
+    @Test func qualityValuesDecideFormatAndEncoding() throws {
+        let endpoint = try Endpoint()
+        let client = try endpoint.connect()
+        func contentType(_ accept: String) throws -> String? {
+            try client.http("GET", "/metrics", headers: ["Accept": accept]).headers["content-type"]
+        }
+        let text = "text/plain; version=0.0.4; charset=utf-8"
+        let openMetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        // What Prometheus 2.x sends, and the same with the preference turned around.
+        #expect(
+            try contentType(
+                "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,"
+                    + "text/plain;version=0.0.4;q=0.3,*/*;q=0.2") == openMetrics)
+        #expect(try contentType("application/openmetrics-text;q=0.2, text/plain;q=0.9") == text)
+        #expect(try contentType("application/openmetrics-text;q=0") == text)
+        #expect(try contentType("application/openmetrics-text; q=0.0, */*") == text)
+        #expect(try contentType("*/*") == text)
+        #expect(try contentType("text/*;q=0.1, application/openmetrics-text") == openMetrics)
+
+        func encoding(_ acceptEncoding: String) throws -> String? {
+            try client.http("GET", "/metrics", headers: ["Accept-Encoding": acceptEncoding]).headers["content-encoding"]
+        }
+        #expect(try encoding("gzip;q=0") == nil)
+        #expect(try encoding("gzip;q=0, deflate") == nil)
+        #expect(try encoding("deflate, gzip;q=0.5") == "gzip")
+        #expect(try encoding("*") == "gzip")
+        #expect(try encoding("*;q=0") == nil)
+        #expect(try encoding("identity") == nil)
+    }
+
+    @Test func servesMetricsAtTheTelemetryPath() throws {
+        let endpoint = try Endpoint { $0.telemetryPath = "/internal/metrics" }
+        let client = try endpoint.connect()
+        #expect(try client.http("GET", "/internal/metrics").text.hasSuffix("x_total 1\n"))
+        #expect(try client.http("GET", "/metrics").status == 404)
+        #expect(try client.http("GET", "/").text.contains(#"href="/internal/metrics""#))
+    }
+
+    @Test func listensOnAResolvedHostName() throws {
+        let endpoint = try Endpoint { $0.host = "localhost" }
+        #expect(try endpoint.connect().http("GET", "/healthz").status == 200)
+        var unknown = ExporterConfiguration(host: "no-such-host.invalid", port: 0)
+        unknown.maxBodyAgeSeconds = 0
+        #expect(throws: ExporterError.self) { try MetricsHTTPServer(configuration: unknown, source: FakeSource()).start() }
+    }
+
     @Test func compressesWhenTheClientAcceptsGzip() throws {
         let endpoint = try Endpoint()
         let client = try endpoint.connect()
@@ -125,6 +174,10 @@ final class Endpoint {
         let landing = try client.http("GET", "/")
         #expect(landing.status == 200 && landing.text.contains(#"href="/metrics""#))
         #expect(try client.http("GET", "/healthz").text == "ok\n")
+        #expect(try client.http("GET", "/readyz").text == "ok\n")
+        endpoint.source.ready.withLock { $0 = false }
+        #expect(try client.http("GET", "/readyz").status == 503)
+        #expect(try client.http("GET", "/healthz").status == 200)
         endpoint.source.healthy.withLock { $0 = false }
         #expect(try client.http("GET", "/healthz").status == 503)
     }
@@ -146,6 +199,7 @@ final class Endpoint {
         let right = Data("prometheus:s3cret".utf8).base64EncodedString()
         #expect(try client.http("GET", "/metrics", headers: ["Authorization": "Basic \(right)"]).status == 200)
         #expect(try client.http("GET", "/healthz").status == 200)
+        #expect(try client.http("GET", "/readyz").status == 200)
     }
 
     @Test func servesHTTPSWithAKeyAndCertificate() throws {

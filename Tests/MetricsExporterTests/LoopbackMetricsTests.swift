@@ -54,9 +54,21 @@ struct Scrape {
         }
         #expect(try Scrape(source).value("synapse_replication_tcp_protocol_outbound_commands", #"command="RDATA",name="slow""#) == Double(rows))
 
-        // A closed connection's series disappear.
+        // A closed connection's series disappear, but for the counters of its name, which keep counting.
         slow.close()
-        try waitFor(source) { !$0.text.contains(name) }
+        try waitFor(source) { $0.value("synapse_replication_tcp_protocol_pending_commands", name) == nil }
+        let closed = try Scrape(source)
+        #expect(!closed.text.contains("synapse_replication_tcp_protocol_outbound_commands{command=\"RDATA\",\(name)}"))
+        #expect(closed.value("replication_sidecar_outbound_commands_total", #"command="RDATA",name="slow""#) == Double(rows))
+        #expect(closed.value("replication_sidecar_inbound_commands_total", #"command="REPLICATE",name="slow""#) == 1)
+        // A second connection of that name adds to the same counter: no reset for rate() to see.
+        let again = try fixture.connect(name: "slow")
+        try again.send("REPLICATE events NOW\n")
+        _ = try again.readLines { $0.hasPrefix("POSITION events ") }
+        try waitFor(source) {
+            $0.value("replication_sidecar_inbound_commands_total", #"command="REPLICATE",name="slow""#) == 2
+                && $0.value("synapse_replication_tcp_protocol_inbound_commands", #"command="REPLICATE",name="slow""#) == 1
+        }
         try await fixture.stop()
     }
 

@@ -53,14 +53,21 @@ func fixedSnapshot() -> MetricsSnapshot {
     upstream.receivedTokens[StreamName.events.index] = 12
     upstream.receivedTokens[StreamName.caches.index] = 4
     upstream.forwarded[CommandName.USER_SYNC.index] = 2
+    upstream.receivedRows[StreamName.events.index] = 12
     upstream.queuedCommands = 1
     upstream.backfills = 3
-    return MetricsSnapshot(
-        connections: ConnectionTotals([worker1, worker2, writer]), counters: hub, headTokens: heads, nowMillis: 11_000,
+    var connections = ConnectionTotals([worker1, worker2, writer])
+    // A worker that has gone: only its command counters remain.
+    connections.addClosed(name: "gone", counters: counters([.NAME: 1, .REPLICATE: 1], [.SERVER: 1, .RDATA: 4]))
+    var snapshot = MetricsSnapshot(
+        connections: connections, counters: hub, headTokens: heads, nowMillis: 11_000,
         process: ProcessStatistics(
             cpuSeconds: 1.5, residentBytes: 1_048_576, virtualBytes: 2_097_152, openFDs: 12, maxFDs: 1024,
             startTimeSeconds: 1_700_000_000),
         scrapes: ScrapeStatistics(lastDurationSeconds: 0.25, errors: 0), upstream: upstream)
+    snapshot.version = "1.2.3"
+    snapshot.revision = "0123456789ab"
+    return snapshot
 }
 
 /// The golden file's text; with `RECORD_GOLDEN=1` in the environment, `actual` is written there first
@@ -93,11 +100,36 @@ func golden(_ name: String, actual: String) throws -> String {
             lag.samples.first { $0.labels == #"name="synapse.app.generic_worker",stream_name="events""# }?.value == 3)
     }
 
+    @Test func knownLabelValuesAreExportedBeforeTheyHappen() {
+        let text = Exposition.render(families, as: .text)
+        for reason in CloseReason.allCases where reason != .connectionDone && reason != .pingTimeout {
+            #expect(text.contains("synapse_replication_tcp_protocol_close_reason_total{reason_type=\"\(reason.rawValue)\"} 0\n"))
+        }
+        for command in CommandName.forwardedUpstream where command != .USER_SYNC {
+            #expect(text.contains("replication_sidecar_upstream_forwarded_commands_total{command=\"\(command.rawValue)\"} 0\n"))
+        }
+        for stream in StreamName.all where stream != .events {
+            #expect(text.contains("synapse_replication_tcp_protocol_inbound_rdata_count_total{stream_name=\"\(stream.rawValue)\"} 0\n"))
+        }
+        #expect(text.contains("synapse_replication_tcp_protocol_inbound_rdata_count_total{stream_name=\"events\"} 12\n"))
+    }
+
+    @Test func commandCountersKeepClosedConnectionsAndStartTimesAreTimestamps() {
+        let text = Exposition.render(families, as: .text)
+        #expect(text.contains(#"replication_sidecar_outbound_commands_total{command="RDATA",name="gone"} 4"#))
+        #expect(!text.contains(#"synapse_replication_tcp_protocol_outbound_commands{command="RDATA",name="gone"}"#))
+        #expect(text.contains(#"replication_sidecar_outbound_commands_total{command="RDATA",name="synapse.app.generic_worker"} 20"#))
+        // The oldest connection of the name opened at 1,000 ms after the epoch.
+        #expect(text.contains(#"replication_sidecar_connection_start_time_seconds{name="synapse.app.generic_worker"} 1"# + "\n"))
+        #expect(!text.contains("connection_age_seconds"))
+        #expect(text.contains(#"replication_sidecar_build_info{revision="0123456789ab",version="1.2.3"} 1"# + "\n"))
+    }
+
     @Test func closedConnectionsLeaveNoSeries() {
         var snapshot = fixedSnapshot()
         snapshot.connections = ConnectionTotals()
         let text = Exposition.render(Exposition.families(snapshot), as: .text)
-        #expect(!text.contains("{name=") && !text.contains(",name="))
+        #expect(!text.contains("{name=") && !text.contains(",name="))  // nothing counted: no command counters either
         #expect(text.contains("synapse_replication_tcp_resource_total_connections 0\n"))
     }
 
