@@ -77,6 +77,17 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     /// The last token written per stream (by ``StreamName/index``), `nil` where not subscribed.
     public var sentTokens: [Int64?] { subscriptions.map { $0?.cursor } }
 
+    /// What the metrics show of this connection; the transport adds what only it knows.
+    public func snapshot(
+        peer: String, connectedAtMillis: Int64, bufferedWritableBytes: Int, kernelSendQueue: Int, kernelReceiveQueue: Int
+    ) -> ConnectionSnapshot {
+        ConnectionSnapshot(
+            name: machine.name, peer: peer, isWriter: machine.isWriter, connectedAtMillis: connectedAtMillis,
+            pendingCommands: machine.pendingCommands.count, bufferedWritableBytes: bufferedWritableBytes,
+            kernelSendQueue: kernelSendQueue, kernelReceiveQueue: kernelReceiveQueue, counters: machine.counters,
+            sentTokens: sentTokens, syncingUsers: syncingUsers.count)
+    }
+
     /// Whether a writer's lines may be taken on their bytes (``WriterRowLine``) rather than through
     /// ``lineReceived(_:now:wallMillis:head:)``.
     public var takesWriterRows: Bool { machine.takesWriterRows }

@@ -191,12 +191,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     func snapshot() -> ConnectionSnapshot {
         let queues = sendQueues.sample(context?.channel)
-        let machine = session.machine
-        return ConnectionSnapshot(
-            name: machine.name, peer: peer, isWriter: machine.isWriter, connectedAtMillis: connectedAtMillis,
-            pendingCommands: machine.pendingCommands.count, bufferedWritableBytes: queues.buffered,
-            kernelSendQueue: queues.unsent, kernelReceiveQueue: queues.unread,
-            counters: machine.counters, sentTokens: session.sentTokens, syncingUsers: session.syncingUsers.count)
+        return session.snapshot(
+            peer: peer, connectedAtMillis: connectedAtMillis, bufferedWritableBytes: queues.buffered,
+            kernelSendQueue: queues.unsent, kernelReceiveQueue: queues.unread)
     }
 
     // MARK: The one place with side effects.
