@@ -16,9 +16,10 @@ import Glibc
 /// under the chosen sync mode, and a batch is stored whole or not at all. Readers use their own
 /// connections and see a consistent snapshot per page.
 ///
-/// Commits and page reads run on a thread pool given by the owner, never on an event loop: a reader
-/// connection is used by one pool thread at a time, so there are at most as many as the pool has
-/// threads. The log starts no thread of its own; ``close()`` waits for what it was given to finish.
+/// Commits and page reads run on thread pools given by the owner, never on an event loop: a reader
+/// connection is used by one thread of `readPool` at a time, so there are at most as many as it has
+/// threads; commits get a pool of their own (`commitPool`) so that long page reads never delay an
+/// acknowledgement. The log starts no thread of its own; ``close()`` waits for what it was given.
 public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     /// How hard a commit insists on reaching the disk.
     public enum SyncMode: String, Sendable, CaseIterable {
@@ -92,7 +93,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private let retention: Retention
     private let clock: @Sendable () -> Int64
     private let writerConnection: SQLiteConnection
-    private let threadPool: NIOThreadPool
+    private let commitPool: NIOThreadPool
+    private let readPool: NIOThreadPool
     private let writerState: NIOLockedValueBox<WriterState>
     private let heads: NIOLockedValueBox<Heads>
     private let readers = NIOLockedValueBox<[SQLiteConnection]>([])
@@ -100,15 +102,17 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
 
     /// Opens (or creates) the log in `directory`. Refuses a file that is not this project's database or
     /// that has a newer schema, and never overwrites anything it does not recognise. Commits and reads
-    /// run on `threadPool`, which must be running while the log is used.
+    /// run on `commitPool` and `readPool` (they may be the same), which must run while the log is used.
     public init(
         directory: String, sync: SyncMode = .full, retention: Retention = Retention(rows: 1_000_000, ageMillis: nil),
-        threadPool: NIOThreadPool = .singleton, clock: @escaping @Sendable () -> Int64
+        commitPool: NIOThreadPool = .singleton, readPool: NIOThreadPool = .singleton,
+        clock: @escaping @Sendable () -> Int64
     ) throws(OpenError) {
         try Self.createDirectory(directory)
         path = directory + "/stream-log.sqlite3"
         self.retention = retention
-        self.threadPool = threadPool
+        self.commitPool = commitPool
+        self.readPool = readPool
         self.clock = clock
         do {
             writerConnection = try SQLiteConnection(path: path, access: .readWriteCreate)
@@ -234,7 +238,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             return !state.committing
         }
         if startCommit {
-            threadPool.submit { _ in self.commitQueued() }
+            commitPool.submit { _ in self.commitQueued() }
         }
         return promise.futureResult
     }
@@ -242,7 +246,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     public func read(_ stream: StreamName, after token: Int64, maxBytes: Int, on eventLoop: any EventLoop)
         -> EventLoopFuture<LogPage>
     {
-        threadPool.runIfActive(eventLoop: eventLoop) { () throws(StreamLogError) in
+        readPool.runIfActive(eventLoop: eventLoop) { () throws(StreamLogError) in
             try self.read(stream, after: token, maxBytes: maxBytes)
         }
     }

@@ -178,7 +178,11 @@ struct Serve: AsyncParsableCommand {
                 maxLineLength: maxLineLength, maxPendingCommands: maxPendingCommands,
                 pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows),
             socketSendBuffer: socketSendBuffer)
+        let metricsConfiguration = try exporterConfiguration()
         let log: any StreamLog
+        // Commits get a thread of their own, so that page reads on the shared pool never delay an
+        // acknowledgement; stopped after the log is closed.
+        let commitThread = NIOThreadPool(numberOfThreads: 1)
         if inMemory {
             log = InMemoryStreamLog(retainRows: retainRows)
         } else {
@@ -186,11 +190,12 @@ struct Serve: AsyncParsableCommand {
                 log = try SQLiteStreamLog(
                     directory: dataDir, sync: SQLiteStreamLog.SyncMode(rawValue: sync)!,
                     retention: .init(rows: retainRows, ageMillis: retainAge.flatMap(parseDuration)),
-                    clock: { ConnectionClock.system.wallMillis })
+                    commitPool: commitThread, clock: { ConnectionClock.system.wallMillis })
             } catch {
                 logger.critical("\(error)")
                 throw ExitCode.failure
             }
+            commitThread.start()
             logger.info("stream log ready", metadata: ["path": "\(dataDir)", "sync": "\(sync)"])
         }
         let group = MultiThreadedEventLoopGroup.singleton
@@ -206,17 +211,19 @@ struct Serve: AsyncParsableCommand {
         var upstreamStatus: (@Sendable () -> UpstreamStatus)?
         if let link { upstreamStatus = { link.currentStatus } }
         let exporter = MetricsHTTPServer(
-            configuration: try exporterConfiguration(), source: HubMetricsSource(server: server, upstream: upstreamStatus))
+            configuration: metricsConfiguration, source: HubMetricsSource(server: server, upstream: upstreamStatus))
         do {
             let metricsPort = try exporter.start()
             logger.info("metrics endpoint ready", metadata: ["address": "\(metricsHost)", "port": "\(metricsPort)"])
         } catch {
             logger.critical("\(error)")
+            try? await commitThread.shutdownGracefully()
             throw ExitCode.failure
         }
         do {
             try await server.start()
         } catch {
+            try? await commitThread.shutdownGracefully()
             exporter.stop()
             logger.critical("cannot listen on \(host):\(port): \(error)")
             throw ExitCode.failure
@@ -224,7 +231,8 @@ struct Serve: AsyncParsableCommand {
         // Services stop in reverse order: the replication listener first (workers hear why), then the
         // upstream connection, the metrics endpoint, and the log last (once nothing appends any more).
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: StreamLogService(log: log)), .init(service: MetricsService(http: exporter, logger: logger)),
+            .init(service: StreamLogService(log: log, commitThread: commitThread)),
+            .init(service: MetricsService(http: exporter, logger: logger)),
         ]
         if let link { services.append(.init(service: link)) }
         services.append(.init(service: server))
@@ -263,10 +271,12 @@ struct Serve: AsyncParsableCommand {
 /// Closes the log on graceful shutdown, after the services that append to it have stopped.
 struct StreamLogService: Service {
     let log: any StreamLog
+    let commitThread: NIOThreadPool
 
     func run() async throws {
         try? await gracefulShutdown()
         await log.close()
+        try await commitThread.shutdownGracefully()
     }
 }
 
