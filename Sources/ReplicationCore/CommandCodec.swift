@@ -141,7 +141,11 @@ public enum CommandCodec {
             return .removePusher(appID: String(parts[0]), pushKey: String(parts[1]), userID: String(parts[2]))
         case .INVALIDATE_CACHE:
             let parts = try splitArguments(rest, into: 2)
-            _ = try json(parts[1])
+            // Synapse 1.6 took any JSON and failed later on what was not a list of keys; here it would
+            // become a `caches` row every worker chokes on.
+            guard case .array = try json(parts[1]) else {
+                throw ArgumentError(repr: pythonExceptionRepr("ValueError", "INVALIDATE_CACHE keys must be a JSON array"))
+            }
             return .invalidateCache(cacheFunction: String(parts[0]), keysJSON: String(parts[1]))
         case .USER_IP:
             let parts = try splitArguments(rest, into: 2)

@@ -88,6 +88,20 @@ import Testing
         #expect(text("FOO bar") == "invalid command: FOO")
     }
 
+    @Test func invalidateCacheKeysMustBeAJSONArray() {
+        for keys in [#"{"a": 1}"#, "5", #""@a:x""#, "null"] {
+            #expect(
+                parse("INVALIDATE_CACHE get_user_by_id \(keys)")
+                    == .failure(
+                        .unparsable(
+                            name: .INVALIDATE_CACHE,
+                            reason: "ValueError('INVALIDATE_CACHE keys must be a JSON array')",
+                            rest: "get_user_by_id \(keys)")))
+        }
+        #expect(
+            parse(#"INVALIDATE_CACHE f [["@a:x", 1]]"#).map(\.name) == .success(.INVALIDATE_CACHE))
+    }
+
     @Test func pythonIntRules() {
         #expect(PythonInt.parse("1_000") == 1000)
         #expect(PythonInt.parse("-5") == -5)
