@@ -32,6 +32,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     /// Set while ``eventHandled()`` asks for pages, so that a page read at once does not recurse.
     private var continuingCatchUp = false
     private var transportFailed = false
+    /// Whether a write carrying ``watchForWriteFailure()``'s promise is still queued.
+    private var writeFailureWatched = false
     private var peer = "unknown"
     private var connectedAtMillis: Int64 = 0
     private var closeFuture: EventLoopFuture<Void>?
@@ -314,7 +316,23 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private func flushIfNeeded() {
         guard needsFlush, let context else { return }
         needsFlush = false
+        watchForWriteFailure()
         context.flush()
+    }
+
+    /// NIO closes a channel whose write fails (a peer that reset the connection, found by a write) without
+    /// `errorCaught`, failing the writes still queued. An empty write at the end of the queue, with a
+    /// promise, is how such a close is told apart from a clean one (one outstanding at a time).
+    private func watchForWriteFailure() {
+        guard !writeFailureWatched, let context else { return }
+        writeFailureWatched = true
+        let watch = context.eventLoop.makePromise(of: Void.self)
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        watch.futureResult.whenComplete { result in
+            this.value.writeFailureWatched = false
+            if case .failure(let error) = result, error is IOError { this.value.transportFailed = true }
+        }
+        context.write(wrapOutboundOut(ByteBuffer()), promise: watch)
     }
 
     /// Flushes after the tasks already queued on this loop: acknowledgements completing together (a

@@ -51,6 +51,13 @@ public final class LineSocket: @unchecked Sendable {  // used by one thread at a
         fd = -1
     }
 
+    /// Closes the socket with a TCP reset (`SO_LINGER` 0) instead of a FIN.
+    public func reset() {
+        var resetOnClose = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &resetOnClose, socklen_t(MemoryLayout<linger>.size))
+        close()
+    }
+
     /// Sends text as it is (add the `\n` yourself).
     public func send(_ text: String) throws {
         try send(Array(text.utf8))
