@@ -59,8 +59,8 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     private var requestsMade = 0
     /// A writer's newest acknowledgement per stream, held while the connection does not take writes:
     /// acknowledgements are cumulative, so a newer one replaces an older one and a slow reader of them
-    /// holds one per stream, never a queue.
-    private var heldAcknowledgements = [Int64?](repeating: nil, count: StreamName.all.count)
+    /// holds one per stream, never a queue (and an idle connection no allocation).
+    private var heldAcknowledgements: [StreamName: Int64] = [:]
     public private(set) var syncingUsers: Set<String> = []
     public private(set) var readsFromPeer = true
     private let routing: any CommandRouting
@@ -142,7 +142,7 @@ public struct ServerSession<Lines: Sendable>: Sendable {
                 machine.recordSent(.POSITION, count: positions.count, now: now)
                 actions.append(.acknowledge(positions))
             } else if machine.isOpen {
-                for position in positions { heldAcknowledgements[position.stream.index] = position.token }
+                for position in positions { heldAcknowledgements[position.stream] = position.token }
             }
         }
         if let refusal { actions += perform(machine.fail(refusal, now: now), now: now) }
@@ -152,15 +152,11 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     /// The transport's writability changed.
     public mutating func writabilityChanged(isWritable: Bool, now: Int64) -> [Action] {
         var actions = machine.writabilityChanged(isWritable: isWritable, now: now).map(Action.write)
-        if machine.isEstablished {
-            let held = StreamName.all.compactMap { stream in
-                heldAcknowledgements[stream.index].map { StreamPosition(stream, $0) }
-            }
-            if !held.isEmpty {
-                heldAcknowledgements = [Int64?](repeating: nil, count: StreamName.all.count)
-                machine.recordSent(.POSITION, count: held.count, now: now)
-                actions.append(.acknowledge(held))
-            }
+        if machine.isEstablished, !heldAcknowledgements.isEmpty {
+            let held = StreamName.all.compactMap { stream in heldAcknowledgements[stream].map { StreamPosition(stream, $0) } }
+            heldAcknowledgements = [:]
+            machine.recordSent(.POSITION, count: held.count, now: now)
+            actions.append(.acknowledge(held))
         }
         if machine.isWriter, readsFromPeer != isWritable {
             readsFromPeer = isWritable
