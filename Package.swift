@@ -85,10 +85,14 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Log lines in logfmt or JSON (--log-format).
+        .target(name: "SidecarLogging", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "replication-sidecar",
             dependencies: [
                 "ReplicationCore",
+                "ReplicationMetrics",
+                "SidecarLogging",
                 "StreamLog",
                 "ReplicationNIO",
                 "ReplicationRelay",
@@ -139,6 +143,9 @@ let package = Package(
             dependencies: ["ReplicationCore", "ReplicationNIO", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
+        .testTarget(
+            name: "SidecarLoggingTests",
+            dependencies: ["SidecarLogging", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "ReplicationRelayTests",
             dependencies: ["ReplicationRelay", "ReplicationNIO", "StreamLog", "ReplicationCore", "ReplicationTestSupport"]

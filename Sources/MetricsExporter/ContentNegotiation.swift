@@ -14,7 +14,8 @@ enum ContentNegotiation {
     static func acceptsGzip(acceptEncoding: String?) -> Bool {
         guard let acceptEncoding else { return false }
         let entries = parse(acceptEncoding)
-        return (entries.first { $0.value == "gzip" } ?? entries.first { $0.value == "*" }).map { $0.quality > 0 } ?? false
+        return (entries.first { $0.value == "gzip" } ?? entries.first { $0.value == "*" }).map { $0.quality > 0 }
+            ?? false
     }
 
     struct Entry {

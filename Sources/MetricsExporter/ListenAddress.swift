@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The socket address the endpoint binds to: an IPv4 or IPv6 literal, or a host name resolved once at

@@ -7,6 +7,7 @@ import ReplicationCore
 import ReplicationNIO
 import ReplicationRelay
 import ServiceLifecycle
+import SidecarLogging
 import SidecarMetrics
 import StreamLog
 
@@ -77,11 +78,19 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "SO_SNDBUF in bytes for worker connections (default: the kernel's autotuning).")
     var socketSendBuffer: Int?
 
-    @Option(help: "Address the metrics endpoint binds to.")
-    var metricsHost = "127.0.0.1"
+    @Option(
+        name: .customLong("web.listen-address"),
+        help: "[HOST]:PORT of the metrics endpoint (default 127.0.0.1:9469); a host name resolves, an empty host is every IPv4 interface, port 0 picks a free port and logs it.")
+    var webListenAddress: String?
 
-    @Option(help: "Port of the metrics endpoint (/metrics, /healthz); 0 picks a free port and logs it.")
-    var metricsPort = ExporterConfiguration.defaultPort
+    @Option(name: .customLong("web.telemetry-path"), help: "Path of the metrics on the endpoint.")
+    var webTelemetryPath = "/metrics"
+
+    @Option(help: "Host of the metrics endpoint (the host part of --web.listen-address).")
+    var metricsHost: String?
+
+    @Option(help: "Port of the metrics endpoint (the port part of --web.listen-address).")
+    var metricsPort: Int?
 
     @Option(help: "HTTP connections the metrics endpoint serves at once.")
     var metricsConnectionLimit = 64
@@ -101,8 +110,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File holding 'user:password': require HTTP basic auth on the metrics endpoint (not /healthz).")
     var metricsBasicAuthFile: String?
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    @Option(help: "Log level: trace, debug, info, notice, warning (or warn), error or critical.")
     var logLevel = "info"
+
+    @Option(help: "Log line format: logfmt or json.")
+    var logFormat = "logfmt"
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
@@ -145,8 +157,11 @@ struct Serve: AsyncParsableCommand {
         if let socketSendBuffer, socketSendBuffer < 1024 {
             throw ValidationError("--socket-send-buffer must be at least 1024 bytes, got \(socketSendBuffer)")
         }
-        guard (0...65535).contains(metricsPort) else {
-            throw ValidationError("--metrics-port must be between 0 and 65535, got \(metricsPort)")
+        _ = try metricsListenAddress()
+        guard webTelemetryPath.hasPrefix("/"), !["/", "/healthz", "/readyz"].contains(webTelemetryPath),
+            !webTelemetryPath.contains(where: { $0 == "?" || $0 == "#" || $0.isWhitespace })
+        else {
+            throw ValidationError("--web.telemetry-path must be a path such as /metrics, other than /, /healthz and /readyz")
         }
         guard metricsConnectionLimit > 0, metricsTimeout > 0 else {
             throw ValidationError("--metrics-connection-limit and --metrics-timeout must be positive")
@@ -157,20 +172,39 @@ struct Serve: AsyncParsableCommand {
         guard (metricsTLSKey == nil) == (metricsTLSCert == nil) else {
             throw ValidationError("--metrics-tls-key and --metrics-tls-cert go together: give both or neither")
         }
-        guard Logger.Level(rawValue: logLevel) != nil else {
-            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        guard parseLogLevel(logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning (or warn), error, critical")
         }
+        guard LogFormat(rawValue: logFormat) != nil else {
+            throw ValidationError("--log-format must be logfmt or json, got '\(logFormat)'")
+        }
+    }
+
+    /// The endpoint's host and port, from --web.listen-address or the older --metrics-host/--metrics-port.
+    func metricsListenAddress() throws -> (host: String, port: Int) {
+        guard let webListenAddress else {
+            let port = metricsPort ?? ExporterConfiguration.defaultPort
+            guard (0...65535).contains(port) else {
+                throw ValidationError("--metrics-port must be between 0 and 65535, got \(port)")
+            }
+            return (metricsHost ?? "127.0.0.1", port)
+        }
+        guard metricsHost == nil, metricsPort == nil else {
+            throw ValidationError("--web.listen-address replaces --metrics-host and --metrics-port: give one or the other")
+        }
+        guard let parsed = parseListenAddress(webListenAddress) else {
+            throw ValidationError(
+                "--web.listen-address must be [HOST]:PORT (e.g. 0.0.0.0:9469, [::1]:9469, :9469), got '\(webListenAddress)'")
+        }
+        return parsed
     }
 
     func run() async throws {
         // A worker or scraper that goes away mid-write is an error on that connection, not a reason to die.
         signal(SIGPIPE, SIG_IGN)
-        let level = Logger.Level(rawValue: logLevel)!
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        let level = parseLogLevel(logLevel)!
+        let format = LogFormat(rawValue: logFormat)!
+        LoggingSystem.bootstrap { LineLogHandler(label: $0, format: format, level: level) }
         let logger = Logger(label: "replication-sidecar")
         let configuration = ServerConfiguration(
             host: host, port: port, serverName: serverName, writers: Set(writers),
@@ -211,10 +245,18 @@ struct Serve: AsyncParsableCommand {
         var upstreamStatus: (@Sendable () -> UpstreamStatus)?
         if let link { upstreamStatus = { link.currentStatus } }
         let exporter = MetricsHTTPServer(
-            configuration: metricsConfiguration, source: HubMetricsSource(server: server, upstream: upstreamStatus))
+            configuration: metricsConfiguration,
+            source: HubMetricsSource(
+                server: server, upstream: upstreamStatus,
+                upstreamAddress: upstream.map { "\($0.host):\($0.port)" } ?? ""))
         do {
             let metricsPort = try exporter.start()
-            logger.info("metrics endpoint ready", metadata: ["address": "\(metricsHost)", "port": "\(metricsPort)"])
+            logger.info(
+                "metrics endpoint ready",
+                metadata: [
+                    "address": "\(metricsConfiguration.host)", "port": "\(metricsPort)",
+                    "path": "\(metricsConfiguration.telemetryPath)",
+                ])
         } catch {
             logger.critical("\(error)")
             try? await commitThread.shutdownGracefully()
@@ -236,14 +278,17 @@ struct Serve: AsyncParsableCommand {
         ]
         if let link { services.append(.init(service: link)) }
         services.append(.init(service: server))
+        // Both listeners are up: under systemd (Type=notify) the unit becomes active once the group runs.
+        services.append(.init(service: SystemdNotifications(notifier: SystemdNotifier(), logger: logger)))
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await serviceGroup.run()
     }
 
     private func exporterConfiguration() throws -> ExporterConfiguration {
+        let (host, port) = try metricsListenAddress()
         var configuration = ExporterConfiguration(
-            host: metricsHost, port: metricsPort, connectionLimit: metricsConnectionLimit,
+            host: host, port: port, telemetryPath: webTelemetryPath, connectionLimit: metricsConnectionLimit,
             connectionTimeoutSeconds: metricsTimeout, maxBodyAgeSeconds: metricsMaxAge)
         if let metricsTLSKey, let metricsTLSCert {
             configuration.tls = .init(
@@ -290,4 +335,18 @@ func parseDuration(_ text: String) -> Int64? {
     case "d": return amount * 86_400_000
     default: return nil
     }
+}
+
+/// `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (every interface).
+func parseListenAddress(_ text: String) -> (host: String, port: Int)? {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+    else { return nil }
+    var host = text[..<colon]
+    if host.hasPrefix("[") {
+        guard host.hasSuffix("]"), host.count > 2 else { return nil }
+        host = host.dropFirst().dropLast()
+    } else if host.contains(":") {
+        return nil  // an IPv6 address needs brackets
+    }
+    return (String(host), port)
 }

@@ -9,29 +9,43 @@ public var sidecarExecutable: URL {
 public final class SidecarProcess: @unchecked Sendable {  // driven by one test at a time
     public let process = Process()
     public private(set) var port = 0
+    public private(set) var metricsPort = 0
+    /// What it logged up to and including the line saying the replication listener is ready.
+    public private(set) var startupLog = ""
     private let errors = Pipe()
 
     /// Starts `serve` with `arguments` on `port` (0: a free one) and waits until it logs its listening port.
-    public init(serve arguments: [String], port requested: Int = 0) throws {
+    /// The metrics endpoint takes a free port unless the arguments or `environment` say where it listens.
+    public init(serve arguments: [String], port requested: Int = 0, environment: [String: String] = [:]) throws {
         process.executableURL = sidecarExecutable
-        process.arguments = ["serve", "--port", "\(requested)", "--metrics-port", "0"] + arguments
+        let listenGiven =
+            arguments.contains { $0.hasPrefix("--web.listen-address") || $0.hasPrefix("--metrics-port") }
+            || environment.keys.contains { $0.hasPrefix("REPLICATION_SIDECAR_WEB_LISTEN") }
+        process.arguments = ["serve", "--port", "\(requested)"] + (listenGiven ? [] : ["--metrics-port", "0"]) + arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        var log = ""
         let deadline = Date().addingTimeInterval(30)
         while port == 0 {
-            guard Date() < deadline, process.isRunning else { throw SocketError("sidecar did not start: \(log)") }
+            guard Date() < deadline, process.isRunning else { throw SocketError("sidecar did not start: \(startupLog)") }
             let chunk = errors.fileHandleForReading.availableData
-            log += String(decoding: chunk, as: UTF8.self)
-            for line in log.split(separator: "\n") where line.contains("replication listener ready") {
-                if let range = line.range(of: " port=") {
-                    port = Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0
-                }
+            startupLog += String(decoding: chunk, as: UTF8.self)
+            for line in startupLog.split(separator: "\n") {
+                if line.contains("metrics endpoint ready") { metricsPort = Self.port(in: line) }
+                if line.contains("replication listener ready") { port = Self.port(in: line) }
             }
         }
         // Keep draining its log so that it never blocks on a full pipe.
         errors.fileHandleForReading.readabilityHandler = { _ = $0.availableData }
+    }
+
+    /// The `port` field of a log line, in logfmt (`port=9092`) or JSON (`"port":"9092"`).
+    static func port(in line: Substring) -> Int {
+        guard let match = line.firstMatch(of: #/ port=(\d+)|"port":"(\d+)"/#) else { return 0 }
+        return Int(match.output.1 ?? match.output.2 ?? "") ?? 0
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
