@@ -17,10 +17,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", exact: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
     ],
     targets: [
         // Protocol rules with no I/O: commands, streams, state machines. Imports nothing of ours.
         .target(name: "ReplicationCore"),
+        .systemLibrary(name: "CCrypt", pkgConfig: "libxcrypt", providers: [.apt(["libcrypt-dev"])]),
+        // Password hashes (bcrypt, through libxcrypt) and the NAME:HASH files that hold them.
+        .target(name: "Credentials", dependencies: ["CCrypt"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // The ordered per-stream log that catch-up and fan-out read from: SQLite on disk, or in memory.
         .target(
@@ -41,9 +46,11 @@ let package = Package(
                 "ReplicationCore",
                 "StreamLog",
                 "CSocketQueues",
+                "Credentials",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -70,7 +77,10 @@ let package = Package(
         // Metric names and help texts, and the exposition of a snapshot. Never imports NIO.
         .target(name: "ReplicationMetrics", dependencies: ["ReplicationCore", "CBuildInfo"]),
         // The HTTP endpoint on libmicrohttpd.
-        .target(name: "MetricsExporter", dependencies: ["CMicroHTTPD", "CZlib"]),
+        .target(
+            name: "MetricsExporter",
+            dependencies: ["CMicroHTTPD", "CZlib", "Credentials", .product(name: "Yams", package: "Yams")]
+        ),
         // Glue between the running server and the metrics endpoint: snapshots in, exposition out.
         .target(
             name: "SidecarMetrics",
@@ -143,6 +153,7 @@ let package = Package(
             dependencies: ["ReplicationCore", "ReplicationNIO", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
+        .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),
         .testTarget(
             name: "SidecarLoggingTests",
             dependencies: ["SidecarLogging", .product(name: "Logging", package: "swift-log")]),

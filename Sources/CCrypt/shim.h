@@ -1,0 +1,6 @@
+#ifndef C_CRYPT_SHIM_H
+#define C_CRYPT_SHIM_H
+
+#include <crypt.h>
+
+#endif
