@@ -193,6 +193,7 @@ let package = Package(
             name: "ReplicationNIOTests",
             dependencies: [
                 "ReplicationNIO",
+                "Credentials",
                 "StreamLog",
                 "ReplicationCore",
                 .product(name: "NIOCore", package: "swift-nio"),

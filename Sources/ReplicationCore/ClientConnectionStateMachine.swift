@@ -30,15 +30,19 @@ public struct ClientConnectionStateMachine: Sendable {
     private var connecting: Set<StreamName>
     private var finished = false
     private let clientName: String
+    /// A writer's secret, sent with `AUTH` right after `NAME`.
+    private let secret: String?
     private let expectedServerName: String
     private let subscriptions: [(StreamName, ReplicateFrom)]
     private let syncingUsers: [String]
 
     public init(
-        clientName: String, expectedServerName: String, subscriptions: [(StreamName, ReplicateFrom)],
-        syncingUsers: [String], configuration: ProtocolConfiguration, now: Int64
+        clientName: String, secret: String? = nil, expectedServerName: String,
+        subscriptions: [(StreamName, ReplicateFrom)], syncingUsers: [String], configuration: ProtocolConfiguration,
+        now: Int64
     ) {
         self.clientName = clientName
+        self.secret = secret
         self.expectedServerName = expectedServerName
         self.subscriptions = subscriptions
         self.syncingUsers = syncingUsers
@@ -50,7 +54,9 @@ public struct ClientConnectionStateMachine: Sendable {
 
     /// What a new connection sends first. When nothing is subscribed it has finished connecting at once.
     public mutating func connectionActive(now: Int64, wallMillis: Int64) -> (commands: [Command], finishedConnecting: Bool) {
-        var commands: [Command] = [.name(clientName), .ping(String(wallMillis))]
+        var commands: [Command] = [.name(clientName)]
+        if let secret { commands.append(.auth(secret: secret)) }
+        commands.append(.ping(String(wallMillis)))
         commands += subscriptions.map { .replicate(stream: $0.0.rawValue, from: $0.1) }
         commands += syncingUsers.map { .userSync(userID: $0, state: .start, lastSyncMillis: wallMillis) }
         for command in commands { connection.recordSent(command.name, now: now) }

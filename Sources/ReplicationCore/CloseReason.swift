@@ -16,6 +16,12 @@ public enum CloseReason: String, CaseIterable, Sendable {
     case writerRejected = "writer_rejected"
     case wrongRemote = "wrong_remote"
     case serverShutdown = "server_shutting_down"
+    /// A writer's `RDATA`/`POSITION` before its `AUTH` was accepted, or an `AUTH` nobody asked for.
+    case notAuthorised = "not_authorised"
+    /// A writer's `AUTH` with the wrong secret.
+    case authenticationFailed = "authentication_failed"
+    /// More `INVALIDATE_CACHE`/`REMOVE_PUSHER` rows than the per-connection rate allows.
+    case rateLimited = "rate_limited"
 }
 
 /// An `ERROR` we send before closing, with the reason it is counted under.
@@ -33,6 +39,22 @@ public struct ClosingError: Error, Equatable, Sendable {
     public static let failedToKeepUp = ClosingError("Failed to keep up", reason: .failedToKeepUp)
     public static let serverShutdown = ClosingError("server shutting down", reason: .serverShutdown)
     public static let wrongRemote = ClosingError("Wrong remote", reason: .wrongRemote)
+    public static let authenticationFailed = ClosingError("authentication failed", reason: .authenticationFailed)
+
+    /// A writer listed with credentials sent `RDATA` or `POSITION` before a good `AUTH`.
+    public static func notAuthorised(_ command: CommandName) -> ClosingError {
+        ClosingError("not authorised: send AUTH <secret> after NAME before \(command)", reason: .notAuthorised)
+    }
+
+    /// `AUTH` from a connection that is not a writer waiting for it.
+    public static let unexpectedAuth = ClosingError(
+        "not authorised: AUTH is only for a writer listed with credentials, once, after its first NAME",
+        reason: .notAuthorised)
+
+    /// Too many rows asked of the hub (`INVALIDATE_CACHE`, `REMOVE_PUSHER`).
+    public static func rateLimited(_ command: CommandName, perSecond: Int) -> ClosingError {
+        ClosingError("too many \(command): at most \(perSecond) per second per connection", reason: .rateLimited)
+    }
 
     public static func line(_ error: LineError) -> ClosingError {
         switch error {

@@ -2,6 +2,8 @@
 public enum CommandName: String, CaseIterable, Sendable {
     case SERVER, RDATA, POSITION, ERROR, PING, SYNC
     case NAME, REPLICATE, USER_SYNC, FEDERATION_ACK, REMOVE_PUSHER, INVALIDATE_CACHE, USER_IP
+    /// A writer's secret, when the server checks writers' credentials (this project's extension).
+    case AUTH
 
     /// The workers' commands a relay forwards to its upstream.
     public static let forwardedUpstream: [CommandName] = [.USER_SYNC, .FEDERATION_ACK, .REMOVE_PUSHER, .INVALIDATE_CACHE, .USER_IP]
@@ -23,6 +25,7 @@ public enum CommandName: String, CaseIterable, Sendable {
         case .REMOVE_PUSHER: 10
         case .INVALIDATE_CACHE: 11
         case .USER_IP: 12
+        case .AUTH: 13
         }
     }
 
@@ -58,6 +61,7 @@ public enum Command: Equatable, Sendable {
     case invalidateCache(cacheFunction: String, keysJSON: String)
     /// `detailsJSON` is `[access_token, ip, user_agent, device_id, last_seen]`, validated, passed on unchanged.
     case userIP(userID: String, detailsJSON: String)
+    case auth(secret: String)
 
     public var name: CommandName {
         switch self {
@@ -74,6 +78,7 @@ public enum Command: Equatable, Sendable {
         case .removePusher: .REMOVE_PUSHER
         case .invalidateCache: .INVALIDATE_CACHE
         case .userIP: .USER_IP
+        case .auth: .AUTH
         }
     }
 }

@@ -56,6 +56,7 @@ public enum CommandCodec {
         case .removePusher(let app, let key, let user): "REMOVE_PUSHER \(app) \(key) \(user)"
         case .invalidateCache(let function, let keys): "INVALIDATE_CACHE \(function) \(keys)"
         case .userIP(let user, let details): "USER_IP \(user) \(details)"
+        case .auth(let secret): "AUTH \(secret)"
         }
     }
 
@@ -156,6 +157,8 @@ public enum CommandCodec {
             if count < 5 { throw .notEnoughValues(expected: 5, got: count) }
             if count > 5 { throw ArgumentError(repr: pythonExceptionRepr("ValueError", "too many values to unpack (expected 5)")) }
             return .userIP(userID: String(parts[0]), detailsJSON: String(parts[1]))
+        case .AUTH:
+            return .auth(secret: String(rest))
         }
     }
 }

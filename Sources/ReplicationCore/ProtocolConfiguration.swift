@@ -11,18 +11,23 @@ public struct ProtocolConfiguration: Sendable, Equatable {
     public var pingTimeoutMillis: Int64
     /// Rows a writer may hold in one unfinished `batch` (an unbounded batch would be an unbounded buffer).
     public var maxBatchRows: Int
+    /// `INVALIDATE_CACHE`/`REMOVE_PUSHER` one connection may send per second, in bursts of up to ten
+    /// seconds' worth: each makes every worker do work, so one client must not flood them.
+    public var hubRowsPerSecond: Int
 
     public init(
         maxLineLength: Int = 16384,
         maxPendingCommands: Int = 10_000,
         pingIntervalMillis: Int64 = 5_000,
         pingTimeoutMillis: Int64 = 25_000,
-        maxBatchRows: Int = 10_000
+        maxBatchRows: Int = 10_000,
+        hubRowsPerSecond: Int = 100
     ) {
         self.maxLineLength = maxLineLength
         self.maxPendingCommands = maxPendingCommands
         self.pingIntervalMillis = pingIntervalMillis
         self.pingTimeoutMillis = pingTimeoutMillis
         self.maxBatchRows = maxBatchRows
+        self.hubRowsPerSecond = hubRowsPerSecond
     }
 }

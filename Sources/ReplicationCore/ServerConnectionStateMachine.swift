@@ -2,7 +2,8 @@
 /// channel handler only performs it.
 ///
 /// On top of the shared ``ConnectionStateMachine`` it owns the greeting, the connection's name and
-/// whether that name may write. Stream rows do not pass through here: a subscription is a cursor into
+/// whether that name may write: a writer is known by the first `NAME` alone, and one listed with
+/// credentials writes only once its `AUTH` has been verified. Stream rows do not pass through here: a subscription is a cursor into
 /// the log, so rows are never queued per connection; only their count is reported
 /// (``rowsWritten(_:now:)``).
 public struct ServerConnectionStateMachine: Sendable {
@@ -15,13 +16,36 @@ public struct ServerConnectionStateMachine: Sendable {
     /// The name the client gave with `NAME`; `anon` until then.
     public private(set) var name = "anon"
     public private(set) var isWriter = false
+    /// The first name given, which alone decides whether the connection may write: renaming itself
+    /// later changes how it is shown, never what it may do.
+    public private(set) var identity: String?
+    public private(set) var authentication = Authentication.notNeeded
+
+    /// Where a writer that must prove itself with `AUTH` stands.
+    public enum Authentication: Sendable, Equatable {
+        /// Not a writer with credentials (or not named yet).
+        case notNeeded
+        /// Named as a writer with credentials; may not write until it sends `AUTH`.
+        case awaitingSecret
+        /// `AUTH` arrived and is being verified.
+        case verifying
+        /// Verified: the connection writes as ``identity``.
+        case verified
+    }
 
     private let serverName: String
     private let writers: Set<String>
+    private let writersWithCredentials: Set<String>
 
-    public init(serverName: String, writers: Set<String>, configuration: ProtocolConfiguration, now: Int64) {
+    /// `writers` write as soon as they are named (for trusted networks); `writersWithCredentials` only
+    /// after a verified `AUTH`.
+    public init(
+        serverName: String, writers: Set<String>, writersWithCredentials: Set<String> = [],
+        configuration: ProtocolConfiguration, now: Int64
+    ) {
         self.serverName = serverName
         self.writers = writers
+        self.writersWithCredentials = writersWithCredentials
         self.connection = ConnectionStateMachine(configuration: configuration, now: now)
     }
 
@@ -40,13 +64,39 @@ public struct ServerConnectionStateMachine: Sendable {
 
     /// One line from the client, without its delimiter (and without a trailing CR).
     public mutating func lineReceived(_ line: Substring, now: Int64) -> Inbound {
-        let isWriter = self.isWriter
-        let inbound = connection.lineReceived(line, accepts: { Self.accepts($0, writer: isWriter) }, now: now)
-        if case .dispatch(.name(let newName)) = inbound {
+        // A writer waiting for its AUTH has its RDATA refused as not authorised, not as unknown.
+        let mayWrite = isWriter || authentication != .notNeeded
+        let inbound = connection.lineReceived(line, accepts: { Self.accepts($0, writer: mayWrite) }, now: now)
+        guard case .dispatch(let command) = inbound else { return inbound }
+        switch command {
+        case .name(let newName):
             name = newName
-            self.isWriter = writers.contains(newName)
+            if identity == nil {
+                identity = newName
+                if writers.contains(newName) {
+                    isWriter = true
+                } else if writersWithCredentials.contains(newName) {
+                    authentication = .awaitingSecret
+                }
+            }
+        case .auth:
+            guard authentication == .awaitingSecret else { return .reply(connection.fail(.unexpectedAuth, now: now)) }
+            authentication = .verifying
+        case .rdata, .position:
+            if !isWriter { return .reply(connection.fail(.notAuthorised(command.name), now: now)) }
+        default:
+            break
         }
         return inbound
+    }
+
+    /// The secret of an `AUTH` was checked: a good one makes the connection a writer, a wrong one ends it.
+    public mutating func authenticationVerified(_ succeeded: Bool, now: Int64) -> Outbound {
+        guard authentication == .verifying, connection.isOpen else { return .nothing }
+        guard succeeded else { return connection.fail(.authenticationFailed, now: now) }
+        authentication = .verified
+        isWriter = true
+        return .nothing
     }
 
     /// Whether a writer's lines may be taken on their bytes (``WriterRowLine``) rather than through
@@ -84,6 +134,7 @@ public struct ServerConnectionStateMachine: Sendable {
     }
 
     private static func accepts(_ command: CommandName, writer: Bool) -> Bool {
-        CommandName.sentByClients.contains(command) || (writer && CommandName.sentByWritersOnly.contains(command))
+        command == .AUTH || CommandName.sentByClients.contains(command)
+            || (writer && CommandName.sentByWritersOnly.contains(command))
     }
 }

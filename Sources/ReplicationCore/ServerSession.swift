@@ -44,6 +44,11 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         case readFromPeer(Bool)
         /// The client gave its name.
         case named(String, isWriter: Bool)
+        /// Check the secret of a writer's `AUTH`; answer with ``secretVerified(_:now:)``. Costs a bcrypt
+        /// computation: not on the event loop. Nothing more is read from the peer until it is answered.
+        case verifySecret(writer: String, secret: String)
+        /// The writer's `AUTH` was accepted: it may write from now on.
+        case writerAuthenticated(String)
         /// The peer sent `ERROR`.
         case peerReportedError(String)
     }
@@ -64,15 +69,23 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     public private(set) var syncingUsers: Set<String> = []
     public private(set) var readsFromPeer = true
     private let routing: any CommandRouting
+    /// `INVALIDATE_CACHE`/`REMOVE_PUSHER` this connection may still send.
+    private var hubCommands: TokenBucket
 
     public init(
-        serverName: String, writers: Set<String>, configuration: ProtocolConfiguration, routing: any CommandRouting,
-        now: Int64
+        serverName: String, writers: Set<String>, writersWithCredentials: Set<String> = [],
+        configuration: ProtocolConfiguration, routing: any CommandRouting, now: Int64
     ) {
         self.machine = ServerConnectionStateMachine(
-            serverName: serverName, writers: writers, configuration: configuration, now: now)
+            serverName: serverName, writers: writers, writersWithCredentials: writersWithCredentials,
+            configuration: configuration, now: now)
         self.routing = routing
+        self.hubCommands = TokenBucket(
+            perSecond: configuration.hubRowsPerSecond, capacity: configuration.hubRowsPerSecond * 10, now: now)
     }
+
+    /// Whether an `AUTH` is being verified: the connection's further lines wait until it is.
+    public var isVerifyingSecret: Bool { machine.authentication == .verifying }
 
     /// The last token written per stream (by ``StreamName/index``), `nil` where not subscribed.
     public var sentTokens: [Int64?] { subscriptions.map { $0?.cursor } }
@@ -163,6 +176,15 @@ public struct ServerSession<Lines: Sendable>: Sendable {
             actions.append(.readFromPeer(isWritable))
         }
         return actions
+    }
+
+    /// The secret asked about with ``Action/verifySecret(writer:secret:)`` was checked. A wrong one ends
+    /// the connection (the caller delays this answer, so that guessing is slow).
+    public mutating func secretVerified(_ succeeded: Bool, now: Int64) -> [Action] {
+        guard isVerifyingSecret else { return [] }
+        let outbound = machine.authenticationVerified(succeeded, now: now)
+        if succeeded, let writer = machine.identity { return [.writerAuthenticated(writer)] }
+        return perform(outbound, now: now)
     }
 
     /// The grace after a close ran out and the peer is still there.
@@ -308,8 +330,17 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         case .userSync(let user, let state, _):
             if state == .start { syncingUsers.insert(user) } else { syncingUsers.remove(user) }
             return route(command, wallMillis: wallMillis)
-        case .federationAck, .removePusher, .invalidateCache, .userIP:
+        case .removePusher, .invalidateCache:
+            guard hubCommands.take(now: now) else {
+                return perform(
+                    machine.fail(.rateLimited(command.name, perSecond: hubCommands.perSecond), now: now), now: now)
+            }
             return route(command, wallMillis: wallMillis)
+        case .federationAck, .userIP:
+            return route(command, wallMillis: wallMillis)
+        case .auth(let secret):
+            guard let writer = machine.identity else { return [] }
+            return [.verifySecret(writer: writer, secret: secret)]
         case .rdata, .position:
             return [.ingest(command)]
         case .server, .ping, .sync:

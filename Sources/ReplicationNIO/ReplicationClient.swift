@@ -26,6 +26,8 @@ public struct ClientConfiguration: Sendable {
     public var host: String
     public var port: Int
     public var clientName: String
+    /// A writer's secret for servers that check writers' credentials.
+    public var secret: String?
     public var expectedServerName: String
     public var subscriptions: [(StreamName, ReplicateFrom)]
     public var protocolLimits: ProtocolConfiguration
@@ -35,8 +37,9 @@ public struct ClientConfiguration: Sendable {
     public init(
         host: String, port: Int, clientName: String, expectedServerName: String,
         subscriptions: [(StreamName, ReplicateFrom)], protocolLimits: ProtocolConfiguration = ProtocolConfiguration(),
-        reconnect: Bool = true
+        reconnect: Bool = true, secret: String? = nil
     ) {
+        self.secret = secret
         self.host = host
         self.port = port
         self.clientName = clientName
@@ -126,7 +129,8 @@ public final class ReplicationClient {
         guard !stopped else { return }
         let handler = ClientConnectionHandler(
             machine: ClientConnectionStateMachine(
-                clientName: configuration.clientName, expectedServerName: configuration.expectedServerName,
+                clientName: configuration.clientName, secret: configuration.secret,
+                expectedServerName: configuration.expectedServerName,
                 subscriptions: session.positions, syncingUsers: session.syncingUsers,
                 configuration: configuration.protocolLimits, now: clock.monotonicMillis),
             queued: session.takeQueued(), limits: configuration.protocolLimits, clock: clock, client: self)

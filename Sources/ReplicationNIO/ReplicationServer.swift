@@ -66,6 +66,7 @@ public final class ReplicationServer: Service, Sendable {
             metadata: [
                 "address": "\(describe(address))", "port": "\(address.port ?? 0)", "server_name": "\(configuration.serverName)",
                 "writers": "\(configuration.writers.sorted())",
+                "writers_with_credentials": "\(configuration.writerCredentials.map { $0.hashes.keys.sorted() } ?? [])",
             ])
         return address
     }

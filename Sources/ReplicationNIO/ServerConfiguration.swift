@@ -1,3 +1,4 @@
+import Credentials
 import NIOCore
 import ReplicationCore
 
@@ -11,6 +12,10 @@ public struct ServerConfiguration: Sendable {
     public var serverName: String
     /// Client names (`NAME`) that may publish rows with `RDATA` and `POSITION`.
     public var writers: Set<String>
+    /// Writers that must send `AUTH <secret>` matching their hash here before they may write.
+    public var writerCredentials: CredentialsFile?
+    /// How long a wrong `AUTH` waits for its `ERROR`: a guesser gets one try per connection and delay.
+    public var authenticationFailureDelay: TimeAmount
     public var protocolLimits: ProtocolConfiguration
     /// Bytes of catch-up read from the log and written in one go before writability is checked again.
     public var catchUpPageBytes: Int
@@ -29,6 +34,8 @@ public struct ServerConfiguration: Sendable {
         port: Int = 9092,
         serverName: String = "localhost",
         writers: Set<String> = [],
+        writerCredentials: CredentialsFile? = nil,
+        authenticationFailureDelay: TimeAmount = .seconds(1),
         protocolLimits: ProtocolConfiguration = ProtocolConfiguration(),
         catchUpPageBytes: Int = 256 * 1024,
         writeBufferLowWater: Int = 32 * 1024,
@@ -40,6 +47,8 @@ public struct ServerConfiguration: Sendable {
         self.port = port
         self.serverName = serverName
         self.writers = writers
+        self.writerCredentials = writerCredentials
+        self.authenticationFailureDelay = authenticationFailureDelay
         self.protocolLimits = protocolLimits
         self.catchUpPageBytes = catchUpPageBytes
         self.writeBufferLowWater = writeBufferLowWater

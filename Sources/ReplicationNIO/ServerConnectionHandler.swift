@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import ReplicationCore
 import StreamLog
 
@@ -46,6 +47,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         self.logger = logger
         self.session = ServerSession(
             serverName: configuration.serverName, writers: configuration.writers,
+            writersWithCredentials: configuration.writerCredentials.map { Set($0.hashes.keys) } ?? [],
             configuration: configuration.protocolLimits, routing: hub.routing, now: clock.monotonicMillis)
         self.framer = LineFramer(maxLineLength: configuration.protocolLimits.maxLineLength)
         // A writer's batches completed during the current read, appended together when it ends.
@@ -81,9 +83,16 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unfinishedLine.prepended(to: unwrapInboundIn(data))
+        process(unwrapInboundIn(data))
+    }
+
+    /// Lines from the peer, up to an `AUTH` being verified: what follows it waits, kept unread, until
+    /// the writer may write.
+    private func process(_ read: ByteBuffer) {
+        guard let context else { return }
+        var bytes = unfinishedLine.prepended(to: read)
         let now = clock.monotonicMillis
-        while let frame = nextGeneralFrame(&bytes, now: now) {
+        while !session.isVerifyingSecret, let frame = nextGeneralFrame(&bytes, now: now) {
             switch frame.text() {
             case .failure(let error):
                 run(session.lineRejected(error, now: now))
@@ -276,16 +285,56 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .forward(let command):
             hub.upstream?.forward(command)
         case .readFromPeer(let reading):
-            do {
-                try context.channel.syncOptions?.setOption(.autoRead, value: reading)
-            } catch {
-                logger.debug("could not change reading", metadata: ["error": "\(error)"])
-            }
+            setReading(reading, context: context)
         case .named(let name, let isWriter):
             logger[metadataKey: "name"] = "\(name)"
             logger.info("connection named", metadata: ["writer": "\(isWriter)"])
+        case .verifySecret(let writer, let secret):
+            verify(writer: writer, secret: secret, context: context)
+        case .writerAuthenticated(let writer):
+            logger.info("writer authenticated", metadata: ["writer": "\(writer)"])
         case .peerReportedError(let text):
             logger.error("remote reported error", metadata: ["error": "\(text)"])
+        }
+    }
+
+    /// Checks an `AUTH` secret on the thread pool (bcrypt is slow on purpose) while nothing more is read
+    /// from the peer; a wrong one is answered only after ``ServerConfiguration/authenticationFailureDelay``.
+    private func verify(writer: String, secret: String, context: ChannelHandlerContext) {
+        setReading(false, context: context)
+        let credentials = configuration.writerCredentials
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) {
+            credentials?.verify(name: writer, password: secret) ?? false
+        }.whenComplete { result in
+            this.value.secretChecked(writer: writer, succeeded: (try? result.get()) ?? false)
+        }
+    }
+
+    private func secretChecked(writer: String, succeeded: Bool) {
+        guard let context else { return }
+        guard succeeded else {
+            // Counted when the connection ends, under its close reason `authentication_failed`.
+            logger.warning("wrong secret for writer", metadata: ["writer": "\(writer)"])
+            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: configuration.authenticationFailureDelay) {
+                this.value.run(this.value.session.secretVerified(false, now: this.value.clock.monotonicMillis))
+                this.value.eventHandled()
+            }
+            return
+        }
+        run(session.secretVerified(true, now: clock.monotonicMillis))
+        setReading(session.readsFromPeer, context: context)
+        process(context.channel.allocator.buffer(capacity: 0))
+        submitWriterAppends()
+        eventHandled()
+    }
+
+    private func setReading(_ reading: Bool, context: ChannelHandlerContext) {
+        do {
+            try context.channel.syncOptions?.setOption(.autoRead, value: reading)
+        } catch {
+            logger.debug("could not change reading", metadata: ["error": "\(error)"])
         }
     }
 

@@ -19,8 +19,11 @@ struct Publish: AsyncParsableCommand {
     @Option(help: "HOST:PORT of the replication server.")
     var connect: Endpoint
 
-    @Option(help: "The writer NAME (must be on the server's --writer list).")
+    @Option(help: "The writer NAME (on the server's --writer list, or in its --writer-credentials file).")
     var name: String
+
+    @Option(help: "File whose first line is the writer's secret, sent with AUTH (for --writer-credentials servers).")
+    var passwordFile: String?
 
     @Option(help: "The server name to expect in SERVER.")
     var serverName = "localhost"
@@ -42,7 +45,7 @@ struct Publish: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let configuration = ClientConfiguration(
             host: connect.host, port: connect.port, clientName: name, expectedServerName: serverName,
-            subscriptions: [], reconnect: false)
+            subscriptions: [], reconnect: false, secret: try passwordFile.map(readSecret))
         let window = self.window
         let input = file
         let status = try await runClient(configuration) { loop, finish in
@@ -251,4 +254,14 @@ final class Window: @unchecked Sendable {
         condition.signal()
         condition.unlock()
     }
+}
+
+/// The first line of a password file: the secret itself, never echoed.
+func readSecret(_ path: String) throws -> String {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        throw ValidationError("--password-file: cannot read '\(path)'")
+    }
+    let secret = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).first.map(String.init) ?? ""
+    guard !secret.isEmpty else { throw ValidationError("--password-file: '\(path)' has no secret on its first line") }
+    return secret
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Credentials
 import Foundation
 import MetricsExporter
 import Logging
@@ -35,6 +36,16 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("writer"), help: "A client NAME allowed to publish rows with RDATA/POSITION (repeatable).")
     var writers: [String] = []
+
+    @Option(
+        help: """
+            File of NAME:HASH lines (bcrypt, as 'htpasswd -nB NAME' prints): writers that must send \
+            'AUTH <secret>' after NAME before they may publish.
+            """)
+    var writerCredentials: String?
+
+    @Option(help: "INVALIDATE_CACHE/REMOVE_PUSHER one connection may send per second (bursts of 10 s' worth).")
+    var maxHubRowsPerSecond = 100
 
     @Option(help: "HOST:PORT of an upstream replication server: run as a relay, storing and serving what it sends.")
     var upstream: Endpoint?
@@ -128,8 +139,9 @@ struct Serve: AsyncParsableCommand {
             guard let upstreamServerName, !upstreamServerName.isEmpty, !upstreamServerName.contains(where: \.isNewline) else {
                 throw ValidationError("--upstream needs --upstream-server-name: the SERVER name the upstream announces")
             }
-            guard writers.isEmpty else {
-                throw ValidationError("--writer cannot be used with --upstream: a relay's rows come from its upstream only")
+            guard writers.isEmpty, writerCredentials == nil else {
+                throw ValidationError(
+                    "--writer and --writer-credentials cannot be used with --upstream: a relay's rows come from its upstream only")
             }
         } else if upstreamServerName != nil {
             throw ValidationError("--upstream-server-name needs --upstream HOST:PORT")
@@ -152,6 +164,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard pingIntervalMs > 0, pingTimeoutMs > 0 else {
             throw ValidationError("--ping-interval-ms and --ping-timeout-ms must be positive")
+        }
+        guard maxHubRowsPerSecond > 0 else {
+            throw ValidationError("--max-hub-rows-per-second must be at least 1, got \(maxHubRowsPerSecond)")
         }
         guard maxBatchRows > 0 else { throw ValidationError("--max-batch-rows must be at least 1, got \(maxBatchRows)") }
         if let socketSendBuffer, socketSendBuffer < 1024 {
@@ -208,9 +223,11 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "replication-sidecar")
         let configuration = ServerConfiguration(
             host: host, port: port, serverName: serverName, writers: Set(writers),
+            writerCredentials: try loadWriterCredentials(),
             protocolLimits: ProtocolConfiguration(
                 maxLineLength: maxLineLength, maxPendingCommands: maxPendingCommands,
-                pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows),
+                pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows,
+                hubRowsPerSecond: maxHubRowsPerSecond),
             socketSendBuffer: socketSendBuffer)
         let metricsConfiguration = try exporterConfiguration()
         let log: any StreamLog
@@ -283,6 +300,21 @@ struct Serve: AsyncParsableCommand {
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await serviceGroup.run()
+    }
+
+    /// The writers' hashes; a writer named both here and with --writer would skip its AUTH, so that is refused.
+    private func loadWriterCredentials() throws -> CredentialsFile? {
+        guard let writerCredentials else { return nil }
+        let credentials: CredentialsFile
+        do {
+            credentials = try CredentialsFile(contentsOf: writerCredentials)
+        } catch {
+            throw ValidationError("--writer-credentials: \(error)")
+        }
+        if let both = writers.first(where: { credentials.hashes[$0] != nil }) {
+            throw ValidationError("\(both) is given with --writer and in --writer-credentials: a writer with a hash must AUTH")
+        }
+        return credentials
     }
 
     private func exporterConfiguration() throws -> ExporterConfiguration {

@@ -25,15 +25,73 @@ import Testing
         #expect(machine.counters.inbound(.PING) == 1)
     }
 
-    @Test func nameRenamesTheConnectionAndMayMakeItAWriter() {
+    @Test func theFirstNameAloneDecidesWhetherTheConnectionWrites() {
         var machine = machine(writers: ["pub"])
         #expect(machine.name == "anon")
         #expect(machine.lineReceived("NAME worker1", now: 1) == .dispatch(.name("worker1")))
         #expect(machine.name == "worker1" && !machine.isWriter)
         _ = machine.lineReceived("NAME pub", now: 1)
-        #expect(machine.isWriter)
+        #expect(machine.name == "pub" && machine.identity == "worker1" && !machine.isWriter)
         #expect(
-            machine.lineReceived("POSITION events 5", now: 1) == .dispatch(.position(stream: "events", token: 5)))
+            machine.lineReceived("POSITION events 5", now: 1)
+                == .reply(.writeErrorAndClose(.error("invalid command: POSITION"))))
+
+        var writer = self.machine(writers: ["pub"])
+        _ = writer.lineReceived("NAME pub", now: 1)
+        _ = writer.lineReceived("NAME shown-as", now: 1)
+        #expect(writer.isWriter && writer.name == "shown-as")
+        #expect(writer.lineReceived("POSITION events 5", now: 1) == .dispatch(.position(stream: "events", token: 5)))
+    }
+
+    func machineWithCredentials() -> ServerConnectionStateMachine {
+        var machine = ServerConnectionStateMachine(
+            serverName: "test.local", writers: [], writersWithCredentials: ["pub"],
+            configuration: ProtocolConfiguration(), now: 0)
+        _ = machine.connectionActive(now: 0, wallMillis: 0)
+        return machine
+    }
+
+    @Test func aWriterWithCredentialsWritesOnlyAfterItsSecretIsVerified() {
+        var machine = machineWithCredentials()
+        _ = machine.lineReceived("NAME pub", now: 1)
+        #expect(machine.authentication == .awaitingSecret && !machine.isWriter && !machine.takesWriterRows)
+        #expect(machine.lineReceived("AUTH s3cret", now: 1) == .dispatch(.auth(secret: "s3cret")))
+        #expect(machine.authentication == .verifying && !machine.isWriter)
+        #expect(machine.authenticationVerified(true, now: 2) == .nothing)
+        #expect(machine.isWriter && machine.takesWriterRows)
+        #expect(machine.lineReceived("POSITION events 5", now: 1) == .dispatch(.position(stream: "events", token: 5)))
+        // Once is enough: a second AUTH is refused.
+        #expect(
+            machine.lineReceived("AUTH again", now: 3)
+                == .reply(.writeErrorAndClose(.error(ClosingError.unexpectedAuth.text))))
+    }
+
+    @Test(arguments: ["RDATA events 1 []", "POSITION events 1"])
+    func writingBeforeAuthIsNotAuthorised(line: String) {
+        var machine = machineWithCredentials()
+        _ = machine.lineReceived("NAME pub", now: 1)
+        let command = String(line.prefix { $0 != " " })
+        #expect(
+            machine.lineReceived(line[...], now: 1)
+                == .reply(.writeErrorAndClose(.error("not authorised: send AUTH <secret> after NAME before \(command)"))))
+        #expect(machine.state == .closing(.notAuthorised))
+    }
+
+    @Test func aWrongSecretEndsTheConnection() {
+        var machine = machineWithCredentials()
+        _ = machine.lineReceived("NAME pub", now: 1)
+        _ = machine.lineReceived("AUTH wrong", now: 1)
+        #expect(machine.authenticationVerified(false, now: 2) == .writeErrorAndClose(.error("authentication failed")))
+        #expect(machine.state == .closing(.authenticationFailed) && !machine.isWriter)
+    }
+
+    @Test(arguments: [[String](), ["NAME worker"], ["NAME worker", "NAME pub"]])
+    func authFromAnyoneButAWaitingWriterIsRefused(before: [String]) {
+        var machine = machineWithCredentials()
+        for line in before { _ = machine.lineReceived(line[...], now: 1) }
+        #expect(
+            machine.lineReceived("AUTH s3cret", now: 1)
+                == .reply(.writeErrorAndClose(.error(ClosingError.unexpectedAuth.text))))
     }
 
     @Test(arguments: ["RDATA events 1 []", "POSITION events 1", "SERVER x", "SYNC x", "FOO bar", "name x"])

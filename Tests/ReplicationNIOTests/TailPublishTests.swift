@@ -1,3 +1,4 @@
+import Credentials
 import Foundation
 import ReplicationTestSupport
 import Testing
@@ -15,10 +16,44 @@ import Testing
         }.joined(separator: "\n") + "\n"
     }
 
-    func publish(_ text: String, port: Int) throws -> ProcessResult {
+    func publish(_ text: String, port: Int, options: [String] = []) throws -> ProcessResult {
         let file = directory + "/input-\(UUID().uuidString).jsonl"
         try text.write(toFile: file, atomically: true, encoding: .utf8)
-        return try runProcess(sidecarExecutable.path, ["publish", "--connect", "127.0.0.1:\(port)", "--name", "pub", file])
+        return try runProcess(
+            sidecarExecutable.path, ["publish", "--connect", "127.0.0.1:\(port)", "--name", "pub"] + options + [file])
+    }
+
+    @Test func publishAuthenticatesWithItsPasswordFile() throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let credentials = directory + "/writers"
+        try "pub:\(PasswordHash.make(password: "s3cret", cost: 4)!.text)\n".write(
+            toFile: credentials, atomically: true, encoding: .utf8)
+        for (file, secret) in [("good", "s3cret"), ("bad", "guess")] {
+            try "\(secret)\n".write(toFile: directory + "/" + file, atomically: true, encoding: .utf8)
+        }
+        let server = try SidecarProcess(serve: ["--writer-credentials", credentials, "--in-memory"])
+
+        let refused = try publish(input(1...3), port: server.port, options: ["--password-file", directory + "/bad"])
+        #expect(refused.status == 1)
+        #expect(refused.errors.contains("authentication failed"), "\(refused.errors)")
+        let withoutSecret = try publish(input(1...3), port: server.port)
+        #expect(withoutSecret.status == 1)
+        #expect(withoutSecret.errors.contains("not authorised"), "\(withoutSecret.errors)")
+        let published = try publish(input(1...3), port: server.port, options: ["--password-file", directory + "/good"])
+        #expect(published.status == 0, "\(published.errors)")
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func aPlaintextWriterPasswordIsRefusedAtStart() throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "pub:s3cret\n".write(toFile: directory + "/writers", atomically: true, encoding: .utf8)
+        let result = try runProcess(
+            sidecarExecutable.path, ["serve", "--writer-credentials", directory + "/writers", "--in-memory", "--port", "0"])
+        #expect(result.status != 0)
+        #expect(result.errors.contains("the password of pub is not a bcrypt hash"), "\(result.errors)")
+        #expect(result.errors.contains("htpasswd -nB pub"), "\(result.errors)")
     }
 
     /// The (stream, token, row) a JSON line carries, whatever its spacing.
