@@ -22,6 +22,10 @@ public enum CloseReason: String, CaseIterable, Sendable {
     case authenticationFailed = "authentication_failed"
     /// More `INVALIDATE_CACHE`/`REMOVE_PUSHER` rows than the per-connection rate allows.
     case rateLimited = "rate_limited"
+    /// Closed at accept: the peer's address is outside `--allow-from`.
+    case notAllowed = "not_allowed"
+    /// Closed at accept: `--max-connections` were already open.
+    case tooManyConnections = "too_many_connections"
 }
 
 /// An `ERROR` we send before closing, with the reason it is counted under.

@@ -35,6 +35,7 @@ public final class ReplicationServer: Service, Sendable {
         let configuration = self.configuration
         let clock = self.clock
         let logger = self.logger
+        let admission = Admission(allowFrom: configuration.allowFrom, maxConnections: configuration.maxConnections)
         var bootstrap = ServerBootstrap(group: group)
         if let size = configuration.socketSendBuffer {
             bootstrap = bootstrap.childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(size))
@@ -52,7 +53,15 @@ public final class ReplicationServer: Service, Sendable {
                 value: .init(low: configuration.writeBufferLowWater, high: configuration.writeBufferHighWater)
             )
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                if let refusal = admission.admit(channel.remoteAddress) {
+                    hub.count { $0.closeReasons[refusal, default: 0] += 1 }
+                    logger.debug(
+                        "connection refused",
+                        metadata: ["peer": "\(channel.remoteAddress.map(describe) ?? "unknown")", "reason": "\(refusal.rawValue)"])
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in admission.release() }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock, logger: logger))
                 }

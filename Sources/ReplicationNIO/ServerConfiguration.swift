@@ -14,6 +14,10 @@ public struct ServerConfiguration: Sendable {
     public var writers: Set<String>
     /// Writers that must send `AUTH <secret>` matching their hash here before they may write.
     public var writerCredentials: CredentialsFile?
+    /// Peers that may connect; empty: anyone who can reach the port.
+    public var allowFrom: [AddressRange]
+    /// Connections served at once; more are closed at accept.
+    public var maxConnections: Int?
     /// How long a wrong `AUTH` waits for its `ERROR`: a guesser gets one try per connection and delay.
     public var authenticationFailureDelay: TimeAmount
     public var protocolLimits: ProtocolConfiguration
@@ -36,6 +40,8 @@ public struct ServerConfiguration: Sendable {
         writers: Set<String> = [],
         writerCredentials: CredentialsFile? = nil,
         authenticationFailureDelay: TimeAmount = .seconds(1),
+        allowFrom: [AddressRange] = [],
+        maxConnections: Int? = nil,
         protocolLimits: ProtocolConfiguration = ProtocolConfiguration(),
         catchUpPageBytes: Int = 256 * 1024,
         writeBufferLowWater: Int = 32 * 1024,
@@ -49,6 +55,8 @@ public struct ServerConfiguration: Sendable {
         self.writers = writers
         self.writerCredentials = writerCredentials
         self.authenticationFailureDelay = authenticationFailureDelay
+        self.allowFrom = allowFrom
+        self.maxConnections = maxConnections
         self.protocolLimits = protocolLimits
         self.catchUpPageBytes = catchUpPageBytes
         self.writeBufferLowWater = writeBufferLowWater

@@ -44,6 +44,14 @@ struct Serve: AsyncParsableCommand {
             """)
     var writerCredentials: String?
 
+    @Option(
+        name: .customLong("allow-from"),
+        help: "Peers that may connect, as CIDR (10.0.0.0/8, fd00::/8) or one address (repeatable); default: anyone.")
+    var allowFrom: [String] = []
+
+    @Option(help: "Replication connections served at once; more are closed at accept (default: no limit).")
+    var maxConnections: Int?
+
     @Option(help: "INVALIDATE_CACHE/REMOVE_PUSHER one connection may send per second (bursts of 10 s' worth).")
     var maxHubRowsPerSecond = 100
 
@@ -165,6 +173,12 @@ struct Serve: AsyncParsableCommand {
         guard pingIntervalMs > 0, pingTimeoutMs > 0 else {
             throw ValidationError("--ping-interval-ms and --ping-timeout-ms must be positive")
         }
+        for range in allowFrom where AddressRange(range) == nil {
+            throw ValidationError("--allow-from must be an address or CIDR range such as 10.0.0.0/8, got '\(range)'")
+        }
+        if let maxConnections, maxConnections < 1 {
+            throw ValidationError("--max-connections must be at least 1, got \(maxConnections)")
+        }
         guard maxHubRowsPerSecond > 0 else {
             throw ValidationError("--max-hub-rows-per-second must be at least 1, got \(maxHubRowsPerSecond)")
         }
@@ -224,6 +238,7 @@ struct Serve: AsyncParsableCommand {
         let configuration = ServerConfiguration(
             host: host, port: port, serverName: serverName, writers: Set(writers),
             writerCredentials: try loadWriterCredentials(),
+            allowFrom: allowFrom.compactMap(AddressRange.init), maxConnections: maxConnections,
             protocolLimits: ProtocolConfiguration(
                 maxLineLength: maxLineLength, maxPendingCommands: maxPendingCommands,
                 pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows,
