@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOSSL
 import NIOPosix
 import ReplicationCore
 
@@ -28,6 +29,8 @@ public struct ClientConfiguration: Sendable {
     public var clientName: String
     /// A writer's secret for servers that check writers' credentials.
     public var secret: String?
+    /// Speak TLS with this context (see ``TransportSecurity/clientContext(ca:certificate:key:)``).
+    public var tls: NIOSSLContext?
     public var expectedServerName: String
     public var subscriptions: [(StreamName, ReplicateFrom)]
     public var protocolLimits: ProtocolConfiguration
@@ -37,9 +40,10 @@ public struct ClientConfiguration: Sendable {
     public init(
         host: String, port: Int, clientName: String, expectedServerName: String,
         subscriptions: [(StreamName, ReplicateFrom)], protocolLimits: ProtocolConfiguration = ProtocolConfiguration(),
-        reconnect: Bool = true, secret: String? = nil
+        reconnect: Bool = true, secret: String? = nil, tls: NIOSSLContext? = nil
     ) {
         self.secret = secret
+        self.tls = tls
         self.host = host
         self.port = port
         self.clientName = clientName
@@ -138,10 +142,16 @@ public final class ReplicationClient {
         // The bootstrap uses only this client's event loop, so these are touched on it alone.
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
         let this = NIOLoopBound(self, eventLoop: eventLoop)
+        let tls = configuration.tls
+        let hostname = TransportSecurity.serverHostname(configuration.host)
         ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(LineFrameDecoder(maxLineLength: maxLine)), boundHandler.value,
                     ])

@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ReplicationCore
 import ServiceLifecycle
 import StreamLog
@@ -14,7 +15,7 @@ public final class ReplicationServer: Service, Sendable {
     private let group: any EventLoopGroup
     private let clock: ConnectionClock
     private let logger: Logger
-    private let listener: NIOLockedValueBoxChannel
+    private let listeners: Listeners
 
     public init(
         configuration: ServerConfiguration, log: any StreamLog, group: any EventLoopGroup,
@@ -25,22 +26,42 @@ public final class ReplicationServer: Service, Sendable {
         self.group = group
         self.clock = clock
         self.logger = logger
-        self.listener = NIOLockedValueBoxChannel()
+        self.listeners = Listeners()
     }
 
-    /// Binds the listener and returns the address it listens on (the real port when `port` is 0).
+    /// Binds the listener (and the TLS listener, when configured) and returns the address it listens on
+    /// (the real port when `port` is 0).
     @discardableResult
     public func start() async throws -> SocketAddress {
+        let admission = Admission(allowFrom: configuration.allowFrom, maxConnections: configuration.maxConnections)
+        let plain = try await bind(port: configuration.port, tls: nil, admission: admission)
+        listeners.add(plain)
+        if let tls = configuration.tls {
+            listeners.add(try await bind(port: tls.port, tls: tls.context, admission: admission))
+        }
+        let address = plain.localAddress!
+        logger.info(
+            "replication listener ready",
+            metadata: [
+                "address": "\(describe(address))", "port": "\(address.port ?? 0)", "server_name": "\(configuration.serverName)",
+                "tls_port": "\(tlsLocalAddress?.port.map(String.init) ?? "none")",
+                "writers": "\(configuration.writers.sorted())",
+                "writers_with_credentials": "\(configuration.writerCredentials.map { $0.hashes.keys.sorted() } ?? [])",
+                "allow_from": "\(configuration.allowFrom.map(\.description))",
+            ])
+        return address
+    }
+
+    private func bind(port: Int, tls: NIOSSLContext?, admission: Admission) async throws -> any Channel {
         let hub = self.hub
         let configuration = self.configuration
         let clock = self.clock
         let logger = self.logger
-        let admission = Admission(allowFrom: configuration.allowFrom, maxConnections: configuration.maxConnections)
         var bootstrap = ServerBootstrap(group: group)
         if let size = configuration.socketSendBuffer {
             bootstrap = bootstrap.childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(size))
         }
-        let channel = try await bootstrap
+        return try await bootstrap
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -62,29 +83,25 @@ public final class ReplicationServer: Service, Sendable {
                 }
                 channel.closeFuture.whenComplete { _ in admission.release() }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock, logger: logger))
                 }
             }
-            .bind(host: configuration.host, port: configuration.port)
+            .bind(host: configuration.host, port: port)
             .get()
-        listener.set(channel)
-        let address = channel.localAddress!
-        logger.info(
-            "replication listener ready",
-            metadata: [
-                "address": "\(describe(address))", "port": "\(address.port ?? 0)", "server_name": "\(configuration.serverName)",
-                "writers": "\(configuration.writers.sorted())",
-                "writers_with_credentials": "\(configuration.writerCredentials.map { $0.hashes.keys.sorted() } ?? [])",
-            ])
-        return address
     }
 
     /// The listener's bound address, once started.
-    public var localAddress: SocketAddress? { listener.get()?.localAddress }
+    public var localAddress: SocketAddress? { listeners.all().first?.localAddress }
+
+    /// The TLS listener's bound address, once started with one.
+    public var tlsLocalAddress: SocketAddress? {
+        configuration.tls == nil ? nil : listeners.all().dropFirst().first?.localAddress
+    }
 
     public func run() async throws {
-        if listener.get() == nil { try await start() }
+        if listeners.all().isEmpty { try await start() }
         await withGracefulShutdownHandler {
             try? await gracefulShutdown()
         } onGracefulShutdown: {
@@ -96,23 +113,24 @@ public final class ReplicationServer: Service, Sendable {
     /// Stops accepting, sends `ERROR server shutting down` to every connection, and waits for them to
     /// close (aborting any that are still open after the grace period).
     public func shutDown() async throws {
-        guard let channel = listener.take() else { return }
-        try? await channel.close()
+        let channels = listeners.takeAll()
+        guard !channels.isEmpty else { return }
+        for channel in channels { try? await channel.close() }
         try? await hub.shutDownAllConnections(grace: configuration.shutdownGrace, on: group.next()).get()
         logger.info("replication listener stopped")
     }
 }
 
-/// The listening channel, set once at start and taken once at shutdown.
-private final class NIOLockedValueBoxChannel: Sendable {
-    private let box = NIOLockedValueBox<(any Channel)?>(nil)
-    func set(_ channel: any Channel) { box.withLockedValue { $0 = channel } }
-    func get() -> (any Channel)? { box.withLockedValue { $0 } }
-    func take() -> (any Channel)? {
+/// The listening channels, added at start and taken once at shutdown.
+private final class Listeners: Sendable {
+    private let box = NIOLockedValueBox<[any Channel]>([])
+    func add(_ channel: any Channel) { box.withLockedValue { $0.append(channel) } }
+    func all() -> [any Channel] { box.withLockedValue { $0 } }
+    func takeAll() -> [any Channel] {
         box.withLockedValue {
-            let channel = $0
-            $0 = nil
-            return channel
+            let channels = $0
+            $0 = []
+            return channels
         }
     }
 }

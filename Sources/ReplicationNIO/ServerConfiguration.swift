@@ -1,5 +1,6 @@
 import Credentials
 import NIOCore
+import NIOSSL
 import ReplicationCore
 
 /// Everything the replication server is started with, defaults written out once.
@@ -14,6 +15,8 @@ public struct ServerConfiguration: Sendable {
     public var writers: Set<String>
     /// Writers that must send `AUTH <secret>` matching their hash here before they may write.
     public var writerCredentials: CredentialsFile?
+    /// A second listener on `host` that speaks TLS, and its context.
+    public var tls: (port: Int, context: NIOSSLContext)?
     /// Peers that may connect; empty: anyone who can reach the port.
     public var allowFrom: [AddressRange]
     /// Connections served at once; more are closed at accept.
@@ -40,6 +43,7 @@ public struct ServerConfiguration: Sendable {
         writers: Set<String> = [],
         writerCredentials: CredentialsFile? = nil,
         authenticationFailureDelay: TimeAmount = .seconds(1),
+        tls: (port: Int, context: NIOSSLContext)? = nil,
         allowFrom: [AddressRange] = [],
         maxConnections: Int? = nil,
         protocolLimits: ProtocolConfiguration = ProtocolConfiguration(),
@@ -55,6 +59,7 @@ public struct ServerConfiguration: Sendable {
         self.writers = writers
         self.writerCredentials = writerCredentials
         self.authenticationFailureDelay = authenticationFailureDelay
+        self.tls = tls
         self.allowFrom = allowFrom
         self.maxConnections = maxConnections
         self.protocolLimits = protocolLimits

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOSSL
 import ReplicationCore
 import ReplicationNIO
 import ServiceLifecycle
@@ -19,12 +20,15 @@ public struct RelayConfiguration: Sendable {
     public var backfillTimeout: TimeAmount
     /// The most catch-up bytes one such request may bring (it is held in memory until written).
     public var maxBackfillBytes: Int
+    /// Connect over TLS with this context.
+    public var tls: NIOSSLContext?
 
     public init(
         host: String, port: Int, upstreamServerName: String, clientName: String = "replication-sidecar-relay",
         protocolLimits: ProtocolConfiguration = ProtocolConfiguration(), backfillTimeout: TimeAmount = .seconds(30),
-        maxBackfillBytes: Int = 64 << 20
+        maxBackfillBytes: Int = 64 << 20, tls: NIOSSLContext? = nil
     ) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.upstreamServerName = upstreamServerName
@@ -99,7 +103,7 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
             configuration: ClientConfiguration(
                 host: configuration.host, port: configuration.port, clientName: configuration.clientName,
                 expectedServerName: configuration.upstreamServerName, subscriptions: subscriptions,
-                protocolLimits: configuration.protocolLimits),
+                protocolLimits: configuration.protocolLimits, tls: configuration.tls),
             eventLoop: eventLoop, delegate: self, clock: clock, logger: logger)
         self.client = client
         logger.info(
@@ -162,7 +166,7 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
             configuration: ClientConfiguration(
                 host: configuration.host, port: configuration.port, clientName: configuration.clientName + "-backfill",
                 expectedServerName: configuration.upstreamServerName, subscriptions: [(stream, from)],
-                protocolLimits: configuration.protocolLimits, reconnect: false),
+                protocolLimits: configuration.protocolLimits, reconnect: false, tls: configuration.tls),
             eventLoop: eventLoop, delegate: backfill, clock: clock, logger: logger)
         backfill.client = client
         client.start()

@@ -25,6 +25,8 @@ struct Publish: AsyncParsableCommand {
     @Option(help: "File whose first line is the writer's secret, sent with AUTH (for --writer-credentials servers).")
     var passwordFile: String?
 
+    @OptionGroup var transport: ClientTLSOptions
+
     @Option(help: "The server name to expect in SERVER.")
     var serverName = "localhost"
 
@@ -45,7 +47,7 @@ struct Publish: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let configuration = ClientConfiguration(
             host: connect.host, port: connect.port, clientName: name, expectedServerName: serverName,
-            subscriptions: [], reconnect: false, secret: try passwordFile.map(readSecret))
+            subscriptions: [], reconnect: false, secret: try passwordFile.map(readSecret), tls: try transport.context())
         let window = self.window
         let input = file
         let status = try await runClient(configuration) { loop, finish in

@@ -4,6 +4,7 @@ import Foundation
 import MetricsExporter
 import Logging
 import NIOPosix
+import NIOSSL
 import ReplicationCore
 import ReplicationNIO
 import ReplicationRelay
@@ -44,6 +45,18 @@ struct Serve: AsyncParsableCommand {
             """)
     var writerCredentials: String?
 
+    @Option(help: "Port of a second replication listener that speaks TLS (needs --tls-cert and --tls-key).")
+    var tlsPort: Int?
+
+    @Option(help: "PEM certificate (chain) of the TLS listener.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of the TLS listener.")
+    var tlsKey: String?
+
+    @Option(help: "PEM CA file: TLS clients must present a certificate it signed.")
+    var tlsClientCA: String?
+
     @Option(
         name: .customLong("allow-from"),
         help: "Peers that may connect, as CIDR (10.0.0.0/8, fd00::/8) or one address (repeatable); default: anyone.")
@@ -60,6 +73,18 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "The SERVER name the upstream must announce (required with --upstream).")
     var upstreamServerName: String?
+
+    @Flag(help: "Connect to the upstream over TLS (its --tls-port).")
+    var upstreamTLS = false
+
+    @Option(help: "PEM file of the CA that signed the upstream's certificate (default: the system's roots).")
+    var upstreamCA: String?
+
+    @Option(help: "PEM client certificate for an upstream that requires one (needs --upstream-key).")
+    var upstreamCert: String?
+
+    @Option(help: "PEM private key of --upstream-cert.")
+    var upstreamKey: String?
 
     @Option(help: "The NAME this relay gives upstream.")
     var upstreamClientName = "replication-sidecar-relay"
@@ -147,9 +172,12 @@ struct Serve: AsyncParsableCommand {
             guard let upstreamServerName, !upstreamServerName.isEmpty, !upstreamServerName.contains(where: \.isNewline) else {
                 throw ValidationError("--upstream needs --upstream-server-name: the SERVER name the upstream announces")
             }
-            guard writers.isEmpty, writerCredentials == nil else {
+            guard writers.isEmpty else {
+                throw ValidationError("--writer cannot be used with --upstream: a relay's rows come from its upstream only")
+            }
+            guard writerCredentials == nil else {
                 throw ValidationError(
-                    "--writer and --writer-credentials cannot be used with --upstream: a relay's rows come from its upstream only")
+                    "--writer-credentials cannot be used with --upstream: a relay's rows come from its upstream only")
             }
         } else if upstreamServerName != nil {
             throw ValidationError("--upstream-server-name needs --upstream HOST:PORT")
@@ -173,6 +201,21 @@ struct Serve: AsyncParsableCommand {
         guard pingIntervalMs > 0, pingTimeoutMs > 0 else {
             throw ValidationError("--ping-interval-ms and --ping-timeout-ms must be positive")
         }
+        if let tlsPort {
+            guard (0...65535).contains(tlsPort) else {
+                throw ValidationError("--tls-port must be between 0 and 65535, got \(tlsPort)")
+            }
+            guard tlsCert != nil, tlsKey != nil else { throw ValidationError("--tls-port needs --tls-cert and --tls-key") }
+        } else if tlsCert != nil || tlsKey != nil || tlsClientCA != nil {
+            throw ValidationError("--tls-cert, --tls-key and --tls-client-ca need --tls-port")
+        }
+        if !upstreamTLS, upstreamCA != nil || upstreamCert != nil || upstreamKey != nil {
+            throw ValidationError("--upstream-ca, --upstream-cert and --upstream-key need --upstream-tls")
+        }
+        guard (upstreamCert == nil) == (upstreamKey == nil) else {
+            throw ValidationError("--upstream-cert and --upstream-key go together")
+        }
+        if upstreamTLS, upstream == nil { throw ValidationError("--upstream-tls needs --upstream HOST:PORT") }
         for range in allowFrom where AddressRange(range) == nil {
             throw ValidationError("--allow-from must be an address or CIDR range such as 10.0.0.0/8, got '\(range)'")
         }
@@ -238,7 +281,7 @@ struct Serve: AsyncParsableCommand {
         let configuration = ServerConfiguration(
             host: host, port: port, serverName: serverName, writers: Set(writers),
             writerCredentials: try loadWriterCredentials(),
-            allowFrom: allowFrom.compactMap(AddressRange.init), maxConnections: maxConnections,
+            tls: try tlsListener(), allowFrom: allowFrom.compactMap(AddressRange.init), maxConnections: maxConnections,
             protocolLimits: ProtocolConfiguration(
                 maxLineLength: maxLineLength, maxPendingCommands: maxPendingCommands,
                 pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows,
@@ -265,11 +308,12 @@ struct Serve: AsyncParsableCommand {
             logger.info("stream log ready", metadata: ["path": "\(dataDir)", "sync": "\(sync)"])
         }
         let group = MultiThreadedEventLoopGroup.singleton
+        let upstreamTLSContext = try upstreamTLS ? upstreamContext() : nil
         let link = upstream.map { upstream in
             UpstreamLink(
                 configuration: RelayConfiguration(
                     host: upstream.host, port: upstream.port, upstreamServerName: upstreamServerName!,
-                    clientName: upstreamClientName, protocolLimits: configuration.protocolLimits),
+                    clientName: upstreamClientName, protocolLimits: configuration.protocolLimits, tls: upstreamTLSContext),
                 eventLoop: group.next(), logger: logger)
         }
         let server = ReplicationServer(configuration: configuration, log: log, group: group, upstream: link, logger: logger)
@@ -315,6 +359,23 @@ struct Serve: AsyncParsableCommand {
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await serviceGroup.run()
+    }
+
+    private func tlsListener() throws -> (port: Int, context: NIOSSLContext)? {
+        guard let tlsPort, let tlsCert, let tlsKey else { return nil }
+        do {
+            return (tlsPort, try TransportSecurity.serverContext(certificate: tlsCert, key: tlsKey, clientCA: tlsClientCA))
+        } catch {
+            throw ValidationError("--tls-cert/--tls-key: \(error)")
+        }
+    }
+
+    private func upstreamContext() throws -> NIOSSLContext {
+        do {
+            return try TransportSecurity.clientContext(ca: upstreamCA, certificate: upstreamCert, key: upstreamKey)
+        } catch {
+            throw ValidationError("--upstream-tls: \(error)")
+        }
     }
 
     /// The writers' hashes; a writer named both here and with --writer would skip its AUTH, so that is refused.

@@ -32,6 +32,8 @@ struct Tail: AsyncParsableCommand {
     @Option(help: "The NAME this client gives the server.")
     var name = "replication-sidecar-tail"
 
+    @OptionGroup var transport: ClientTLSOptions
+
     func validate() throws {
         _ = try parseStreams(streams)
         guard from == "NOW" || Int64(from) != nil else {
@@ -44,7 +46,7 @@ struct Tail: AsyncParsableCommand {
         let start: ReplicateFrom = Int64(from).map { .token($0) } ?? .now
         let configuration = ClientConfiguration(
             host: connect.host, port: connect.port, clientName: name, expectedServerName: serverName,
-            subscriptions: try parseStreams(streams).map { ($0, start) })
+            subscriptions: try parseStreams(streams).map { ($0, start) }, tls: try transport.context())
         let status = try await runClient(configuration) { _, finish in TailPrinter(finish: finish) }
         throw ExitCode(status)
     }

@@ -69,37 +69,13 @@ import Testing
         let port = try freePort()
         let server = try SidecarProcess(serve: ["--writer", "pub", "--data-dir", directory + "/data"], port: port)
 
-        let tail = Process()
-        tail.executableURL = sidecarExecutable
-        tail.arguments = ["tail", "--connect", "127.0.0.1:\(port)", "--streams", "caches", "--from", "0"]
-        let output = Pipe()
-        tail.standardOutput = output
-        tail.standardError = FileHandle.nullDevice
-        try tail.run()
-        defer {
-            tail.terminate()
-            tail.waitUntilExit()
-        }
-        var received: [String] = []
-        var partial = ""
-        func readTail(until count: Int) throws {
-            let deadline = Date().addingTimeInterval(30)
-            while received.count < count {
-                guard Date() < deadline else { throw Timeout(seconds: 30) }
-                var ready = pollfd(fd: output.fileHandleForReading.fileDescriptor, events: Int16(POLLIN), revents: 0)
-                guard poll(&ready, 1, 1_000) > 0 else { continue }
-                partial += String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
-                while let newline = partial.firstIndex(of: "\n") {
-                    received.append(parsed(partial[..<newline]))
-                    partial = String(partial[partial.index(after: newline)...])
-                }
-            }
-        }
+        let tail = try TailProcess(["--connect", "127.0.0.1:\(port)", "--streams", "caches", "--from", "0"])
+        defer { tail.stop() }
 
         let first = input(1...300)
         let published = try publish(first, port: port)
         #expect(published.status == 0, "\(published.errors)")
-        try readTail(until: 360)
+        try tail.waitForLines(360)
 
         // Restart the server on the same port and data; tail reconnects by itself.
         #expect(server.terminate() == 0)
@@ -108,10 +84,10 @@ import Testing
         let second = input(301...600)
         let publishedAgain = try publish(second, port: port)
         #expect(publishedAgain.status == 0, "\(publishedAgain.errors)")
-        try readTail(until: 720)
+        try tail.waitForLines(720)
 
         let expected = (first + second).split(separator: "\n").map { parsed($0) }
-        #expect(received == expected)  // every row once, in order: no gap, no duplicate
+        #expect(tail.lines.map(parsed) == expected)  // every row once, in order: no gap, no duplicate
     }
 
     @Test func publishStopsAtARefusedRowWithItsLineNumber() throws {

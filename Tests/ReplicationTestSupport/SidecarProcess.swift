@@ -10,6 +10,8 @@ public final class SidecarProcess: @unchecked Sendable {  // driven by one test 
     public let process = Process()
     public private(set) var port = 0
     public private(set) var metricsPort = 0
+    /// The TLS listener's port, when started with `--tls-port`.
+    public private(set) var tlsPort: Int?
     /// What it logged up to and including the line saying the replication listener is ready.
     public private(set) var startupLog = ""
     private let errors = Pipe()
@@ -35,16 +37,20 @@ public final class SidecarProcess: @unchecked Sendable {  // driven by one test 
             startupLog += String(decoding: chunk, as: UTF8.self)
             for line in startupLog.split(separator: "\n") {
                 if line.contains("metrics endpoint ready") { metricsPort = Self.port(in: line) }
-                if line.contains("replication listener ready") { port = Self.port(in: line) }
+                if line.contains("replication listener ready") {
+                    port = Self.port(in: line)
+                    tlsPort = arguments.contains("--tls-port") ? Self.port(in: line, field: "tls_port") : nil
+                }
             }
         }
         // Keep draining its log so that it never blocks on a full pipe.
         errors.fileHandleForReading.readabilityHandler = { _ = $0.availableData }
     }
 
-    /// The `port` field of a log line, in logfmt (`port=9092`) or JSON (`"port":"9092"`).
-    static func port(in line: Substring) -> Int {
-        guard let match = line.firstMatch(of: #/ port=(\d+)|"port":"(\d+)"/#) else { return 0 }
+    /// A port field of a log line, in logfmt (`port=9092`) or JSON (`"port":"9092"`).
+    static func port(in line: Substring, field: String = "port") -> Int {
+        let pattern = try! Regex<(Substring, Substring?, Substring?)>(#" \#(field)=(\d+)|"\#(field)":"(\d+)""#)
+        guard let match = line.firstMatch(of: pattern) else { return 0 }
         return Int(match.output.1 ?? match.output.2 ?? "") ?? 0
     }
 

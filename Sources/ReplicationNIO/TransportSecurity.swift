@@ -1,0 +1,56 @@
+import NIOCore
+import NIOSSL
+
+/// TLS for the replication links this project owns (Synapse 1.6's workers speak plain TCP only).
+public enum TransportSecurity {
+    /// A listener's context from PEM files. With `clientCA`, a client must present a certificate that
+    /// CA signed, or the handshake fails.
+    public static func serverContext(certificate: String, key: String, clientCA: String?) throws(TLSSetupError)
+        -> NIOSSLContext
+    {
+        do {
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            configuration.minimumTLSVersion = .tlsv12
+            if let clientCA {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCA))
+                // Clients connect from any address: their certificate is checked against the CA only.
+                configuration.certificateVerification = .noHostnameVerification
+            }
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw TLSSetupError("cannot use certificate \(certificate) and key \(key): \(error)")
+        }
+    }
+
+    /// A client's context: the server's certificate is checked against `ca` (the system's roots when
+    /// nil) and against the host connected to; `certificate`/`key` are presented when the server asks.
+    public static func clientContext(ca: String?, certificate: String? = nil, key: String? = nil)
+        throws(TLSSetupError) -> NIOSSLContext
+    {
+        do {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.minimumTLSVersion = .tlsv12
+            if let ca { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
+            if let certificate, let key {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            }
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw TLSSetupError("cannot set up TLS with CA \(ca ?? "(system)"): \(error)")
+        }
+    }
+
+    /// The host name to check the server's certificate against: none for an address literal (its IP
+    /// is checked instead).
+    static func serverHostname(_ host: String) -> String? {
+        (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
+    }
+}
+
+public struct TLSSetupError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
