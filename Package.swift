@@ -179,7 +179,7 @@ let package = Package(
             name: "MetricsExporterTests",
             dependencies: [
                 "MetricsExporter", "ReplicationMetrics", "ReplicationCore", "ReplicationNIO", "SidecarMetrics",
-                "ReplicationTestSupport", "CSocketQueues", .product(name: "NIOPosix", package: "swift-nio"),
+                "ReplicationTestSupport", "CSocketQueues", "Credentials", .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .testTarget(

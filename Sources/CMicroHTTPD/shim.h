@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
+#include <gnutls/gnutls.h>
 
 // MHD_start_daemon and MHD_get_daemon_info are variadic, which Swift cannot call: options travel
 // as an MHD_OPTION_ARRAY instead.
@@ -21,6 +22,19 @@ static inline int rs_mhd_listen_fd(struct MHD_Daemon *daemon) {
 // The response memory mode does not import into Swift; responses always copy their body.
 static inline struct MHD_Response *rs_mhd_response_copying(size_t size, const void *body) {
     return MHD_create_response_from_buffer(size, (void *)body, MHD_RESPMEM_MUST_COPY);
+}
+
+// The client certificate of an HTTPS connection: 0 when none was presented (or plain HTTP), 1 when it
+// verifies against the daemon's trust set (MHD_OPTION_HTTPS_MEM_TRUST), -1 when it does not.
+static inline int rs_mhd_client_certificate(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (info == NULL || info->tls_session == NULL) return 0;
+    gnutls_session_t session = (gnutls_session_t)info->tls_session;
+    unsigned int count = 0;
+    if (gnutls_certificate_get_peers(session, &count) == NULL || count == 0) return 0;
+    unsigned int status = 0;
+    if (gnutls_certificate_verify_peers2(session, &status) != GNUTLS_E_SUCCESS || status != 0) return -1;
+    return 1;
 }
 
 #endif

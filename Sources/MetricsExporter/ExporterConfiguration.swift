@@ -14,35 +14,15 @@ public struct ExporterConfiguration: Sendable {
     /// Seconds a collected /metrics body is served again to later scrapes of the same format and
     /// encoding; 0 collects on every scrape.
     public var maxBodyAgeSeconds: Double
-    /// PEM key and certificate to serve HTTPS instead of HTTP.
-    public var tls: TLSFiles?
-    /// Credentials required by HTTP basic authentication on every path but `/healthz`.
-    public var basicAuth: BasicAuth?
-
-    public struct TLSFiles: Sendable {
-        public var keyPEM: String
-        public var certificatePEM: String
-        public init(keyPEM: String, certificatePEM: String) {
-            self.keyPEM = keyPEM
-            self.certificatePEM = certificatePEM
-        }
-    }
-
-    public struct BasicAuth: Sendable {
-        public var username: String
-        public var password: String
-        public init(username: String, password: String) {
-            self.username = username
-            self.password = password
-        }
-    }
+    /// HTTPS and basic-auth users (replaced while running by ``MetricsHTTPServer/apply(_:)``).
+    public var security: EndpointSecurity
 
     public static let defaultPort = 9469
 
     public init(
         host: String = "127.0.0.1", port: Int = ExporterConfiguration.defaultPort, telemetryPath: String = "/metrics",
         connectionLimit: Int = 64,
-        connectionTimeoutSeconds: Int = 30, maxBodyAgeSeconds: Double = 0.25, tls: TLSFiles? = nil, basicAuth: BasicAuth? = nil
+        connectionTimeoutSeconds: Int = 30, maxBodyAgeSeconds: Double = 0.25, security: EndpointSecurity = EndpointSecurity()
     ) {
         self.host = host
         self.port = port
@@ -50,7 +30,6 @@ public struct ExporterConfiguration: Sendable {
         self.connectionLimit = connectionLimit
         self.connectionTimeoutSeconds = connectionTimeoutSeconds
         self.maxBodyAgeSeconds = maxBodyAgeSeconds
-        self.tls = tls
-        self.basicAuth = basicAuth
+        self.security = security
     }
 }

@@ -1,4 +1,5 @@
 import CMicroHTTPD
+import Credentials
 import Synchronization
 
 #if canImport(Glibc)
@@ -26,11 +27,14 @@ public struct ExporterError: Error, CustomStringConvertible {
 /// The HTTP endpoint on libmicrohttpd: `/metrics` (text 0.0.4 or OpenMetrics, optionally gzip),
 /// `/healthz`, and `/` with a link. libmicrohttpd runs its own thread; the source is called from it.
 public final class MetricsHTTPServer: @unchecked Sendable {
-    // Set once in start(), read by the libmicrohttpd thread afterwards; freed in stop().
     private let configuration: ExporterConfiguration
     private let source: any MetricsSource
-    private var daemon: OpaquePointer?
-    private var keepAlive: [[CChar]] = []
+    /// The running daemon; replaced when the TLS settings change, on the same listening socket.
+    private let daemon = Mutex<RunningDaemon?>(nil)
+    /// What requests are checked against: read by libmicrohttpd's threads, replaced by ``apply(_:)``.
+    private let security: Mutex<EndpointSecurity>
+    /// Logins that passed bcrypt, by user: a scrape every few seconds costs one bcrypt, not one each.
+    private let verifiedLogins = Mutex<[String: (hash: String, password: [UInt8])]>([:])
     private let now: @Sendable () -> Double
     /// The last /metrics answer per variant, with the time its collection started.
     private let recentBodies = Mutex<[BodyVariant: (response: Response, collectedAt: Double)]>([:])
@@ -42,6 +46,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     ) {
         self.configuration = configuration
         self.source = source
+        self.security = Mutex(configuration.security)
         self.now = now
     }
 
@@ -49,43 +54,90 @@ public final class MetricsHTTPServer: @unchecked Sendable {
 
     /// Starts listening; returns the bound port (the real one when the configured port is 0).
     public func start() throws(ExporterError) -> Int {
-        var flags = UInt32(MHD_USE_AUTO_INTERNAL_THREAD.rawValue | MHD_USE_ERROR_LOG.rawValue)
-        var address = try ListenAddress.resolve(host: configuration.host, port: configuration.port)
-        if address.isIPv6 { flags |= UInt32(MHD_USE_IPv6.rawValue) }
-        var options: [MHD_OptionItem] = [
-            MHD_OptionItem(option: .SOCK_ADDR, value: 0, ptr_value: nil),  // set below, while the address lives
-            MHD_OptionItem(option: .CONNECTION_LIMIT, value: configuration.connectionLimit, ptr_value: nil),
-            MHD_OptionItem(
-                option: .CONNECTION_TIMEOUT, value: configuration.connectionTimeoutSeconds, ptr_value: nil),
-        ]
-        if let tls = configuration.tls {
-            flags |= UInt32(MHD_USE_TLS.rawValue)
-            keepAlive = [Array(tls.keyPEM.utf8CString), Array(tls.certificatePEM.utf8CString)]
-            for (option, index) in [(MHD_OPTION.HTTPS_MEM_KEY, 0), (MHD_OPTION.HTTPS_MEM_CERT, 1)] {
-                let pointer = keepAlive[index].withUnsafeMutableBufferPointer { UnsafeMutableRawPointer($0.baseAddress!) }
-                options.append(MHD_OptionItem(option: option, value: 0, ptr_value: pointer))
+        let running = try startDaemon(configuration.security, listenSocket: nil)
+        daemon.withLock { $0 = running }
+        return Self.boundPort(of: rs_mhd_listen_fd(running.pointer))
+    }
+
+    /// Serves with new TLS settings and users from now on. A change of TLS settings (a renewed
+    /// certificate) starts a new daemon on the same listening socket: nothing is refused meanwhile, and
+    /// connections already open finish on the old settings. Settings that fail to start leave the old
+    /// ones in force.
+    public func apply(_ new: EndpointSecurity) throws(ExporterError) {
+        let old = security.withLock { $0 }
+        guard new != old else { return }
+        if new.tls != old.tls, let running = daemon.withLock({ $0 }) {
+            let socket = MHD_quiesce_daemon(running.pointer)
+            guard socket >= 0 else { throw ExporterError(description: "cannot hand the metrics socket over") }
+            let replacement: RunningDaemon
+            do {
+                replacement = try startDaemon(new, listenSocket: socket)
+            } catch {
+                let restored = try? startDaemon(old, listenSocket: socket)
+                daemon.withLock { $0 = restored }
+                MHD_stop_daemon(running.pointer)
+                throw error
             }
+            daemon.withLock { $0 = replacement }
+            MHD_stop_daemon(running.pointer)
         }
-        options.append(MHD_OptionItem(option: .END, value: 0, ptr_value: nil))
-        let context = Unmanaged.passUnretained(self).toOpaque()
-        daemon = withUnsafeMutableBytes(of: &address.storage) { addressBytes in
-            options[0].ptr_value = addressBytes.baseAddress
-            return options.withUnsafeMutableBufferPointer {
-                rs_mhd_start(flags, Self.handleRequest, context, $0.baseAddress)
-            }
-        }
-        guard let daemon else {
-            throw ExporterError(
-                description: "cannot serve metrics on \(configuration.host):\(configuration.port)"
-                    + (configuration.tls != nil ? " (is the TLS key/certificate valid PEM?)" : " (address in use?)"))
-        }
-        return Self.boundPort(of: rs_mhd_listen_fd(daemon))
+        security.withLock { $0 = new }
+        verifiedLogins.withLock { $0 = [:] }
     }
 
     /// Stops listening and closes every HTTP connection.
     public func stop() {
-        if let daemon { MHD_stop_daemon(daemon) }
-        daemon = nil
+        if let running = daemon.withLock({ $0.take() }) { MHD_stop_daemon(running.pointer) }
+    }
+
+    /// A daemon and the PEM texts it was given, which must outlive it.
+    private struct RunningDaemon: @unchecked Sendable {
+        let pointer: OpaquePointer
+        let keptAlive: [[CChar]]
+    }
+
+    /// Starts a daemon on the configured address, or on `listenSocket` (taken from the daemon it replaces).
+    private func startDaemon(_ security: EndpointSecurity, listenSocket: Int32?) throws(ExporterError) -> RunningDaemon {
+        // ITC lets a daemon be quiesced, so that its socket can be handed to the next one.
+        var flags = UInt32(MHD_USE_AUTO_INTERNAL_THREAD.rawValue | MHD_USE_ERROR_LOG.rawValue | MHD_USE_ITC.rawValue)
+        var address = try ListenAddress.resolve(host: configuration.host, port: configuration.port)
+        if address.isIPv6 { flags |= UInt32(MHD_USE_IPv6.rawValue) }
+        var options: [MHD_OptionItem] = [
+            listenSocket.map { MHD_OptionItem(option: .LISTEN_SOCKET, value: Int($0), ptr_value: nil) }
+                // the address is set below, while it lives
+                ?? MHD_OptionItem(option: .SOCK_ADDR, value: 0, ptr_value: nil),
+            MHD_OptionItem(option: .CONNECTION_LIMIT, value: configuration.connectionLimit, ptr_value: nil),
+            MHD_OptionItem(
+                option: .CONNECTION_TIMEOUT, value: configuration.connectionTimeoutSeconds, ptr_value: nil),
+        ]
+        var keptAlive: [[CChar]] = []
+        if let tls = security.tls {
+            flags |= UInt32(MHD_USE_TLS.rawValue)
+            var texts: [(MHD_OPTION, String)] = [
+                (.HTTPS_MEM_KEY, tls.keyPEM), (.HTTPS_MEM_CERT, tls.certificatePEM),
+                (.HTTPS_PRIORITIES, tls.minVersion.gnuTLSPriorities),
+            ]
+            if tls.clientAuth != .none, let ca = tls.clientCAPEM { texts.append((.HTTPS_MEM_TRUST, ca)) }
+            keptAlive = texts.map { Array($0.1.utf8CString) }
+            for index in texts.indices {
+                let pointer = keptAlive[index].withUnsafeMutableBufferPointer { UnsafeMutableRawPointer($0.baseAddress!) }
+                options.append(MHD_OptionItem(option: texts[index].0, value: 0, ptr_value: pointer))
+            }
+        }
+        options.append(MHD_OptionItem(option: .END, value: 0, ptr_value: nil))
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        let pointer = withUnsafeMutableBytes(of: &address.storage) { addressBytes in
+            if listenSocket == nil { options[0].ptr_value = addressBytes.baseAddress }
+            return options.withUnsafeMutableBufferPointer {
+                rs_mhd_start(flags, Self.handleRequest, context, $0.baseAddress)
+            }
+        }
+        guard let pointer else {
+            throw ExporterError(
+                description: "cannot serve metrics on \(configuration.host):\(configuration.port)"
+                    + (security.tls != nil ? " (is the TLS key/certificate valid PEM?)" : " (address in use?)"))
+        }
+        return RunningDaemon(pointer: pointer, keptAlive: keptAlive)
     }
 
     private static func boundPort(of descriptor: Int32) -> Int {
@@ -133,9 +185,15 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         guard method == "GET" || method == "HEAD" else {
             return Response(status: 405, body: Array("method not allowed\n".utf8), headers: [("Allow", "GET, HEAD")])
         }
+        let security = self.security.withLock { $0 }
+        if let tls = security.tls, !tls.clientAuth.accepts(clientCertificate(connection)) {
+            return Response(
+                status: 403, body: Array("a valid client certificate is required\n".utf8),
+                headers: [("Content-Type", "text/plain")])
+        }
         if path == "/healthz" { return probe(source.isHealthy) }
         if path == "/readyz" { return probe(source.isReady) }
-        if let auth = configuration.basicAuth, !authorized(connection, auth) {
+        if let users = security.users, !authorized(connection, users) {
             return Response(
                 status: 401, body: Array("authentication required\n".utf8), headers: [], challenge: true)
         }
@@ -199,14 +257,38 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         }
     }
 
-    private func authorized(_ connection: OpaquePointer, _ auth: ExporterConfiguration.BasicAuth) -> Bool {
+    /// Basic auth against bcrypt hashes. A wrong password always costs a bcrypt computation (tens of
+    /// milliseconds on this thread), so guessing is slow; so does an unknown user, so that names cannot
+    /// be told apart by timing.
+    private func authorized(_ connection: OpaquePointer, _ users: CredentialsFile) -> Bool {
         var password: UnsafeMutablePointer<CChar>?
         guard let user = MHD_basic_auth_get_username_password(connection, &password) else { return false }
         defer {
             MHD_free(user)
             if let password { MHD_free(password) }
         }
-        return String(cString: user) == auth.username && password.map { String(cString: $0) } == auth.password
+        let name = String(cString: user)
+        let given = password.map { Array(String(cString: $0).utf8) } ?? []
+        guard let hash = users.hashes[name] else {
+            _ = users.hashes.values.first?.matches(String(decoding: given, as: UTF8.self))
+            return false
+        }
+        if let remembered = verifiedLogins.withLock({ $0[name] }), remembered.hash == hash.text,
+            constantTimeEquals(remembered.password, given)
+        {
+            return true
+        }
+        guard hash.matches(String(decoding: given, as: UTF8.self)) else { return false }
+        verifiedLogins.withLock { $0[name] = (hash.text, given) }
+        return true
+    }
+
+    private func clientCertificate(_ connection: OpaquePointer) -> ClientCertificate {
+        switch rs_mhd_client_certificate(connection) {
+        case 1: .verified
+        case 0: .absent
+        default: .invalid
+        }
     }
 
     private func header(_ connection: OpaquePointer, _ name: String) -> String? {

@@ -151,8 +151,20 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM certificate for --metrics-tls-key.")
     var metricsTLSCert: String?
 
-    @Option(help: "File holding 'user:password': require HTTP basic auth on the metrics endpoint (not /healthz).")
+    @Option(
+        help: """
+            File of user:HASH lines (bcrypt, as 'htpasswd -nB USER' prints): require HTTP basic auth on the \
+            metrics endpoint (not /healthz, /readyz).
+            """)
     var metricsBasicAuthFile: String?
+
+    @Option(
+        name: .customLong("web.config.file"),
+        help: """
+            Prometheus exporter-toolkit web configuration (YAML): tls_server_config and basic_auth_users \
+            with bcrypt hashes; re-read every second (certificates renewed without a restart).
+            """)
+    var webConfigFile: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning (or warn), error or critical.")
     var logLevel = "info"
@@ -240,6 +252,11 @@ struct Serve: AsyncParsableCommand {
         }
         guard metricsMaxAge >= 0, metricsMaxAge <= 60 else {
             throw ValidationError("--metrics-max-age must be between 0 and 60 seconds, got \(metricsMaxAge)")
+        }
+        if webConfigFile != nil, metricsTLSKey != nil || metricsTLSCert != nil || metricsBasicAuthFile != nil {
+            throw ValidationError(
+                "--web.config.file replaces --metrics-tls-key, --metrics-tls-cert and --metrics-basic-auth-file: "
+                    + "give one or the others")
         }
         guard (metricsTLSKey == nil) == (metricsTLSCert == nil) else {
             throw ValidationError("--metrics-tls-key and --metrics-tls-cert go together: give both or neither")
@@ -358,6 +375,14 @@ struct Serve: AsyncParsableCommand {
         services.append(.init(service: SystemdNotifications(notifier: SystemdNotifier(), logger: logger)))
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // Certificates renewed and users changed in the web config file apply without a restart.
+        let webConfigWatcher = webConfigFile.map { path in
+            WebConfigWatcher(path: path, server: exporter) { message, isError in
+                if isError { logger.error("\(message)") } else { logger.notice("\(message)") }
+            }
+        }
+        webConfigWatcher?.start()
+        defer { webConfigWatcher?.stop() }
         try await serviceGroup.run()
     }
 
@@ -398,19 +423,24 @@ struct Serve: AsyncParsableCommand {
         var configuration = ExporterConfiguration(
             host: host, port: port, telemetryPath: webTelemetryPath, connectionLimit: metricsConnectionLimit,
             connectionTimeoutSeconds: metricsTimeout, maxBodyAgeSeconds: metricsMaxAge)
+        if let webConfigFile {
+            do {
+                configuration.security = try EndpointSecurity.load(webConfigFile: webConfigFile)
+            } catch {
+                throw ValidationError("--web.config.file: \(error)")
+            }
+        }
         if let metricsTLSKey, let metricsTLSCert {
-            configuration.tls = .init(
-                keyPEM: try readFile(metricsTLSKey, flag: "--metrics-tls-key"),
-                certificatePEM: try readFile(metricsTLSCert, flag: "--metrics-tls-cert"))
+            configuration.security.tls = TLSSettings(
+                certificatePEM: try readFile(metricsTLSCert, flag: "--metrics-tls-cert"),
+                keyPEM: try readFile(metricsTLSKey, flag: "--metrics-tls-key"))
         }
         if let metricsBasicAuthFile {
-            let line = try readFile(metricsBasicAuthFile, flag: "--metrics-basic-auth-file")
-                .split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
-                throw ValidationError("--metrics-basic-auth-file must hold one line 'user:password'")
+            do {
+                configuration.security.users = try CredentialsFile(contentsOf: metricsBasicAuthFile)
+            } catch {
+                throw ValidationError("--metrics-basic-auth-file: \(error)")
             }
-            configuration.basicAuth = .init(
-                username: String(line[..<colon]), password: String(line[line.index(after: colon)...]))
         }
         return configuration
     }

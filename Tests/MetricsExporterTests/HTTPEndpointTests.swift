@@ -1,3 +1,4 @@
+import Credentials
 import Foundation
 import MetricsExporter
 import ReplicationTestSupport
@@ -190,7 +191,8 @@ final class Endpoint {
     }
 
     @Test func basicAuthGuardsEverythingButHealth() throws {
-        let endpoint = try Endpoint { $0.basicAuth = .init(username: "prometheus", password: "s3cret") }
+        let users = CredentialsFile(hashes: ["prometheus": PasswordHash.make(password: "s3cret", cost: 4)!])
+        let endpoint = try Endpoint { $0.security.users = users }
         let client = try endpoint.connect()
         let denied = try client.http("GET", "/metrics")
         #expect(denied.status == 401 && denied.headers["www-authenticate"]?.hasPrefix("Basic") == true)
@@ -198,6 +200,11 @@ final class Endpoint {
         #expect(try client.http("GET", "/metrics", headers: ["Authorization": "Basic \(wrong)"]).status == 401)
         let right = Data("prometheus:s3cret".utf8).base64EncodedString()
         #expect(try client.http("GET", "/metrics", headers: ["Authorization": "Basic \(right)"]).status == 200)
+        // Again: answered from the remembered login, and still only for the right password.
+        #expect(try client.http("GET", "/metrics", headers: ["Authorization": "Basic \(right)"]).status == 200)
+        #expect(try client.http("GET", "/metrics", headers: ["Authorization": "Basic \(wrong)"]).status == 401)
+        let stranger = Data("root:s3cret".utf8).base64EncodedString()
+        #expect(try client.http("GET", "/metrics", headers: ["Authorization": "Basic \(stranger)"]).status == 401)
         #expect(try client.http("GET", "/healthz").status == 200)
         #expect(try client.http("GET", "/readyz").status == 200)
     }
@@ -214,9 +221,9 @@ final class Endpoint {
              "-subj", "/CN=127.0.0.1"])
         #expect(made.status == 0, "\(made.errors)")
         let endpoint = try Endpoint {
-            $0.tls = .init(
-                keyPEM: try! String(contentsOfFile: key, encoding: .utf8),
-                certificatePEM: try! String(contentsOfFile: certificate, encoding: .utf8))
+            $0.security.tls = TLSSettings(
+                certificatePEM: try! String(contentsOfFile: certificate, encoding: .utf8),
+                keyPEM: try! String(contentsOfFile: key, encoding: .utf8))
         }
         let https = try runProcess(
             "/usr/bin/curl", ["-s", "--cacert", certificate, "https://127.0.0.1:\(endpoint.port)/metrics"])
@@ -227,7 +234,8 @@ final class Endpoint {
 
     @Test func aBadCertificateIsAClearStartError() {
         let server = MetricsHTTPServer(
-            configuration: ExporterConfiguration(port: 0, tls: .init(keyPEM: "nope", certificatePEM: "nope")),
+            configuration: ExporterConfiguration(
+                port: 0, security: EndpointSecurity(tls: TLSSettings(certificatePEM: "nope", keyPEM: "nope"))),
             source: FakeSource())
         #expect(throws: ExporterError.self) { try server.start() }
     }
