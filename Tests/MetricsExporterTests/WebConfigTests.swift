@@ -10,6 +10,7 @@ import Testing
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("web-\(UUID().uuidString)").path
     static let hash = PasswordHash.make(password: "s3cret", cost: 4)!.text
 
+    @discardableResult
     func write(_ text: String, to name: String = "web.yml") throws -> String {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/" + name
