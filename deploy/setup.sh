@@ -3,7 +3,7 @@
 # with the Swift toolchain: only what is missing, so it is cheap to run every time.
 set -euo pipefail
 
-packages=(pkg-config libmicrohttpd-dev zlib1g-dev libsqlite3-dev prometheus netcat-openbsd curl openssl)
+packages=(pkg-config libmicrohttpd-dev zlib1g-dev libsqlite3-dev prometheus netcat-openbsd curl openssl chromium)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
