@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// How long a writer waits for its acknowledgement: from sending a row's `RDATA` line to reading the
@@ -126,7 +126,8 @@ private final class AckTimes: @unchecked Sendable {
             while let newline = pending[start...].firstIndex(of: 0x0A) {
                 let line = pending[start..<newline]
                 start = newline + 1
-                guard line.starts(with: prefix), let token = Int(String(decoding: line.dropFirst(prefix.count), as: UTF8.self))
+                guard line.starts(with: prefix),
+                    let token = Int(String(decoding: line.dropFirst(prefix.count), as: UTF8.self))
                 else { continue }
                 lastAcknowledged.withLock { acknowledgements.append((token, now)) }
                 if token >= rows { return }

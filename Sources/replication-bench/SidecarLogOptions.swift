@@ -17,13 +17,16 @@ struct SidecarLogOptions: ParsableArguments {
     var sync = "full"
 
     @Option(help: "Scratch data directory of the SQLite log (emptied before each server, removed afterwards).")
-    var dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("replication-bench-data-\(getpid())").path
+    var dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("replication-bench-data-\(getpid())")
+        .path
 
     func validate() throws {
         guard let kinds, !kinds.isEmpty else {
             throw ValidationError("--log must list sqlite and/or memory, like sqlite,memory; got '\(log)'")
         }
-        guard ["full", "normal"].contains(sync) else { throw ValidationError("--sync must be full or normal, got '\(sync)'") }
+        guard ["full", "normal"].contains(sync) else {
+            throw ValidationError("--sync must be full or normal, got '\(sync)'")
+        }
     }
 
     var kinds: [SidecarLogKind]? {
@@ -54,8 +57,10 @@ struct BenchSidecar {
 
     /// Starts `replication-sidecar serve` with the log of `kind`; `keepData` reopens what a previous
     /// server left in the data directory.
-    init(environment: BenchEnvironment, log kind: SidecarLogKind, options: SidecarLogOptions, retainRows: Int,
-        keepData: Bool = false) throws {
+    init(
+        environment: BenchEnvironment, log kind: SidecarLogKind, options: SidecarLogOptions, retainRows: Int,
+        keepData: Bool = false
+    ) throws {
         port = try LoopbackSocket.freePort()
         process = try ServerProcess(
             executable: environment.sidecar,
