@@ -70,6 +70,36 @@ let package = Package(
         ),
         // ioctl(SIOCINQ/SIOCOUTQ) behind non-variadic functions.
         .target(name: "CSocketQueues"),
+        // hiredis's RESP reader and command formatter (no I/O: the sockets are NIO's). Its header is found as
+        // <hiredis/hiredis.h> without pkg-config, whose -D_FILE_OFFSET_BITS SwiftPM refuses with a warning.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        // A Redis client: pipelining, AUTH/SELECT, subscriptions, timeouts, reconnection with back-off.
+        .target(
+            name: "RedisClient",
+            dependencies: [
+                "CHiredis",
+                "ReplicationCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Watching today's Synapse replicate over Redis: the bus observed, exported as metrics.
+        .target(
+            name: "BusObserver",
+            dependencies: [
+                "ReplicationCore",
+                "ReplicationNIO",
+                "RedisClient",
+                "ReplicationMetrics",
+                "MetricsExporter",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .systemLibrary(
             name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -109,6 +139,8 @@ let package = Package(
                 "ReplicationRelay",
                 "MetricsExporter",
                 "SidecarMetrics",
+                "RedisClient",
+                "BusObserver",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -165,6 +197,21 @@ let package = Package(
             dependencies: ["ReplicationRelay", "ReplicationNIO", "StreamLog", "ReplicationCore", "ReplicationTestSupport"]
         ),
         .testTarget(name: "InteropTests", dependencies: ["ReplicationTestSupport"]),
+        .testTarget(
+            name: "RedisClientTests",
+            dependencies: [
+                "RedisClient", "ReplicationTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "BusObserverTests",
+            dependencies: [
+                "BusObserver", "RedisClient", "ReplicationCore", "ReplicationMetrics", "ReplicationNIO",
+                "ReplicationTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "DeploymentTests",
             dependencies: [

@@ -3,7 +3,8 @@
 # with the Swift toolchain: only what is missing, so it is cheap to run every time.
 set -euo pipefail
 
-packages=(pkg-config libmicrohttpd-dev zlib1g-dev libsqlite3-dev libcrypt-dev prometheus netcat-openbsd curl openssl)
+packages=(pkg-config libmicrohttpd-dev zlib1g-dev libsqlite3-dev libcrypt-dev libhiredis-dev prometheus netcat-openbsd
+    curl openssl chromium redis-server postgresql)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -35,3 +36,6 @@ prepare_venv "$root/.venv" "$root/Tests/python-requirements.txt"
 # Synapse 1.6.1's own replication code, for the interoperability tests: its sdist builds only without
 # build isolation (it needs pkg_resources and wheel from the environment).
 prepare_venv "$root/.venv-synapse" "$root/Tests/Interop/requirements.txt" --no-deps --no-build-isolation matrix-synapse==1.6.1
+# Today's Synapse (1.163.2, a manylinux wheel with its Rust extension) with its Redis and PostgreSQL extras, for
+# the tests that run a real deployment replicating over Redis.
+prepare_venv "$root/.venv-synapse-modern" "$root/Tests/InteropModern/requirements.txt"

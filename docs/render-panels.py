@@ -23,7 +23,7 @@ PANELS = [
         ("max by (name) (replication_sidecar_connection_lag_tokens)", "{name}"),
     ]),
     ("rates.png", "Outbound commands per second", [
-        ("sum by (command) (rate(synapse_replication_tcp_protocol_outbound_commands[5s]))", "{command}"),
+        ("sum by (command) (rate(replication_sidecar_outbound_commands_total[5s]))", "{command}"),
     ]),
     ("connections.png", "Open connections per worker", [
         ('sum by (name) (synapse_replication_tcp_protocol_outbound_commands{command="SERVER"})', "{name}"),

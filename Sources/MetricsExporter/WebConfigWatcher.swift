@@ -34,11 +34,12 @@ public final class WebConfigWatcher: @unchecked Sendable {  // `timer` is touche
         }
     }
 
-    /// Checks every `interval` seconds until ``stop()``.
+    /// Checks every `interval` seconds until ``stop()`` (the watcher lives as long as that).
     public func start(interval: Double = 1) {
         let source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "web-config-watcher"))
         source.schedule(deadline: .now() + interval, repeating: interval)
-        source.setEventHandler { [weak self] in self?.checkNow() }
+        // The timer holds the watcher until stop().
+        source.setEventHandler { self.checkNow() }
         source.resume()
         timer = source
     }

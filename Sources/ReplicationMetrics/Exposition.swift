@@ -6,6 +6,8 @@ public struct FamilySamples: Sendable, Equatable {
         /// The label pairs as they appear between the braces, already escaped (empty for none).
         public var labels: String
         public var value: Double
+        /// A histogram's `_bucket`, `_sum` or `_count`; empty for other kinds.
+        public var suffix: String = ""
     }
 
     public var family: MetricFamily
@@ -155,17 +157,17 @@ public enum Exposition {
                             "revision=\"\(escape(snapshot.revision, quotes: true))\",version=\"\(escape(snapshot.version, quotes: true))\"",
                         value: 1)
                 ]))
-        if let process = snapshot.process {
-            families += [
-                single(MetricFamilies.processCPU, process.cpuSeconds),
-                single(MetricFamilies.processResident, process.residentBytes),
-                single(MetricFamilies.processVirtual, process.virtualBytes),
-                single(MetricFamilies.processOpenFDs, process.openFDs),
-                single(MetricFamilies.processMaxFDs, process.maxFDs),
-                single(MetricFamilies.processStart, process.startTimeSeconds),
-            ]
-        }
+        if let process = snapshot.process { families += processFamilies(process) }
         return families
+    }
+
+    /// The standard `process_*` families.
+    static func processFamilies(_ process: ProcessStatistics) -> [FamilySamples] {
+        [
+            (MetricFamilies.processCPU, process.cpuSeconds), (MetricFamilies.processResident, process.residentBytes),
+            (MetricFamilies.processVirtual, process.virtualBytes), (MetricFamilies.processOpenFDs, process.openFDs),
+            (MetricFamilies.processMaxFDs, process.maxFDs), (MetricFamilies.processStart, process.startTimeSeconds),
+        ].map { FamilySamples(family: $0, samples: [.init(labels: "", value: $1)]) }
     }
 
     public static func render(_ families: [FamilySamples], as format: ExpositionFormat) -> String {
@@ -187,6 +189,7 @@ public enum Exposition {
             let sampleName = family.sampleName
             for sample in entry.samples {
                 out += sampleName.utf8
+                out += sample.suffix.utf8
                 if !sample.labels.isEmpty {
                     out.append(UInt8(ascii: "{"))
                     out += sample.labels.utf8
@@ -226,7 +229,7 @@ public enum Exposition {
     }
 
     /// Backslash and newline are escaped in help texts; label values escape double quotes too.
-    static func escape(_ text: String, quotes: Bool) -> String {
+    public static func escape(_ text: String, quotes: Bool) -> String {
         var escaped = ""
         for character in text {
             switch character {

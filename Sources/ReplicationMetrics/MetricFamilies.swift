@@ -3,7 +3,7 @@
 /// The `synapse_replication_tcp_*` families are Synapse 1.6's, with its names, types and labels, so that
 /// existing dashboards keep working; the `replication_sidecar_*` families are this project's additions.
 public struct MetricFamily: Sendable, Equatable {
-    public enum Kind: String, Sendable { case gauge, counter }
+    public enum Kind: String, Sendable { case gauge, counter, histogram }
 
     /// The name without the `_total` suffix counters carry on their samples.
     public let name: String

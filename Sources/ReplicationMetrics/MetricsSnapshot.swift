@@ -7,7 +7,6 @@ public struct MetricsSnapshot: Sendable {
     public var counters: HubCounters
     /// Current token per stream, by ``StreamName/index``.
     public var headTokens: [Int64]
-    public var nowMillis: Int64
     public var process: ProcessStatistics?
     public var scrapes: ScrapeStatistics
     /// A relay's upstream connection; nil for a hub.
@@ -17,14 +16,13 @@ public struct MetricsSnapshot: Sendable {
     public var revision = BuildInfo.revision
 
     public init(
-        connections: ConnectionTotals, counters: HubCounters, headTokens: [Int64], nowMillis: Int64,
+        connections: ConnectionTotals, counters: HubCounters, headTokens: [Int64],
         process: ProcessStatistics?, scrapes: ScrapeStatistics, upstream: UpstreamStatus? = nil
     ) {
         self.upstream = upstream
         self.connections = connections
         self.counters = counters
         self.headTokens = headTokens
-        self.nowMillis = nowMillis
         self.process = process
         self.scrapes = scrapes
     }

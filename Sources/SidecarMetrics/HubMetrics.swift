@@ -33,7 +33,7 @@ public final class HubMetricsSource: MetricsSource {
         let connections = try hub.connectionTotals(on: MultiThreadedEventLoopGroup.singleton.next()).wait()
         let snapshot = MetricsSnapshot(
             connections: connections, counters: hub.countersSnapshot,
-            headTokens: StreamName.all.map { hub.log.currentToken(of: $0) }, nowMillis: clock.wallMillis,
+            headTokens: StreamName.all.map { hub.log.currentToken(of: $0) },
             process: ProcessStatistics.current(), scrapes: scrapes.withLock { $0 }, upstream: upstream?())
         let format: ExpositionFormat = openMetrics ? .openMetrics : .text
         return (Exposition.render(Exposition.families(snapshot), as: format), format.contentType)

@@ -24,7 +24,8 @@ struct StatusPage {
             <style>
             body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}
             table{border-collapse:collapse}th,td{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-            td.n{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#b00;font-weight:600}.ok{color:#070}
+            td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td.s{max-width:32em}.nw{white-space:nowrap}
+            .bad{color:#b00;font-weight:600}.ok{color:#070}
             </style></head><body>
             <h1>replication-sidecar \(BuildInfo.version)</h1>
             <p>Revision \(escape(BuildInfo.revision)) · replication on \(escape(listening)) · \
@@ -65,13 +66,13 @@ struct StatusPage {
                 guard let sent = connection.sentTokens[stream.index] else { return nil }
                 let lag = max(0, headTokens[stream.index] - sent)
                 let lagText = lag > 0 ? "<span class=\"bad\">lag \(lag)</span>" : "lag 0"
-                return "\(stream.rawValue) \(sent) (\(lagText))"
+                return "<span class=\"nw\">\(stream.rawValue) \(sent) (\(lagText))</span>"
             }
             html += """
                 <tr><td>\(escape(connection.name))</td><td>\(escape(connection.peer))</td>\
                 <td>\(connection.isWriter ? "writer" : "worker")</td>\
                 <td class="n">\(Self.duration(millis: nowMillis - connection.connectedAtMillis))</td>\
-                <td>\(streams.isEmpty ? "none" : streams.joined(separator: "<br>"))</td>\
+                <td class="s">\(streams.isEmpty ? "none" : streams.joined(separator: " "))</td>\
                 <td class="n">\(Self.bytes(connection.bufferedWritableBytes))</td>\
                 <td class="n">\(Self.bytes(connection.kernelSendQueue))</td>\
                 <td class="n">\(Self.bytes(connection.kernelReceiveQueue))</td>\
@@ -127,18 +128,5 @@ struct StatusPage {
         return "\(tenths / 10).\(tenths % 10) \(units[unit])"
     }
 
-    func escape(_ text: String) -> String {
-        var escaped = ""
-        for character in text {
-            switch character {
-            case "&": escaped += "&amp;"
-            case "<": escaped += "&lt;"
-            case ">": escaped += "&gt;"
-            case "\"": escaped += "&quot;"
-            case "'": escaped += "&#39;"
-            default: escaped.append(character)
-            }
-        }
-        return escaped
-    }
+    func escape(_ text: String) -> String { HTMLText.escape(text) }
 }

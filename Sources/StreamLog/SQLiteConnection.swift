@@ -42,6 +42,7 @@ final class SQLiteConnection {
     func close() {
         guard !isClosed else { return }
         isClosed = true
+        statements = [:]  // finalized, so that the close is not deferred
         sqlite3_close_v2(handle)
     }
 
@@ -50,11 +51,18 @@ final class SQLiteConnection {
         guard result == SQLITE_OK else { throw error(result) }
     }
 
+    /// The connection's statements by their SQL: compiling one costs more than reading a catch-up page.
+    private var statements: [String: Statement] = [:]
+
+    /// The statement for `sql`, compiled once per connection; `bind` resets it for each use.
     func prepare(_ sql: String) throws(SQLiteError) -> Statement {
+        if let cached = statements[sql] { return cached }
         var statement: OpaquePointer?
         let result = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard result == SQLITE_OK, let statement else { throw error(result) }
-        return Statement(handle: statement, connection: self)
+        let prepared = Statement(handle: statement, connection: self)
+        statements[sql] = prepared
+        return prepared
     }
 
     /// The first column of the first row of a query returning one integer.
@@ -98,6 +106,10 @@ final class SQLiteConnection {
                     result = bytes.withMemoryRebound(to: CChar.self) {
                         rs_sqlite_bind_text(handle, index, $0.baseAddress, Int32($0.count))
                     }
+                case .blob(let bytes):
+                    // A null pointer would bind NULL, not an empty blob.
+                    let start = bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)
+                    result = rs_sqlite_bind_blob(handle, index, start, Int32(bytes.count))
                 }
                 guard result == SQLITE_OK else { throw connection.error(result) }
             }
@@ -125,6 +137,12 @@ final class SQLiteConnection {
         func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
         func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
 
+        /// The blob column's bytes (valid until the next step).
+        func blobBytes(_ column: Int32) -> UnsafeRawBufferPointer {
+            guard let pointer = sqlite3_column_blob(handle, column) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+            return UnsafeRawBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(handle, column)))
+        }
+
         /// The text column as raw bytes (valid until the next step).
         func textBytes(_ column: Int32) -> UnsafeRawBufferPointer {
             guard let pointer = sqlite3_column_text(handle, column) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
@@ -137,5 +155,7 @@ final class SQLiteConnection {
         case text(String)
         /// Text given as UTF-8 bytes (copied by SQLite while binding).
         case utf8(UnsafeRawBufferPointer)
+        /// A blob (copied by SQLite while binding).
+        case blob(UnsafeRawBufferPointer)
     }
 }

@@ -45,8 +45,16 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     }
 
     static let applicationID: Int64 = 0x5253_4C47  // "RSLG"
-    static let migrations: [String] = [
-        """
+    /// Schema migrations, in order: the one at index `n` takes a database from version `n` to `n + 1`.
+    static let migrations: [@Sendable (SQLiteConnection) throws -> Void] = [
+        { try $0.execute(rowsSchema) },
+        // Version 2 stores chunks of lines instead of a table row per stream row (``LogChunks``).
+        { try LogChunks.migrate(fromRows: $0) },
+    ]
+
+    /// Version 1: a table row per stream row. Kept because every database starts here and because a
+    /// database written by an older build is migrated from it.
+    static let rowsSchema = """
         CREATE TABLE streams (
             id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
             current_token INTEGER NOT NULL, oldest_servable INTEGER NOT NULL);
@@ -55,7 +63,6 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             appended_at INTEGER NOT NULL, row TEXT NOT NULL,
             PRIMARY KEY (stream, token, seq)) WITHOUT ROWID;
         """
-    ]
     public static var schemaVersion: Int { migrations.count }
 
     private struct Pending {
@@ -190,9 +197,16 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         }
         mode.finish()
         for next in version..<schemaVersion {
-            try connection.execute(
-                "BEGIN IMMEDIATE; \(migrations[next]) PRAGMA user_version = \(next + 1); "
-                    + "PRAGMA application_id = \(Self.applicationID); COMMIT")
+            try connection.execute("BEGIN IMMEDIATE")
+            do {
+                try migrations[next](connection)
+                try connection.execute(
+                    "PRAGMA user_version = \(next + 1); PRAGMA application_id = \(Self.applicationID); COMMIT")
+            } catch {
+                try? connection.execute("ROLLBACK")
+                throw OpenError(
+                    description: "cannot migrate \(path) to schema version \(next + 1): \(error); it was left as it was")
+            }
         }
     }
 
@@ -270,33 +284,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         do {
             try connection.execute("BEGIN")
             defer { try? connection.execute("COMMIT") }
-            let head = try connection.prepare("SELECT current_token, oldest_servable FROM streams WHERE id = ?")
-            try head.bind(.integer(Int64(stream.index)))
-            let (current, oldest) = try head.step() ? (head.integer(0), head.integer(1)) : (0, 0)
-            head.finish()
-            guard token >= oldest else { throw StreamLogError.fallenBehind(oldestServable: oldest) }
-            let rows = try connection.prepare(
-                "SELECT token, row FROM rows WHERE stream = ? AND token > ? ORDER BY token, seq")
-            try rows.bind(.integer(Int64(stream.index)), .integer(token))
-            var lines = ByteBufferAllocator().buffer(capacity: min(maxBytes, 1 << 16) + 1024)
-            var count = 0
-            var lastToken = token
-            var tokenText = ""
-            defer { rows.finish() }
-            while try rows.step() {
-                let rowToken = rows.integer(0)
-                if rowToken != lastToken {
-                    // Pages end on a batch boundary, once they hold enough bytes.
-                    if lines.readableBytes >= maxBytes {
-                        return LogPage(lines: lines, rowCount: count, endToken: lastToken, reachedHead: false)
-                    }
-                    lastToken = rowToken
-                    tokenText = String(rowToken)
-                }
-                RowLines.write(rows.textBytes(1), stream: stream, tokenText: tokenText, into: &lines)
-                count += 1
-            }
-            return LogPage(lines: lines, rowCount: count, endToken: max(current, lastToken), reachedHead: true)
+            return try LogChunks.readPage(connection, stream: stream, after: token, maxBytes: maxBytes)
         } catch let error as StreamLogError {
             throw error
         } catch {
@@ -375,8 +363,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private func commit(_ round: [Pending]) throws(SQLiteError) {
         let now = clock()
         try writerConnection.execute("BEGIN IMMEDIATE")
-        let insert = try writerConnection.prepare(
-            "INSERT INTO rows (stream, token, seq, appended_at, row) VALUES (?, ?, ?, ?, ?)")
+        var chunks = try ChunkWriter(writerConnection)
         let head = try writerConnection.prepare(
             """
             INSERT INTO streams (id, name, current_token, oldest_servable) VALUES (?, ?, ?, 0)
@@ -384,21 +371,21 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             """)
         for pending in round {
             let stream = Int64(pending.batch.stream.index)
-            try pending.batch.forEachRow(storedAt: pending.token) { token, seq, row throws(SQLiteError) in
-                try insert.bind(.integer(stream), .integer(token), .integer(Int64(seq)), .integer(now), .utf8(row)).run()
-            }
+            try chunks.append(pending.batch, storedAt: pending.token, appendedAt: now)
             try head.bind(.integer(stream), .text(pending.batch.stream.rawValue), .integer(pending.token)).run()
             if pending.batch.forgetsEarlier {
-                try writerConnection.prepare("DELETE FROM rows WHERE stream = ? AND token < ?")
-                    .bind(.integer(stream), .integer(pending.token)).run()
+                // Rows of this round before it are in an open chunk: stored first, so that they go too.
+                try chunks.finish()
+                try LogChunks.drop(writerConnection, stream: pending.batch.stream, through: pending.token - 1)
                 try writerConnection.prepare("UPDATE streams SET oldest_servable = ? WHERE id = ?")
                     .bind(.integer(pending.token), .integer(stream)).run()
             }
         }
+        try chunks.finish()
         try writerConnection.execute("COMMIT")
     }
 
-    /// Drops rows beyond the retention, at most once a second, in small transactions of its own.
+    /// Drops chunks beyond the retention, at most once a second, in small transactions of its own.
     private func pruneIfDue() {
         guard retention.rows != nil || retention.ageMillis != nil else { return }
         let now = clock()
@@ -414,30 +401,15 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     }
 
     private func prune(_ stream: StreamName, now: Int64) throws(SQLiteError) {
-        let id = Int64(stream.index)
-        // Rows with a token below the `rows`-th newest may go (whole batches only)...
-        var belowToken = Int64.max
-        if let keep = retention.rows {
-            let boundary = try writerConnection.prepare(
-                "SELECT token FROM rows WHERE stream = ? ORDER BY token DESC, seq DESC LIMIT 1 OFFSET ?")
-            try boundary.bind(.integer(id), .integer(Int64(keep - 1)))
-            guard try boundary.step() else { return }
-            belowToken = boundary.integer(0)
-            boundary.finish()
-        }
-        // ...if they are also older than the age bound.
-        let appendedBefore = retention.ageMillis.map { now - $0 } ?? Int64.max
-        let last = try writerConnection.prepare(
-            "SELECT max(token) FROM rows WHERE stream = ? AND token < ? AND appended_at < ?")
-        try last.bind(.integer(id), .integer(belowToken), .integer(appendedBefore))
-        guard try last.step(), !last.isNull(0) else { return }
-        let pruneThrough = last.integer(0)
-        last.finish()
+        guard
+            let pruneThrough = try LogChunks.prunableThrough(
+                writerConnection, stream: stream, keepRows: retention.rows,
+                appendedBefore: retention.ageMillis.map { now - $0 } ?? Int64.max)
+        else { return }
         try writerConnection.execute("BEGIN IMMEDIATE")
-        try writerConnection.prepare("DELETE FROM rows WHERE stream = ? AND token <= ?")
-            .bind(.integer(id), .integer(pruneThrough)).run()
+        try LogChunks.drop(writerConnection, stream: stream, through: pruneThrough)
         try writerConnection.prepare("UPDATE streams SET oldest_servable = ? WHERE id = ?")
-            .bind(.integer(pruneThrough), .integer(id)).run()
+            .bind(.integer(pruneThrough), .integer(Int64(stream.index))).run()
         try writerConnection.execute("COMMIT")
         heads.withLockedValue { $0.oldestServable[stream.index] = pruneThrough }
     }

@@ -8,8 +8,9 @@ import Glibc
 /// The stream log of a data directory read end to end, apart from any server (`replication-sidecar check`).
 ///
 /// SQLite's own integrity check covers every page of the file (a damaged page otherwise shows up only when
-/// a catch-up reaches it); then every row is held to the log's rules: a stream this build knows, a token
-/// no later than its stream's head, and a JSON array as wide as its stream's rows.
+/// a catch-up reaches it); then every chunk's lines are read back, and every row is held to the log's
+/// rules: a stream this build knows, a token no later than its stream's head, and a JSON array as wide as
+/// its stream's rows.
 public struct StreamLogCheck: Sendable {
     /// What is wrong, one line each, at most ``maxProblems`` of them.
     public private(set) var problems: [String] = []
@@ -70,21 +71,48 @@ public struct StreamLogCheck: Sendable {
                 report("stream \(stream): oldest servable token \(oldest) is after its head \(current)")
             }
         }
-        let rows = try connection.prepare("SELECT stream, token, seq, row FROM rows ORDER BY stream, token, seq")
-        while try rows.step() {
-            rowCount += 1
-            let (id, token, seq) = (rows.integer(0), rows.integer(1), rows.integer(2))
-            guard id >= 0, id < Int64(heads.count), let head = heads[Int(id)] else {
-                report("row \(token)/\(seq) belongs to stream \(id), which has no head")
-                continue
+        if try connection.integer("PRAGMA user_version") < 2 {
+            // Written by an older build and not migrated yet: a table row per stream row.
+            let rows = try connection.prepare("SELECT stream, token, seq, row FROM rows ORDER BY stream, token, seq")
+            while try rows.step() {
+                checkRow(rows.textBytes(3), stream: rows.integer(0), token: rows.integer(1), seq: rows.integer(2), heads: heads)
             }
-            let stream = StreamName.all[Int(id)]
-            if token > head { report("stream \(stream): row \(token)/\(seq) is after the head \(head)") }
-            let row = rows.textBytes(3)
-            let shape = String(validating: row, as: UTF8.self).flatMap { try? JSONScanner.scan($0[...]) }
-            if shape != .array(count: stream.fieldCount) {
-                report("stream \(stream): row \(token)/\(seq) is not a JSON array of \(stream.fieldCount) fields")
+            return
+        }
+        let chunks = try connection.prepare(
+            "SELECT stream, first_token, last_token, row_count, lines FROM chunks ORDER BY stream, last_token")
+        while try chunks.step() {
+            let (id, first, last) = (chunks.integer(0), chunks.integer(1), chunks.integer(2))
+            var (lines, previous, seq) = (0, first, Int64(0))
+            LogChunks.forEachLine(of: chunks.blobBytes(4)) { name, token, row in
+                lines += 1
+                seq = token == previous ? seq + 1 : 0
+                let known = id >= 0 && id < Int64(heads.count) && name.elementsEqual(StreamName.all[Int(id)].rawValue.utf8)
+                if !known || token == nil || token! < previous || token! > last {
+                    report("stream \(id): chunk \(first)...\(last) holds a line out of place: line \(lines)")
+                    return
+                }
+                previous = token!
+                checkRow(row, stream: id, token: token!, seq: seq, heads: heads)
             }
+            if lines != chunks.integer(3) {
+                report("stream \(id): chunk \(first)...\(last) holds \(lines) lines, not \(chunks.integer(3))")
+            }
+        }
+    }
+
+    /// A stream's row: of a stream with a head, no later than it, a JSON array as wide as the stream's rows.
+    private mutating func checkRow(_ row: UnsafeRawBufferPointer, stream id: Int64, token: Int64, seq: Int64, heads: [Int64?]) {
+        rowCount += 1
+        guard id >= 0, id < Int64(heads.count), let head = heads[Int(id)] else {
+            report("row \(token)/\(seq) belongs to stream \(id), which has no head")
+            return
+        }
+        let stream = StreamName.all[Int(id)]
+        if token > head { report("stream \(stream): row \(token)/\(seq) is after the head \(head)") }
+        let shape = String(validating: row, as: UTF8.self).flatMap { try? JSONScanner.scan($0[...]) }
+        if shape != .array(count: stream.fieldCount) {
+            report("stream \(stream): row \(token)/\(seq) is not a JSON array of \(stream.fieldCount) fields")
         }
     }
 

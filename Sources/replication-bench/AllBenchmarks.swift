@@ -4,7 +4,7 @@ import Foundation
 /// Every benchmark in one run, with the defaults BENCHMARKS.md reports (a few minutes on two cores).
 struct AllBenchmarks: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "all", abstract: "Fan-out, idle memory, codec, scrape and log benchmarks, one after another.")
+        commandName: "all", abstract: "Fan-out, catch-up, acknowledgement latency, idle memory, codec, scrape and log benchmarks, in turn.")
 
     @Option(help: "The package's root (for .venv-synapse and Tests/Interop).")
     var packageRoot = FileManager.default.currentDirectoryPath
@@ -13,7 +13,12 @@ struct AllBenchmarks: AsyncParsableCommand {
         let root = ["--package-root", packageRoot]
         let started = monotonicNow()
         print(machineDescription())
-        try section { try FanoutBench.parse(root).run() }
+        // The default configuration (SQLite, --sync full) first, the in-memory log beside it.
+        let fanout = ["--log", "sqlite,memory", "--subscribers", "1,16,64,256", "--catch-up"]
+        try section { try FanoutBench.parse(root + fanout).run() }
+        let restart = ["--rows", "1000000", "--subscribers", "16", "--catch-up", "--restart", "--without-synapse"]
+        try section { try FanoutBench.parse(root + restart).run() }
+        try section { try AckLatencyBench.parse(root).run() }
         try section { try IdleMemoryBench.parse(root).run() }
         try section { try CodecBench.parse(root).run() }
         try await asyncSection { try await ScrapeBench.parse([]).run() }

@@ -5,9 +5,11 @@ import Foundation
 import Glibc
 #endif
 
-/// Fan-out, whole system: N rows on `events` to K subscribers, through our sidecar, through Synapse
-/// 1.6.1's real replication server, and through the wire limit (the same bytes written to K sockets
-/// with nothing in between), in the same run, with the same minimal line-counting subscribers.
+/// Fan-out, whole system: N rows on `events` to K subscribers, through our sidecar (with the durable
+/// SQLite log, the default, and/or the in-memory log), through Synapse 1.6.1's real replication server,
+/// and through the wire limit (the same bytes written to K sockets with nothing in between), in the same
+/// run, with the same minimal line-counting subscribers. With `--catch-up`, K new subscribers then
+/// fetch the same rows from the sidecar's log.
 struct FanoutBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fanout", abstract: "Rows/s to K subscribers: our sidecar, Synapse 1.6.1 and the wire limit.")
@@ -17,6 +19,17 @@ struct FanoutBench: ParsableCommand {
 
     @Option(help: "Subscriber counts to measure, comma-separated.")
     var subscribers = "1,4,16"
+
+    @Flag(help: "Once the rows are in, time K new subscribers catching up on them from the log (REPLICATE events 0).")
+    var catchUp = false
+
+    @Flag(help: "Restart the sidecar between publishing and the catch-up (SQLite log only): catch-up from the files.")
+    var restart = false
+
+    @Option(help: "Largest K at which Synapse is measured (it takes minutes beyond 16).")
+    var synapseUpTo = 16
+
+    @OptionGroup var logs: SidecarLogOptions
 
     @OptionGroup var synapse: SynapseOptions
 
@@ -28,6 +41,8 @@ struct FanoutBench: ParsableCommand {
         guard let counts = subscriberCounts, !counts.isEmpty, counts.allSatisfy({ (1...256).contains($0) }) else {
             throw ValidationError("--subscribers must list counts between 1 and 256, like 1,4,16; got '\(subscribers)'")
         }
+        if restart, !catchUp { throw ValidationError("--restart goes with --catch-up") }
+        if restart, logs.kinds != [.sqlite] { throw ValidationError("--restart needs --log sqlite alone") }
     }
 
     private var subscriberCounts: [Int]? {
@@ -35,34 +50,52 @@ struct FanoutBench: ParsableCommand {
         return parsed.contains(nil) ? nil : parsed.compactMap { $0 }
     }
 
+    /// One K's figures: the wire limit, each log's live fan-out and catch-up, and Synapse's.
+    private struct Measured {
+        var k: Int
+        var wire: FanoutResult
+        var sidecar: [(label: String, live: FanoutResult, catchUp: FanoutResult?)] = []
+        var synapse: FanoutResult?
+    }
+
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
+        defer { logs.removeData() }
         let environment = synapse.environment
         let payload = FanoutPayload(rows: rows)
         print(String(format: "fan-out of %d rows on events (%.0f bytes per RDATA line), time until every subscriber has every row",
             rows, Double(payload.bytes.count) / Double(rows)))
-        print("  K  server          seconds   rows/s delivered   server CPU s   server peak RSS")
-        var results: [(k: Int, wire: FanoutResult, ours: FanoutResult, synapse: FanoutResult?)] = []
+        print("  K  server                    seconds   rows/s delivered   server CPU s   CPU s per M rows   server peak RSS")
+        var results: [Measured] = []
         for k in subscriberCounts! {
-            let wire = try measureWireLimit(payload: payload, subscribers: k)
-            print(wire.row(k: k, label: "wire limit"))
-            let ours = try measureSidecar(environment: environment, payload: payload, subscribers: k)
-            print(ours.row(k: k, label: "sidecar"))
-            var theirs: FanoutResult?
-            if !synapse.withoutSynapse {
-                theirs = try measureSynapse(environment: environment, subscribers: k)
-                print(theirs!.row(k: k, label: "synapse 1.6.1"))
+            var measured = Measured(k: k, wire: try measureWireLimit(payload: payload, subscribers: k))
+            print(measured.wire.row(k: k, label: "wire limit"))
+            for kind in logs.kinds! {
+                let label = "sidecar " + logs.label(kind)
+                let (live, catchUp) = try measureSidecar(environment: environment, log: kind, payload: payload, subscribers: k)
+                print(live.row(k: k, label: label))
+                if let catchUp { print(catchUp.row(k: k, label: "  catch-up" + (restart ? " after restart" : ""))) }
+                measured.sidecar.append((label, live, catchUp))
             }
-            results.append((k, wire, ours, theirs))
+            if !synapse.withoutSynapse, k <= synapseUpTo {
+                measured.synapse = try measureSynapse(environment: environment, subscribers: k)
+                print(measured.synapse!.row(k: k, label: "synapse 1.6.1"))
+            }
+            results.append(measured)
         }
         print("ratios (rows/s delivered, same run):")
         for result in results {
-            var line = String(format: "  K=%-3d sidecar/wire limit %.2fx (wire limit is %.2fx faster)", result.k,
-                result.ours.rowsPerSecond / result.wire.rowsPerSecond, result.wire.rowsPerSecond / result.ours.rowsPerSecond)
-            if let synapse = result.synapse, synapse.completed {
-                line += String(format: ", sidecar/synapse %.1fx", result.ours.rowsPerSecond / synapse.rowsPerSecond)
+            for sidecar in result.sidecar {
+                var line = String(format: "  K=%-3d %@ live/wire limit %.2fx", result.k, sidecar.label,
+                    sidecar.live.rowsPerSecond / result.wire.rowsPerSecond)
+                if let catchUp = sidecar.catchUp, catchUp.completed {
+                    line += String(format: ", catch-up/wire limit %.2fx", catchUp.rowsPerSecond / result.wire.rowsPerSecond)
+                }
+                if let synapse = result.synapse, synapse.completed {
+                    line += String(format: ", live/synapse %.1fx", sidecar.live.rowsPerSecond / synapse.rowsPerSecond)
+                }
+                print(line)
             }
-            print(line)
         }
     }
 
@@ -88,32 +121,41 @@ struct FanoutBench: ParsableCommand {
         return try collect(counters, started: started, server: nil)
     }
 
-    private func measureSidecar(environment: BenchEnvironment, payload: FanoutPayload, subscribers k: Int) throws
-        -> FanoutResult
-    {
-        let port = try LoopbackSocket.freePort()
-        let server = try ServerProcess(
-            executable: environment.sidecar,
-            arguments: [
-                "serve", "--host", "127.0.0.1", "--port", "\(port)", "--metrics-port", "0", "--in-memory",
-                "--retain-rows", "\(rows)", "--writer", "bench-writer", "--log-level", "error",
-            ])
-        defer { server.stop() }
-        try server.waitUntilListening(port: port)
+    /// Live fan-out of the payload from one writer to K subscribers, then (with `--catch-up`) K new
+    /// subscribers reading all of it from the log.
+    private func measureSidecar(
+        environment: BenchEnvironment, log: SidecarLogKind, payload: FanoutPayload, subscribers k: Int
+    ) throws -> (live: FanoutResult, catchUp: FanoutResult?) {
+        var server = try BenchSidecar(environment: environment, log: log, options: logs, retainRows: rows)
+        defer { server.process.stop() }
         let counters = try (0..<k).map {
-            try LineCounter(port: port, greeting: "NAME bench-\($0)\nREPLICATE events NOW\n", expectedRows: rows)
+            try LineCounter(port: server.port, greeting: "NAME bench-\($0)\nREPLICATE events NOW\n", expectedRows: rows)
         }
         try waitForSubscriptions(counters)
         // The writer's acknowledgements are read (and only counted) on its own thread, as a real writer would.
-        let writer = try LineCounter(port: port, greeting: "NAME bench-writer\n", expectedRows: 0)
-        let before = server.usage
+        let writer = try LineCounter(port: server.port, greeting: "NAME bench-writer\n", expectedRows: 0)
+        let before = server.process.usage
         let started = monotonicNow()
         let sent = send(payload, to: [writer.descriptor])
-        defer {
-            sent.wait()
-            writer.stop()
+        let live = try collect(counters, started: started, server: (server.process, before))
+        sent.wait()
+        writer.stop()
+        guard catchUp, live.completed else { return (live, nil) }
+        if restart {
+            server.process.stop()
+            server = try BenchSidecar(environment: environment, log: log, options: logs, retainRows: rows, keepData: true)
         }
-        return try collect(counters, started: started, server: (server, before))
+        let beforeCatchUp = server.process.usage
+        let catchingUpStarted = monotonicNow()
+        let catchingUp = try (0..<k).map {
+            try LineCounter(port: server.port, greeting: "NAME catch-up-\($0)\nREPLICATE events 0\n", expectedRows: rows)
+        }
+        var result = try collect(catchingUp, started: catchingUpStarted, server: (server.process, beforeCatchUp))
+        if restart {
+            result.note = String(format: "resident memory %.0f MiB after the restart, at most %.0f MiB during the catch-up",
+                beforeCatchUp.residentBytes / 1_048_576, (result.peakResidentBytes ?? 0) / 1_048_576)
+        }
+        return (live, result)
     }
 
     private func measureSynapse(environment: BenchEnvironment, subscribers k: Int) throws -> FanoutResult {
@@ -201,12 +243,18 @@ struct FanoutResult {
 
     var rowsPerSecond: Double { Double(rowsDelivered) / seconds }
 
+    /// Server CPU seconds per million rows delivered.
+    var cpuSecondsPerMillionRows: Double? { cpuSeconds.map { $0 / (Double(rowsDelivered) / 1e6) } }
+
     func row(k: Int, label: String) -> String {
-        let start = String(format: "%3d  ", k) + padded(label, 14)
+        let start = String(format: "%3d  ", k) + padded(label, 24)
         guard completed else { return start + "did not finish: " + note }
         let cpu = cpuSeconds.map { String(format: "%12.2f", $0) } ?? String(repeating: " ", count: 11) + "-"
+        let perMillion =
+            cpuSecondsPerMillionRows.map { String(format: "%16.3f", $0) } ?? String(repeating: " ", count: 15) + "-"
         let rss = peakResidentBytes.map { String(format: "%11.0f MiB", $0 / 1_048_576) } ?? String(repeating: " ", count: 14) + "-"
-        return start + String(format: "%8.2f %18.0f %@   %@", seconds, rowsPerSecond, cpu, rss)
+        let figures = String(format: "%8.2f %18.0f %@   %@   %@", seconds, rowsPerSecond, cpu, perMillion, rss)
+        return start + figures + (note.isEmpty ? "" : "\n       " + note)
     }
 }
 
@@ -218,13 +266,16 @@ struct FanoutPayload: Sendable {
     init(rows: Int) {
         var text = ""
         text.reserveCapacity(rows * 170)
-        for token in 1...rows {
-            let event = String(repeating: "0", count: max(0, 20 - String(token).count)) + String(token)
-            let roomNumber = String(token % 97)
-            let room = String(repeating: "0", count: 12 - roomNumber.count) + roomNumber
-            text += "RDATA events \(token) [\"ev\", [\"$\(event)-bench-event:bench.example.org\", "
-            text += "\"!\(room)-room:bench.example.org\", \"m.room.message\", null, null, null]]\n"
-        }
+        for token in 1...rows { text += Self.line(token: token) }
         bytes = Array(text.utf8)
+    }
+
+    /// The `RDATA` line of `token`, with its newline.
+    static func line(token: Int) -> String {
+        let event = String(repeating: "0", count: max(0, 20 - String(token).count)) + String(token)
+        let roomNumber = String(token % 97)
+        let room = String(repeating: "0", count: 12 - roomNumber.count) + roomNumber
+        return "RDATA events \(token) [\"ev\", [\"$\(event)-bench-event:bench.example.org\", "
+            + "\"!\(room)-room:bench.example.org\", \"m.room.message\", null, null, null]]\n"
     }
 }

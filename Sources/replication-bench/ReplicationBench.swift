@@ -5,6 +5,9 @@ struct ReplicationBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replication-bench",
         abstract: "Benchmarks that print figures. Build with -c release before trusting them.",
-        subcommands: [AllBenchmarks.self, FanoutBench.self, IdleMemoryBench.self, CodecBench.self, ScrapeBench.self, LogBench.self, SoakBench.self]
+        subcommands: [
+            AllBenchmarks.self, FanoutBench.self, IdleMemoryBench.self, CodecBench.self, ScrapeBench.self, LogBench.self,
+            SoakBench.self, AckLatencyBench.self,
+        ]
     )
 }

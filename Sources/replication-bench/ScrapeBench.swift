@@ -65,7 +65,7 @@ struct ScrapeBench: AsyncParsableCommand {
             processTime += Date().timeIntervalSince(start)
             let snapshot = MetricsSnapshot(
                 connections: connections, counters: server.hub.countersSnapshot,
-                headTokens: StreamName.all.map { server.hub.log.currentToken(of: $0) }, nowMillis: 0, process: process,
+                headTokens: StreamName.all.map { server.hub.log.currentToken(of: $0) }, process: process,
                 scrapes: ScrapeStatistics())
             start = Date()
             let families = Exposition.families(snapshot)

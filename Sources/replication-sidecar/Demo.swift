@@ -7,6 +7,7 @@ import NIOPosix
 import ReplicationCore
 import ReplicationNIO
 import ServiceLifecycle
+import SidecarLogging
 import SidecarMetrics
 import StreamLog
 
@@ -31,9 +32,8 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-        var logger = Logger(label: "replication-sidecar-demo")
-        logger.logLevel = .info
+        LoggingSystem.bootstrap { LineLogHandler(label: $0, format: .logfmt, level: .info) }
+        let logger = Logger(label: "replication-sidecar-demo")
         let group = MultiThreadedEventLoopGroup.singleton
         let server = ReplicationServer(
             configuration: ServerConfiguration(

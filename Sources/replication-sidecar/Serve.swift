@@ -122,55 +122,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "SO_SNDBUF in bytes for worker connections (default: the kernel's autotuning).")
     var socketSendBuffer: Int?
 
-    @Option(
-        name: .customLong("web.listen-address"),
-        help: "[HOST]:PORT of the metrics endpoint (default 127.0.0.1:9469); a host name resolves, an empty host is every IPv4 interface, port 0 picks a free port and logs it.")
-    var webListenAddress: String?
+    @OptionGroup var metrics: MetricsOptions
 
-    @Option(name: .customLong("web.telemetry-path"), help: "Path of the metrics on the endpoint.")
-    var webTelemetryPath = "/metrics"
-
-    @Option(help: "Host of the metrics endpoint (the host part of --web.listen-address).")
-    var metricsHost: String?
-
-    @Option(help: "Port of the metrics endpoint (the port part of --web.listen-address).")
-    var metricsPort: Int?
-
-    @Option(help: "HTTP connections the metrics endpoint serves at once.")
-    var metricsConnectionLimit = 64
-
-    @Option(help: "Seconds an idle metrics HTTP connection is kept open.")
-    var metricsTimeout = 30
-
-    @Option(help: "Seconds a collected /metrics body is reused by later scrapes; 0 collects on every scrape.")
-    var metricsMaxAge = 0.25
-
-    @Option(help: "PEM private key: serve metrics over HTTPS (needs --metrics-tls-cert).")
-    var metricsTLSKey: String?
-
-    @Option(help: "PEM certificate for --metrics-tls-key.")
-    var metricsTLSCert: String?
-
-    @Option(
-        help: """
-            File of user:HASH lines (bcrypt, as 'htpasswd -nB USER' prints): require HTTP basic auth on the \
-            metrics endpoint (not /healthz, /readyz).
-            """)
-    var metricsBasicAuthFile: String?
-
-    @Option(
-        name: .customLong("web.config.file"),
-        help: """
-            Prometheus exporter-toolkit web configuration (YAML): tls_server_config and basic_auth_users \
-            with bcrypt hashes; re-read every second (certificates renewed without a restart).
-            """)
-    var webConfigFile: String?
-
-    @Option(help: "Log level: trace, debug, info, notice, warning (or warn), error or critical.")
-    var logLevel = "info"
-
-    @Option(help: "Log line format: logfmt or json.")
-    var logFormat = "logfmt"
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
@@ -241,60 +195,12 @@ struct Serve: AsyncParsableCommand {
         if let socketSendBuffer, socketSendBuffer < 1024 {
             throw ValidationError("--socket-send-buffer must be at least 1024 bytes, got \(socketSendBuffer)")
         }
-        _ = try metricsListenAddress()
-        guard webTelemetryPath.hasPrefix("/"), !["/", "/healthz", "/readyz"].contains(webTelemetryPath),
-            !webTelemetryPath.contains(where: { $0 == "?" || $0 == "#" || $0.isWhitespace })
-        else {
-            throw ValidationError("--web.telemetry-path must be a path such as /metrics, other than /, /healthz and /readyz")
-        }
-        guard metricsConnectionLimit > 0, metricsTimeout > 0 else {
-            throw ValidationError("--metrics-connection-limit and --metrics-timeout must be positive")
-        }
-        guard metricsMaxAge >= 0, metricsMaxAge <= 60 else {
-            throw ValidationError("--metrics-max-age must be between 0 and 60 seconds, got \(metricsMaxAge)")
-        }
-        if webConfigFile != nil, metricsTLSKey != nil || metricsTLSCert != nil || metricsBasicAuthFile != nil {
-            throw ValidationError(
-                "--web.config.file replaces --metrics-tls-key, --metrics-tls-cert and --metrics-basic-auth-file: "
-                    + "give one or the others")
-        }
-        guard (metricsTLSKey == nil) == (metricsTLSCert == nil) else {
-            throw ValidationError("--metrics-tls-key and --metrics-tls-cert go together: give both or neither")
-        }
-        guard parseLogLevel(logLevel) != nil else {
-            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning (or warn), error, critical")
-        }
-        guard LogFormat(rawValue: logFormat) != nil else {
-            throw ValidationError("--log-format must be logfmt or json, got '\(logFormat)'")
-        }
-    }
-
-    /// The endpoint's host and port, from --web.listen-address or the older --metrics-host/--metrics-port.
-    func metricsListenAddress() throws -> (host: String, port: Int) {
-        guard let webListenAddress else {
-            let port = metricsPort ?? ExporterConfiguration.defaultPort
-            guard (0...65535).contains(port) else {
-                throw ValidationError("--metrics-port must be between 0 and 65535, got \(port)")
-            }
-            return (metricsHost ?? "127.0.0.1", port)
-        }
-        guard metricsHost == nil, metricsPort == nil else {
-            throw ValidationError("--web.listen-address replaces --metrics-host and --metrics-port: give one or the other")
-        }
-        guard let parsed = parseListenAddress(webListenAddress) else {
-            throw ValidationError(
-                "--web.listen-address must be [HOST]:PORT (e.g. 0.0.0.0:9469, [::1]:9469, :9469), got '\(webListenAddress)'")
-        }
-        return parsed
     }
 
     func run() async throws {
         // A worker or scraper that goes away mid-write is an error on that connection, not a reason to die.
         signal(SIGPIPE, SIG_IGN)
-        let level = parseLogLevel(logLevel)!
-        let format = LogFormat(rawValue: logFormat)!
-        LoggingSystem.bootstrap { LineLogHandler(label: $0, format: format, level: level) }
-        let logger = Logger(label: "replication-sidecar")
+        let logger = logging.bootstrap()
         let configuration = ServerConfiguration(
             host: host, port: port, serverName: serverName, writers: Set(writers),
             writerCredentials: try loadWriterCredentials(),
@@ -304,7 +210,7 @@ struct Serve: AsyncParsableCommand {
                 pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows,
                 hubRowsPerSecond: maxHubRowsPerSecond),
             socketSendBuffer: socketSendBuffer)
-        let metricsConfiguration = try exporterConfiguration()
+        let metricsConfiguration = try metrics.exporterConfiguration()
         let log: any StreamLog
         // Commits get a thread of their own, so that page reads on the shared pool never delay an
         // acknowledgement; stopped after the log is closed.
@@ -337,23 +243,17 @@ struct Serve: AsyncParsableCommand {
         link?.attach(to: server.hub)
         var upstreamStatus: (@Sendable () -> UpstreamStatus)?
         if let link { upstreamStatus = { link.currentStatus } }
-        let exporter = MetricsHTTPServer(
-            configuration: metricsConfiguration,
-            source: HubMetricsSource(
-                server: server, upstream: upstreamStatus,
-                upstreamAddress: upstream.map { "\($0.host):\($0.port)" } ?? ""))
+        let exporter: MetricsHTTPServer
         do {
-            let metricsPort = try exporter.start()
-            logger.info(
-                "metrics endpoint ready",
-                metadata: [
-                    "address": "\(metricsConfiguration.host)", "port": "\(metricsPort)",
-                    "path": "\(metricsConfiguration.telemetryPath)",
-                ])
+            exporter = try metrics.startExporter(
+                configuration: metricsConfiguration,
+                source: HubMetricsSource(
+                    server: server, upstream: upstreamStatus,
+                    upstreamAddress: upstream.map { "\($0.host):\($0.port)" } ?? ""),
+                logger: logger)
         } catch {
-            logger.critical("\(error)")
             try? await commitThread.shutdownGracefully()
-            throw ExitCode.failure
+            throw error
         }
         do {
             try await server.start()
@@ -375,14 +275,6 @@ struct Serve: AsyncParsableCommand {
         services.append(.init(service: SystemdNotifications(notifier: SystemdNotifier(), logger: logger)))
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        // Certificates renewed and users changed in the web config file apply without a restart.
-        let webConfigWatcher = webConfigFile.map { path in
-            WebConfigWatcher(path: path, server: exporter) { message, isError in
-                if isError { logger.error("\(message)") } else { logger.notice("\(message)") }
-            }
-        }
-        webConfigWatcher?.start()
-        defer { webConfigWatcher?.stop() }
         try await serviceGroup.run()
     }
 
@@ -416,38 +308,6 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("\(both) is given with --writer and in --writer-credentials: a writer with a hash must AUTH")
         }
         return credentials
-    }
-
-    private func exporterConfiguration() throws -> ExporterConfiguration {
-        let (host, port) = try metricsListenAddress()
-        var configuration = ExporterConfiguration(
-            host: host, port: port, telemetryPath: webTelemetryPath, connectionLimit: metricsConnectionLimit,
-            connectionTimeoutSeconds: metricsTimeout, maxBodyAgeSeconds: metricsMaxAge)
-        if let webConfigFile {
-            do {
-                configuration.security = try EndpointSecurity.load(webConfigFile: webConfigFile)
-            } catch {
-                throw ValidationError("--web.config.file: \(error)")
-            }
-        }
-        if let metricsTLSKey, let metricsTLSCert {
-            configuration.security.tls = TLSSettings(
-                certificatePEM: try readFile(metricsTLSCert, flag: "--metrics-tls-cert"),
-                keyPEM: try readFile(metricsTLSKey, flag: "--metrics-tls-key"))
-        }
-        if let metricsBasicAuthFile {
-            do {
-                configuration.security.users = try CredentialsFile(contentsOf: metricsBasicAuthFile)
-            } catch {
-                throw ValidationError("--metrics-basic-auth-file: \(error)")
-            }
-        }
-        return configuration
-    }
-
-    private func readFile(_ path: String, flag: String) throws -> String {
-        guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("\(flag): cannot read '\(path)'") }
-        return contents
     }
 }
 

@@ -11,20 +11,30 @@ struct Tail: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Follow streams as a worker would, printing each row as one JSON line.",
         discussion: """
-            Prints {"stream": …, "token": …, "row": …} per row on stdout (the format 'publish' reads), status on \
-            stderr. Reconnects with back-off when the connection is lost, resuming after the last token printed, \
-            so a server restart leaves no gap and no duplicate. Exits 1 with the server's ERROR text when the \
-            server refuses it (other than for its own shutdown).
+            With --connect: prints {"stream": …, "token": …, "row": …} per row on stdout (the format 'publish' \
+            reads), status on stderr. Reconnects with back-off when the connection is lost, resuming after the \
+            last token printed, so a server restart leaves no gap and no duplicate. Exits 1 with the server's \
+            ERROR text when the server refuses it (other than for its own shutdown).
+
+            With --redis: prints what today's Synapse publishes on its Redis bus, {"stream": …, "instance": …, \
+            "token": …, "row": …} per row (batch rows with the token that closes them), and with --commands every \
+            other command as {"command": …, "arguments": …} and messages it cannot parse as {"malformed": …, \
+            "message": …}. It only listens; it stops on SIGTERM or SIGINT.
             """)
 
-    @Option(help: "HOST:PORT of the replication server.")
-    var connect: Endpoint
+    @Option(help: "HOST:PORT of the replication server (TCP protocol).")
+    var connect: Endpoint?
+
+    @OptionGroup var redis: RedisOptions
+
+    @Flag(help: "With --redis: print commands other than RDATA, and malformed messages, too.")
+    var commands = false
 
     @Option(help: "The server name to expect in SERVER.")
     var serverName = "localhost"
 
-    @Option(help: "Comma-separated streams to follow, or ALL.")
-    var streams = "events"
+    @Option(help: "Comma-separated streams to follow, or ALL (default: events with --connect, ALL with --redis).")
+    var streams: String?
 
     @Option(help: "Start after this token, or NOW for new rows only.")
     var from = "NOW"
@@ -35,7 +45,15 @@ struct Tail: AsyncParsableCommand {
     @OptionGroup var transport: ClientTLSOptions
 
     func validate() throws {
-        _ = try parseStreams(streams)
+        guard (connect == nil) != (redis.redis == nil) else {
+            throw ValidationError("give either --connect HOST:PORT (TCP replication) or --redis URL (Synapse's Redis bus)")
+        }
+        if redis.redis != nil {
+            try validateServerName(serverName)
+            return
+        }
+        guard !commands else { throw ValidationError("--commands needs --redis") }
+        _ = try parseStreams(streams ?? "events")
         guard from == "NOW" || Int64(from) != nil else {
             throw ValidationError("--from must be NOW or a token (a whole number), got '\(from)'")
         }
@@ -43,10 +61,15 @@ struct Tail: AsyncParsableCommand {
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
+        guard let connect else {
+            let streams = streams.flatMap { $0 == "ALL" || $0 == "all" ? nil : Set($0.split(separator: ",").map(String.init)) }
+            try await tailBus(endpoint: try redis.endpoint(), serverName: serverName, streams: streams, commands: commands)
+            return
+        }
         let start: ReplicateFrom = Int64(from).map { .token($0) } ?? .now
         let configuration = ClientConfiguration(
             host: connect.host, port: connect.port, clientName: name, expectedServerName: serverName,
-            subscriptions: try parseStreams(streams).map { ($0, start) }, tls: try transport.context())
+            subscriptions: try parseStreams(streams ?? "events").map { ($0, start) }, tls: try transport.context())
         let status = try await runClient(configuration) { _, finish in TailPrinter(finish: finish) }
         throw ExitCode(status)
     }

@@ -60,16 +60,7 @@ import Testing
             try Dashboard.load().panels.flatMap(\.expressions) + rules.alerts.map(\.expression)
             + rules.recordings.map(\.expression)
         let counters = Set(MetricFamilies.all.filter { $0.kind == .counter }.map(\.sampleName))
-        let rated = try Regex(#"(?:rate|irate|increase|delta)\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)"#)
-        var checked = 0
-        for expression in expressions {
-            for match in expression.matches(of: rated) {
-                let metric = String(match.output[1].substring ?? "")
-                #expect(counters.contains(metric), "rate() of \(metric), which is not a counter: \(expression)")
-                checked += 1
-            }
-        }
-        #expect(checked >= 15)
+        #expect(try expectRatesOfCountersOnly(expressions, counters: counters) >= 15)
     }
 
     @Test func theSystemdUnitVerifies() throws {
@@ -203,6 +194,21 @@ import Testing
     }
 }
 
+/// Expects every `rate`/`irate`/`increase`/`delta` in `expressions` to be taken of one of `counters`;
+/// returns how many were checked.
+func expectRatesOfCountersOnly(_ expressions: [String], counters: Set<String>) throws -> Int {
+    let rated = try Regex(#"(?:rate|irate|increase|delta)\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)"#)
+    var checked = 0
+    for expression in expressions {
+        for match in expression.matches(of: rated) {
+            let metric = String(match.output[1].substring ?? "")
+            #expect(counters.contains(metric), "rate() of \(metric), which is not a counter: \(expression)")
+            checked += 1
+        }
+    }
+    return checked
+}
+
 /// What the tests need of the Grafana dashboard JSON.
 struct Dashboard {
     struct Panel {
@@ -216,8 +222,8 @@ struct Dashboard {
     var variables: [String]
     var panels: [Panel]
 
-    static func load() throws -> Dashboard {
-        let data = try Data(contentsOf: repositoryRoot.appendingPathComponent("dashboards/replication-sidecar.json"))
+    static func load(_ file: String = "dashboards/replication-sidecar.json") throws -> Dashboard {
+        let data = try Data(contentsOf: repositoryRoot.appendingPathComponent(file))
         let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let templating = try #require(json["templating"] as? [String: Any])
         let variables = try #require(templating["list"] as? [[String: Any]]).compactMap { $0["name"] as? String }
@@ -251,9 +257,8 @@ struct PrometheusRules {
     var alerts: [Rule] = []
     var recordings: [Rule] = []
 
-    static func load() throws -> PrometheusRules {
-        let text = try String(
-            contentsOf: repositoryRoot.appendingPathComponent("deploy/prometheus/rules.yml"), encoding: .utf8)
+    static func load(_ file: String = "deploy/prometheus/rules.yml") throws -> PrometheusRules {
+        let text = try String(contentsOf: repositoryRoot.appendingPathComponent(file), encoding: .utf8)
         var rules = PrometheusRules()
         var current: (isAlert: Bool, rule: Rule)?
         func finish() {

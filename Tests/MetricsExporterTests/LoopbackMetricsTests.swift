@@ -72,6 +72,25 @@ struct Scrape {
         try await fixture.stop()
     }
 
+    @Test func aRelayCountsWhatItReceivesAndIsReadyOnlyWhileConnectedUpstream() async throws {
+        let hub = try await ServerFixture.start(ServerConfiguration(serverName: "test.local", writers: ["pub"]))
+        let relay = try await RelayFixture.start(upstreamPort: hub.port, upstreamServerName: "test.local")
+        let source = HubMetricsSource(server: relay.server.server, upstream: { relay.link.currentStatus })
+        try await waitUntil { source.isReady }
+        let writer = try hub.connect(name: "pub")
+        try writer.send("RDATA events batch \(eventRow(1))\nRDATA events 1 \(eventRow(2))\nRDATA events 2 \(eventRow(3))\n")
+        #expect(try writer.readLines(2) == ["POSITION events 1", "POSITION events 2"])
+        let events = #"stream_name="events""#
+        try waitFor(source) { $0.value("synapse_replication_tcp_protocol_inbound_rdata_count_total", events) == 3 }
+        #expect(try Scrape(source).value("synapse_replication_tcp_protocol_inbound_rdata_count_total", #"stream_name="caches""#) == 0)
+
+        // Upstream gone: still alive and serving its log, but not ready.
+        try await hub.stop()
+        try await waitUntil { !source.isReady }
+        #expect(source.isHealthy)
+        try await relay.stop()
+    }
+
     @Test func commandsQueuedForAPausedConnectionShowAsPending() async throws {
         let fixture = try await ServerFixture.start(
             ServerConfiguration(serverName: "test.local", socketSendBuffer: 8192))

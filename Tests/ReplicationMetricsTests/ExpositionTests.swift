@@ -60,7 +60,7 @@ func fixedSnapshot() -> MetricsSnapshot {
     // A worker that has gone: only its command counters remain.
     connections.addClosed(name: "gone", counters: counters([.NAME: 1, .REPLICATE: 1], [.SERVER: 1, .RDATA: 4]))
     var snapshot = MetricsSnapshot(
-        connections: connections, counters: hub, headTokens: heads, nowMillis: 11_000,
+        connections: connections, counters: hub, headTokens: heads,
         process: ProcessStatistics(
             cpuSeconds: 1.5, residentBytes: 1_048_576, virtualBytes: 2_097_152, openFDs: 12, maxFDs: 1024,
             startTimeSeconds: 1_700_000_000),

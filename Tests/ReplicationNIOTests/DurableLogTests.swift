@@ -128,7 +128,16 @@ import Testing
         let file = directory + "/stream-log.sqlite3"
         let narrow = try runProcess(
             "/usr/bin/python3",
-            ["-c", "import sqlite3; c = sqlite3.connect('\(file)'); c.execute(\"UPDATE rows SET row = '[1]' WHERE token = 7\"); c.commit()"])
+            [
+                "-c",
+                """
+                import sqlite3
+                c = sqlite3.connect('\(file)')
+                row = b'RDATA typing 7 ["!room", ["@user-7:test.local"]]'
+                c.execute("UPDATE chunks SET lines = replace(lines, ?, ?)", (row, b'RDATA typing 7 [1]'))
+                c.commit()
+                """,
+            ])
         #expect(narrow.status == 0)
         let badRow = try check()
         #expect(badRow.status == 1)

@@ -1,0 +1,237 @@
+import NIOCore
+import ReplicationCore
+
+/// How the durable log stores rows: a stream's rows as chunks of consecutive catch-up lines
+/// (`RDATA <stream> <token> <row>\n`, exactly the bytes catch-up sends), tens of KiB each, one SQLite
+/// row per chunk. A catch-up page is then a few reads of whole chunks into one buffer instead of a
+/// statement step and a line built per row, and a commit is one insert per chunk instead of one per row.
+///
+/// A chunk always ends on a batch boundary, so a page of whole chunks does too. There is no offsets
+/// index: each line carries its token, and only a reader starting inside a chunk (the first page of a
+/// catch-up from an arbitrary token) scans the chunk's lines to skip the rows it already has.
+enum LogChunks {
+    /// A chunk being built is closed before rows of a new token once it holds this many bytes.
+    static let targetBytes = 64 * 1024
+
+    /// Schema version 2. Integer columns come before the lines so that reading them never touches the
+    /// blob's overflow pages.
+    static let createTable = """
+        CREATE TABLE chunks (
+            stream INTEGER NOT NULL, last_token INTEGER NOT NULL, first_token INTEGER NOT NULL,
+            row_count INTEGER NOT NULL, appended_at INTEGER NOT NULL, lines BLOB NOT NULL,
+            PRIMARY KEY (stream, last_token));
+        """
+
+    /// Takes a version 1 database (a table row per stream row) to version 2 in the caller's transaction:
+    /// its rows, in order, become chunks, and the old table goes.
+    static func migrate(fromRows connection: SQLiteConnection) throws {
+        try connection.execute(createTable)
+        var writer = try ChunkWriter(connection)
+        let rows = try connection.prepare(
+            "SELECT stream, token, appended_at, row FROM rows ORDER BY stream, token, seq")
+        var line = ByteBufferAllocator().buffer(capacity: 1024)
+        while try rows.step() {
+            let index = Int(rows.integer(0))
+            guard StreamName.all.indices.contains(index) else {
+                throw SQLiteStreamLog.OpenError(
+                    description: "it holds rows of stream \(index), which this build does not know")
+            }
+            line.clear()
+            line.writeBytes(rows.textBytes(3))
+            line.writeInteger(UInt8(ascii: "\n"))
+            let token = rows.integer(1)
+            try writer.append(
+                .rows(StreamName.all[index], RowTexts(bytes: line, count: 1), token: .exactly(token)), storedAt: token,
+                appendedAt: rows.integer(2))
+        }
+        rows.finish()
+        try writer.finish()
+        try connection.execute("DROP TABLE rows")
+    }
+
+    /// Reads one page of rows after `token` in the transaction the caller holds: whole chunks up to
+    /// about `maxBytes` (at least one), the first one cut after `token` when the reader starts inside it.
+    static func readPage(
+        _ connection: SQLiteConnection, stream: StreamName, after token: Int64, maxBytes: Int
+    ) throws -> LogPage {
+        let head = try connection.prepare("SELECT current_token, oldest_servable FROM streams WHERE id = ?")
+        try head.bind(.integer(Int64(stream.index)))
+        let (current, oldest) = try head.step() ? (head.integer(0), head.integer(1)) : (0, 0)
+        head.finish()
+        guard token >= oldest else { throw StreamLogError.fallenBehind(oldestServable: oldest) }
+        let chunks = try connection.prepare(
+            "SELECT first_token, last_token, row_count, lines FROM chunks WHERE stream = ? AND last_token > ? ORDER BY last_token"
+        )
+        try chunks.bind(.integer(Int64(stream.index)), .integer(token))
+        defer { chunks.finish() }
+        var lines = ByteBufferAllocator().buffer(capacity: 0)
+        var count = 0
+        var lastToken = token
+        while lines.readableBytes < maxBytes, try chunks.step() {
+            let chunkLines = chunks.blobBytes(3)
+            if lines.writableBytes < chunkLines.count {
+                lines.reserveCapacity(minimumWritableBytes: max(chunkLines.count, min(maxBytes, 1 << 20)))
+            }
+            if chunks.integer(0) > token {
+                lines.writeBytes(chunkLines)
+                count += Int(chunks.integer(2))
+            } else {
+                let (offset, skipped) = offsetOfFirstRow(after: token, in: chunkLines)
+                lines.writeBytes(UnsafeRawBufferPointer(rebasing: chunkLines[offset...]))
+                count += Int(chunks.integer(2)) - skipped
+            }
+            lastToken = chunks.integer(1)
+        }
+        // The loop stops at the last chunk or once the page is full; a full page may also be the last.
+        var reachedHead = lines.readableBytes < maxBytes
+        if !reachedHead { reachedHead = try !chunks.step() }
+        return LogPage(
+            lines: lines, rowCount: count, endToken: reachedHead ? max(current, lastToken) : lastToken,
+            reachedHead: reachedHead)
+    }
+
+    /// Where the first line with a token greater than `token` starts, and how many lines come before it.
+    static func offsetOfFirstRow(after token: Int64, in lines: UnsafeRawBufferPointer) -> (offset: Int, skipped: Int) {
+        var start = 0
+        var skipped = 0
+        while start < lines.count {
+            let line = parseLine(at: start, in: lines)
+            if let lineToken = line.token, lineToken > token { break }
+            start = line.next
+            skipped += 1
+        }
+        return (start, skipped)
+    }
+
+    /// Calls `body` with each line's stream name, token (`nil` when the line is not `RDATA <stream>
+    /// <token> <row>`) and row.
+    static func forEachLine(
+        of lines: UnsafeRawBufferPointer,
+        _ body: (_ stream: UnsafeRawBufferPointer, _ token: Int64?, _ row: UnsafeRawBufferPointer) -> Void
+    ) {
+        var start = 0
+        while start < lines.count {
+            let line = parseLine(at: start, in: lines)
+            body(
+                UnsafeRawBufferPointer(rebasing: lines[line.stream]), line.token,
+                UnsafeRawBufferPointer(rebasing: lines[line.row]))
+            start = line.next
+        }
+    }
+
+    /// The parts of the line `RDATA <stream> <token> <row>\n` starting at `start`, and where the next
+    /// line starts.
+    private static func parseLine(at start: Int, in lines: UnsafeRawBufferPointer)
+        -> (stream: Range<Int>, token: Int64?, row: Range<Int>, next: Int)
+    {
+        let end = lines[start...].firstIndex(of: UInt8(ascii: "\n")) ?? lines.count
+        let space = UInt8(ascii: " ")
+        guard let first = lines[start..<end].firstIndex(of: space),
+            let second = lines[(first + 1)..<end].firstIndex(of: space),
+            let third = lines[(second + 1)..<end].firstIndex(of: space),
+            lines[start..<first].elementsEqual("RDATA".utf8)
+        else {
+            return (start..<start, nil, start..<end, end + 1)
+        }
+        var token: Int64? = third > second + 1 ? 0 : nil
+        for digit in lines[(second + 1)..<third] {
+            guard let value = token, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(digit) else {
+                token = nil
+                break
+            }
+            token = value &* 10 &+ Int64(digit - UInt8(ascii: "0"))
+        }
+        return ((first + 1)..<second, token, (third + 1)..<end, end + 1)
+    }
+
+    /// The last token of the newest chunk that retention lets go: every row of it is beyond the newest
+    /// `keepRows` of the stream and it was stored before `appendedBefore` (whole chunks only, so a
+    /// stream keeps at least that many rows, up to a chunk more).
+    static func prunableThrough(
+        _ connection: SQLiteConnection, stream: StreamName, keepRows: Int?, appendedBefore: Int64
+    ) throws(SQLiteError) -> Int64? {
+        let chunks = try connection.prepare(
+            "SELECT last_token, row_count, appended_at FROM chunks WHERE stream = ? ORDER BY last_token DESC")
+        try chunks.bind(.integer(Int64(stream.index)))
+        defer { chunks.finish() }
+        var newerRows = 0
+        while try chunks.step() {
+            if newerRows >= keepRows ?? 0, chunks.integer(2) < appendedBefore { return chunks.integer(0) }
+            newerRows += Int(chunks.integer(1))
+        }
+        return nil
+    }
+
+    /// Drops every chunk of `stream` up to and including `token`, in the caller's transaction.
+    static func drop(_ connection: SQLiteConnection, stream: StreamName, through token: Int64) throws(SQLiteError) {
+        try connection.prepare("DELETE FROM chunks WHERE stream = ? AND last_token <= ?")
+            .bind(.integer(Int64(stream.index)), .integer(token)).run()
+    }
+}
+
+/// Gathers the rows of one transaction into chunks, per stream, and inserts each chunk once it is full
+/// and the rest at ``finish()``.
+struct ChunkWriter {
+    private struct OpenChunk {
+        var firstToken: Int64
+        var lastToken: Int64
+        var rowCount = 0
+        var appendedAt: Int64
+        var lines: ByteBuffer
+    }
+
+    private let insert: SQLiteConnection.Statement
+    private var open: [OpenChunk?] = Array(repeating: nil, count: StreamName.all.count)
+
+    init(_ connection: SQLiteConnection) throws(SQLiteError) {
+        insert = try connection.prepare(
+            """
+            INSERT INTO chunks (stream, last_token, first_token, row_count, appended_at, lines)
+            VALUES (?, ?, ?, ?, ?, ?)
+            """)
+    }
+
+    /// Adds a batch's rows, stored at `token`, as the lines catch-up sends: a run's lines are already
+    /// those, a batch's rows get `token` each.
+    mutating func append(_ batch: NewBatch, storedAt token: Int64, appendedAt: Int64) throws(SQLiteError) {
+        guard batch.rowCount > 0 else { return }
+        let stream = batch.stream
+        let firstToken = batch.rowTokens.first ?? token
+        if let chunk = open[stream.index], chunk.lines.readableBytes >= LogChunks.targetBytes,
+            chunk.lastToken != firstToken
+        {
+            try flush(stream)
+        }
+        var chunk =
+            open[stream.index]
+            ?? OpenChunk(
+                firstToken: firstToken, lastToken: token, appendedAt: appendedAt,
+                lines: ByteBufferAllocator().buffer(capacity: LogChunks.targetBytes + 16 * 1024))
+        open[stream.index] = nil  // the buffer stays uniquely referenced while it grows
+        switch batch {
+        case .run(_, let lines, _): chunk.lines.writeImmutableBuffer(lines)
+        case .rows(_, let rows, _): RowLines.catchUp(rows, stream: stream, token: token, into: &chunk.lines)
+        case .advance: break
+        }
+        chunk.lastToken = token
+        chunk.rowCount += batch.rowCount
+        chunk.appendedAt = max(chunk.appendedAt, appendedAt)
+        open[stream.index] = chunk
+    }
+
+    /// Inserts every chunk still open.
+    mutating func finish() throws(SQLiteError) {
+        for stream in StreamName.all where open[stream.index] != nil { try flush(stream) }
+    }
+
+    private mutating func flush(_ stream: StreamName) throws(SQLiteError) {
+        guard let chunk = open[stream.index] else { return }
+        open[stream.index] = nil
+        try chunk.lines.withUnsafeReadableBytes { bytes throws(SQLiteError) in
+            try insert.bind(
+                .integer(Int64(stream.index)), .integer(chunk.lastToken), .integer(chunk.firstToken),
+                .integer(Int64(chunk.rowCount)), .integer(chunk.appendedAt), .blob(bytes)
+            ).run()
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import ArgumentParser
+import BusObserver
+import Foundation
+import Logging
+import MetricsExporter
+import NIOPosix
+import RedisClient
+import ServiceLifecycle
+import SidecarMetrics
+
+struct Observe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Watch today's Synapse replicate over Redis and export what flows on the bus as metrics.",
+        discussion: """
+            Subscribes to the channels <server-name> and <server-name>/USER_IP of a Synapse deployment's Redis \
+            and counts every command: positions and rows per stream and writing instance, when each instance \
+            was last heard, gaps, syncing users, malformed messages. It publishes nothing but a REPLICATE every \
+            --probe-interval seconds (and after each reconnect), which makes every writer announce its \
+            positions. SIGTERM or SIGINT stops it with exit code 0.
+            """)
+
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "Synapse's server_name: the Redis channel its processes publish on.")
+    var serverName: String
+
+    @Option(help: "Seconds between REPLICATE probes (idle writers announce their positions); 0 never publishes.")
+    var probeInterval = 60
+
+    @OptionGroup var metrics: MetricsOptions
+
+    @OptionGroup var logging: LogOptions
+
+    func validate() throws {
+        try validateServerName(serverName)
+        guard probeInterval >= 0 else { throw ValidationError("--probe-interval must be 0 (never) or more seconds") }
+    }
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        let logger = logging.bootstrap()
+        let endpoint = try redis.endpoint()
+        let observer = SynapseBusObserver(
+            configuration: ObserverConfiguration(
+                endpoint: endpoint, serverName: serverName, probeIntervalMillis: Int64(probeInterval) * 1000),
+            eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        let exporter = try metrics.startExporter(
+            configuration: try metrics.exporterConfiguration(), source: BusMetricsSource(observer: observer), logger: logger)
+        logger.info(
+            "observing the replication bus",
+            metadata: ["redis": "\(endpoint)", "channels": "\(serverName), \(serverName)/USER_IP"])
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: MetricsService(http: exporter, logger: logger)),
+                    .init(service: BusObserverService(observer: observer)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await serviceGroup.run()
+    }
+}
+
+/// `--redis URL` and `--redis-password-file`, for `observe` and `tail --redis`.
+struct RedisOptions: ParsableArguments {
+    @Option(help: "The Redis Synapse replicates over: redis://[[user]:password@]host[:port][/db].")
+    var redis: String?
+
+    @Option(help: "A file whose first line is the Redis password (overrides one in --redis).")
+    var redisPasswordFile: String?
+
+    func validate() throws {
+        if redis == nil, redisPasswordFile != nil { throw ValidationError("--redis-password-file needs --redis URL") }
+        if redis != nil { _ = try endpoint() }
+    }
+
+    /// The endpoint to connect to; a bad URL or unreadable password file is a validation error.
+    func endpoint() throws -> RedisEndpoint {
+        guard let redis else { throw ValidationError("--redis URL is required") }
+        do {
+            var endpoint = try RedisEndpoint(url: redis)
+            if let redisPasswordFile {
+                guard let contents = try? String(contentsOfFile: redisPasswordFile, encoding: .utf8) else {
+                    throw ValidationError("--redis-password-file: cannot read '\(redisPasswordFile)'")
+                }
+                endpoint = try endpoint.withPassword(fileContents: contents)
+            }
+            return endpoint
+        } catch let error as RedisURLError {
+            throw ValidationError("--redis: \(error)")
+        }
+    }
+}
+
+func validateServerName(_ name: String) throws {
+    guard !name.isEmpty, !name.contains(where: { $0.isNewline || $0 == " " }) else {
+        throw ValidationError("--server-name must be one non-empty word")
+    }
+}

@@ -1,0 +1,143 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import RedisClient
+import ReplicationTestSupport
+import Testing
+
+/// Records what a client reports; read from the test's thread.
+final class RecordingDelegate: RedisClientDelegate, Sendable {
+    private let state = NIOLockedValueBox((messages: [RedisMessage](), events: [(Bool, Int64?, String?)]()))
+
+    var messages: [RedisMessage] { state.withLockedValue { $0.messages } }
+    var events: [(connected: Bool, retry: Int64?, reason: String?)] { state.withLockedValue { $0.events } }
+    var readyCount: Int { events.filter(\.connected).count }
+
+    func redisClient(received message: RedisMessage) { state.withLockedValue { $0.messages.append(message) } }
+
+    func redisClient(connected: Bool, retryInMillis: Int64?, reason: String?) {
+        state.withLockedValue { $0.events.append((connected, retryInMillis, reason)) }
+    }
+}
+
+/// A client on one event loop, driven from the test.
+final class LoopClient: @unchecked Sendable {  // the client is only touched on its loop
+    let loop = MultiThreadedEventLoopGroup.singleton.next()
+    let delegate = RecordingDelegate()
+    private var client: RedisClient!
+
+    init(_ configuration: RedisClientConfiguration, random: @escaping @Sendable () -> Double = { 0 }) throws {
+        try loop.submit {
+            var logger = Logger(label: "redis-test")
+            logger.logLevel = .critical
+            self.client = RedisClient(
+                configuration: configuration, eventLoop: self.loop, delegate: self.delegate, random: random, logger: logger)
+            self.client.start()
+        }.wait()
+    }
+
+    func send(_ arguments: [String]) async throws -> RedisValue {
+        try await loop.flatSubmit { self.client.send(arguments) }.get()
+    }
+
+    func pipeline(_ commands: [[String]]) async throws -> [RedisValue] {
+        let futures = try await loop.submit { self.client.pipeline(commands.map { $0.map { Array($0.utf8) } }) }.get()
+        var values: [RedisValue] = []
+        for future in futures { values.append(try await future.get()) }
+        return values
+    }
+
+    var statistics: RedisConnectionStatistics { get throws { try loop.submit { self.client.statistics }.wait() } }
+    var isReady: Bool { (try? loop.submit { self.client.isReady }.wait()) ?? false }
+
+    func stop() { try? loop.submit { self.client.stop() }.wait() }
+
+    func waitUntilReady(_ count: Int = 1) async throws {
+        try await waitUntil(seconds: 15) { delegate.readyCount >= count && isReady }
+    }
+}
+
+@Suite(.serialized) struct RedisClientTests {
+    @Test func pipelinedCommandsGetTheirOwnRepliesInOrder() async throws {
+        let redis = try RedisServer()
+        let client = try LoopClient(RedisClientConfiguration(endpoint: try RedisEndpoint(url: redis.url)))
+        defer { client.stop() }
+        try await client.waitUntilReady()
+        let commands = (0..<1000).flatMap { [["SET", "k\($0)", "v\($0)"], ["GET", "k\($0)"]] }
+        let replies = try await client.pipeline(commands + [["INCRBY", "n", "7"], ["LPUSH"]].map { $0 }.prefix(1))
+        for index in 0..<1000 {
+            #expect(replies[2 * index] == .simpleString("OK"))
+            #expect(replies[2 * index + 1] == .bulkString(Array("v\(index)".utf8)))
+        }
+        #expect(replies.last == .integer(7))
+        await #expect(throws: RedisError.server("ERR wrong number of arguments for 'lpush' command")) {
+            try await client.send(["LPUSH"])
+        }
+        #expect(try await client.send(["GET", "k999"]) == .bulkString(Array("v999".utf8)))
+        #expect(try client.statistics.failedCommands == 1)
+    }
+
+    @Test func logsInWithThePasswordAndSelectsTheDatabase() async throws {
+        let redis = try RedisServer(password: "pa ss")
+        let client = try LoopClient(RedisClientConfiguration(endpoint: try RedisEndpoint(url: "redis://:pa%20ss@127.0.0.1:\(redis.port)/3")))
+        defer { client.stop() }
+        try await client.waitUntilReady()
+        _ = try await client.send(["SET", "where", "three"])
+        #expect(try redis.cli(["-n", "3", "GET", "where"]) == "three\n")
+        #expect(try redis.cli(["-n", "0", "EXISTS", "where"]) == "0\n")
+    }
+
+    @Test func aWrongPasswordIsRetriedWithBackOffAndReported() async throws {
+        let redis = try RedisServer(password: "right")
+        let client = try LoopClient(
+            RedisClientConfiguration(endpoint: try RedisEndpoint(url: "redis://:wrong@127.0.0.1:\(redis.port)")), random: { 1 })
+        defer { client.stop() }
+        try await waitUntil(seconds: 15) { client.delegate.events.count >= 2 }
+        let events = client.delegate.events
+        #expect(events.allSatisfy { !$0.connected })
+        // 1 s then ×e, each +12 % (the jitter at its maximum).
+        #expect(events.prefix(2).map(\.retry) == [1_120, 3_044])
+        #expect(events[0].reason?.contains("WRONGPASS") == true || events[0].reason?.contains("invalid password") == true, "\(events[0])")
+        #expect(try client.statistics.failedAttempts >= 2)
+        await #expect(throws: RedisError.notConnected) { try await client.send(["PING"]) }
+    }
+
+    @Test func subscriptionsDeliverMessagesAndAreRenewedAfterARedisRestart() async throws {
+        let redis = try RedisServer()
+        let subscriber = try LoopClient(
+            RedisClientConfiguration(endpoint: try RedisEndpoint(url: redis.url), channels: ["a.example", "a.example/USER_IP"]))
+        defer { subscriber.stop() }
+        try await subscriber.waitUntilReady()
+        #expect(try redis.cli(["PUBLISH", "a.example", "RDATA events master 1 []"]) == "1\n")
+        #expect(try redis.cli(["PUBLISH", "a.example/USER_IP", "USER_IP @u:a []"]) == "1\n")
+        #expect(try redis.cli(["PUBLISH", "other", "ignored"]) == "0\n")
+        try await waitUntil { subscriber.delegate.messages.count == 2 }
+        #expect(
+            subscriber.delegate.messages == [
+                RedisMessage(channel: "a.example", payload: Array("RDATA events master 1 []".utf8)),
+                RedisMessage(channel: "a.example/USER_IP", payload: Array("USER_IP @u:a []".utf8)),
+            ])
+
+        redis.stop()
+        try await waitUntil(seconds: 15) { subscriber.delegate.events.contains { !$0.connected } }
+        try redis.start()
+        try await subscriber.waitUntilReady(2)
+        try await waitUntil(seconds: 15) { (try? redis.cli(["PUBLISH", "a.example", "again"])) == "1\n" }
+        try await waitUntil { subscriber.delegate.messages.last?.payload == Array("again".utf8) }
+        let statistics = try subscriber.statistics
+        #expect(statistics.connections == 2 && statistics.disconnections == 1)
+        #expect(statistics.messages == subscriber.delegate.messages.count)
+    }
+
+    @Test func aCommandThatTimesOutClosesTheConnectionWhichComesBack() async throws {
+        let redis = try RedisServer()
+        let client = try LoopClient(
+            RedisClientConfiguration(endpoint: try RedisEndpoint(url: redis.url), commandTimeout: .milliseconds(200)))
+        defer { client.stop() }
+        try await client.waitUntilReady()
+        await #expect(throws: RedisError.timedOut) { try await client.send(["DEBUG", "SLEEP", "1"]) }
+        try await client.waitUntilReady(2)
+        #expect(try await client.send(["PING"]) == .simpleString("PONG"))
+    }
+}
