@@ -1,10 +1,6 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-/// The commit being built, for `--version` and `replication_sidecar_build_info` (with `-dirty` for local changes).
-let revision =
-    Context.gitInformation.map { $0.currentCommit.prefix(12) + ($0.hasUncommittedChanges ? "-dirty" : "") } ?? "unknown"
-
 let package = Package(
     name: "replication-sidecar",
     platforms: [.macOS(.v14)],
@@ -103,10 +99,10 @@ let package = Package(
         .systemLibrary(
             name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        // The build's revision, written into the binary by this manifest.
-        .target(name: "CBuildInfo", cSettings: [.define("BUILD_REVISION", to: "\"\(revision)\"")]),
+        // The git revision being built, for --version and replication_sidecar_build_info.
+        .plugin(name: "RevisionPlugin", capability: .buildTool()),
         // Metric names and help texts, and the exposition of a snapshot. Never imports NIO.
-        .target(name: "ReplicationMetrics", dependencies: ["ReplicationCore", "CBuildInfo"]),
+        .target(name: "ReplicationMetrics", dependencies: ["ReplicationCore"], plugins: ["RevisionPlugin"]),
         // The HTTP endpoint on libmicrohttpd.
         .target(
             name: "MetricsExporter",

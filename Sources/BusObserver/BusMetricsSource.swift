@@ -47,7 +47,8 @@ public final class BusMetricsSource: MetricsSource {
         for writer in observation.writers.keys.sorted() {
             let state = observation.writers[writer]!
             html += "<tr><td>\(HTMLText.escape(writer.stream))</td><td>\(HTMLText.escape(writer.instance))</td>"
-            html += "<td>\(state.position.map(String.init) ?? "")</td><td>\(state.rows)</td><td>\(state.gaps)</td></tr>\n"
+            html +=
+                "<td>\(state.position.map(String.init) ?? "")</td><td>\(state.rows)</td><td>\(state.gaps)</td></tr>\n"
         }
         return html + "</table></body></html>\n"
     }
@@ -64,7 +65,8 @@ public final class BusObserverService: Service {
         try await observer.eventLoop.submit { observer.start() }.get()
         await withGracefulShutdownHandler {
             try? await gracefulShutdown()
-        } onGracefulShutdown: {}
+        } onGracefulShutdown: {
+        }
         try await observer.eventLoop.submit { observer.stop() }.get()
     }
 }

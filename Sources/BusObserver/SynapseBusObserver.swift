@@ -43,7 +43,8 @@ public final class SynapseBusObserver: RedisClientDelegate, @unchecked Sendable 
     /// `onMessage` hears every message with what it parsed to, after it is counted, and `onConnection` every
     /// change of a Redis connection (for `tail`).
     public init(
-        configuration: ObserverConfiguration, eventLoop: any EventLoop, clock: ConnectionClock = .system, logger: Logger,
+        configuration: ObserverConfiguration, eventLoop: any EventLoop, clock: ConnectionClock = .system,
+        logger: Logger,
         onMessage: (@Sendable (RedisMessage, Result<BusCommand, BusMalformedReason>) -> Void)? = nil,
         onConnection: (@Sendable (_ connected: Bool, _ retryInMillis: Int64?, _ reason: String?) -> Void)? = nil
     ) {

@@ -107,7 +107,9 @@ public final class RedisClient {
     /// Sends commands back to back in one write; each future gets its own reply.
     public func pipeline(_ commands: [[[UInt8]]]) -> [EventLoopFuture<RedisValue>] {
         eventLoop.preconditionInEventLoop()
-        guard ready, let handler else { return commands.map { _ in eventLoop.makeFailedFuture(RedisError.notConnected) } }
+        guard ready, let handler else {
+            return commands.map { _ in eventLoop.makeFailedFuture(RedisError.notConnected) }
+        }
         return counted(handler.send(commands))
     }
 
@@ -121,7 +123,8 @@ public final class RedisClient {
     private func connect() {
         guard !stopped else { return }
         let this = NIOLoopBound(self, eventLoop: eventLoop)
-        let handler = RedisConnectionHandler(eventLoop: eventLoop, commandTimeout: configuration.commandTimeout) { message in
+        let handler = RedisConnectionHandler(eventLoop: eventLoop, commandTimeout: configuration.commandTimeout) {
+            message in
             this.value.received(message)
         }
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
@@ -129,13 +132,16 @@ public final class RedisClient {
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(boundHandler.value) }
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(boundHandler.value)
+                }
             }
             .connect(host: configuration.endpoint.host, port: configuration.endpoint.port)
             .whenComplete { result in
                 switch result {
                 case .success(let channel): this.value.connected(channel, handler: boundHandler.value)
-                case .failure(let error): this.value.lost(reason: "cannot connect to \(this.value.configuration.endpoint): \(error)")
+                case .failure(let error):
+                    this.value.lost(reason: "cannot connect to \(this.value.configuration.endpoint): \(error)")
                 }
             }
     }
@@ -149,11 +155,15 @@ public final class RedisClient {
         self.handler = handler
         let this = NIOLoopBound(self, eventLoop: eventLoop)
         closeReason = nil
-        channel.closeFuture.whenComplete { _ in this.value.lost(reason: this.value.closeReason ?? "Redis closed the connection") }
+        channel.closeFuture.whenComplete { _ in
+            this.value.lost(reason: this.value.closeReason ?? "Redis closed the connection")
+        }
         // Log in, choose the database, name the connection and subscribe in one round trip.
         let endpoint = configuration.endpoint
         var setup: [[String]] = []
-        if let password = endpoint.password { setup.append(["AUTH"] + (endpoint.username.map { [$0] } ?? []) + [password]) }
+        if let password = endpoint.password {
+            setup.append(["AUTH"] + (endpoint.username.map { [$0] } ?? []) + [password])
+        }
         if endpoint.database != 0 { setup.append(["SELECT", "\(endpoint.database)"]) }
         if let name = configuration.clientName { setup.append(["CLIENT", "SETNAME", name]) }
         // One SUBSCRIBE per channel: each is confirmed by exactly one reply.

@@ -27,14 +27,17 @@ public enum BusMetricFamilies {
         name: bus + "syncing_users", kind: .gauge, help: "Users (per device) each instance reported as syncing.")
     public static let malformed = MetricFamily(
         name: bus + "malformed_messages", kind: .counter,
-        help: "Messages that were not a command this observer understands, by reason (a newer command is unknown_command).")
+        help:
+            "Messages that were not a command this observer understands, by reason (a newer command is unknown_command)."
+    )
     public static let messageSize = MetricFamily(
         name: bus + "message_size_bytes", kind: .histogram, help: "Sizes of the messages seen on the bus.")
     public static let probes = MetricFamily(
         name: bus + "probes", kind: .counter,
         help: "REPLICATE commands this observer published to make every writer announce its positions.")
     public static let redisConnected = MetricFamily(
-        name: redis + "connected", kind: .gauge, help: "1 while the subscription to Redis is up, 0 while it reconnects.")
+        name: redis + "connected", kind: .gauge, help: "1 while the subscription to Redis is up, 0 while it reconnects."
+    )
     public static let redisConnections = MetricFamily(
         name: redis + "connections", kind: .counter, help: "Redis connections that got ready (logged in, subscribed).")
     public static let redisFailedAttempts = MetricFamily(
@@ -56,7 +59,9 @@ public struct RedisLinkFigures: Sendable, Equatable {
     public var disconnections: Int
     public var failedCommands: Int
 
-    public init(role: String, connected: Bool, connections: Int, failedAttempts: Int, disconnections: Int, failedCommands: Int) {
+    public init(
+        role: String, connected: Bool, connections: Int, failedAttempts: Int, disconnections: Int, failedCommands: Int
+    ) {
         self.role = role
         self.connected = connected
         self.connections = connections
@@ -128,14 +133,17 @@ extension Exposition {
                 }),
             FamilySamples(
                 family: BusMetricFamilies.syncingUsers,
-                samples: instances.map { .init(labels: instanceLabel($0), value: Double(observation.syncing[$0]?.count ?? 0)) }),
+                samples: instances.map {
+                    .init(labels: instanceLabel($0), value: Double(observation.syncing[$0]?.count ?? 0))
+                }),
             FamilySamples(
                 family: BusMetricFamilies.malformed,
                 samples: zip(BusMalformedReason.allCases, observation.malformed).map {
                     .init(labels: "reason=\"\($0.rawValue)\"", value: Double($1))
                 }),
             FamilySamples(family: BusMetricFamilies.messageSize, samples: sizeSamples),
-            FamilySamples(family: BusMetricFamilies.probes, samples: [.init(labels: "", value: Double(snapshot.probes))]),
+            FamilySamples(
+                family: BusMetricFamilies.probes, samples: [.init(labels: "", value: Double(snapshot.probes))]),
             perRole(BusMetricFamilies.redisConnected) { $0.connected ? 1 : 0 },
             perRole(BusMetricFamilies.redisConnections, \.connections),
             perRole(BusMetricFamilies.redisFailedAttempts, \.failedAttempts),

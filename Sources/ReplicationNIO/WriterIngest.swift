@@ -165,8 +165,9 @@ struct WriterIngest {
             return (NewBatch(stream: entry.stream, rows: rows, token: .exactly(entry.token)), entry.command)
         }
         completed.removeAll(keepingCapacity: true)
-        // The slices share the old buffer; the next read's rows go to a new one.
-        completedRows = allocator.buffer(capacity: max(bytes.capacity, 1024))
+        // The slices share the old buffer, which an in-memory log keeps whole as long as any of them: the
+        // next read's rows go to a new one sized by what this read used, not by the largest read so far.
+        completedRows = allocator.buffer(capacity: max(bytes.writerIndex, 1024))
         return batches
     }
 }

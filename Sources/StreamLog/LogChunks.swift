@@ -10,8 +10,9 @@ import ReplicationCore
 /// index: each line carries its token, and only a reader starting inside a chunk (the first page of a
 /// catch-up from an arbitrary token) scans the chunk's lines to skip the rows it already has.
 enum LogChunks {
-    /// A chunk being built is closed before rows of a new token once it holds this many bytes.
-    static let targetBytes = 64 * 1024
+    /// A chunk being built is closed before rows of a new token once it holds this many bytes: a catch-up
+    /// page (256 KiB by default) is then mostly one chunk, served from the cache without a copy.
+    static let targetBytes = 256 * 1024
 
     /// Schema version 2. Integer columns come before the lines so that reading them never touches the
     /// blob's overflow pages.
@@ -51,36 +52,44 @@ enum LogChunks {
 
     /// Reads one page of rows after `token` in the transaction the caller holds: whole chunks up to
     /// about `maxBytes` (at least one), the first one cut after `token` when the reader starts inside it.
+    /// A page of one chunk shares the cached chunk's bytes.
     static func readPage(
-        _ connection: SQLiteConnection, stream: StreamName, after token: Int64, maxBytes: Int
+        _ connection: SQLiteConnection, stream: StreamName, after token: Int64, maxBytes: Int, cache: ChunkCache
     ) throws -> LogPage {
         let head = try connection.prepare("SELECT current_token, oldest_servable FROM streams WHERE id = ?")
         try head.bind(.integer(Int64(stream.index)))
         let (current, oldest) = try head.step() ? (head.integer(0), head.integer(1)) : (0, 0)
         head.finish()
         guard token >= oldest else { throw StreamLogError.fallenBehind(oldestServable: oldest) }
+        // The lines column is read only for a chunk the cache does not hold: SQLite leaves its overflow
+        // pages alone otherwise.
         let chunks = try connection.prepare(
-            "SELECT first_token, last_token, row_count, lines FROM chunks WHERE stream = ? AND last_token > ? ORDER BY last_token"
-        )
+            """
+            SELECT first_token, last_token, row_count, lines FROM chunks WHERE stream = ? AND last_token > ?
+            ORDER BY last_token
+            """)
         try chunks.bind(.integer(Int64(stream.index)), .integer(token))
         defer { chunks.finish() }
-        var lines = ByteBufferAllocator().buffer(capacity: 0)
+        var lines = ByteBuffer()
         var count = 0
         var lastToken = token
         while lines.readableBytes < maxBytes, try chunks.step() {
-            let chunkLines = chunks.blobBytes(3)
-            if lines.writableBytes < chunkLines.count {
-                lines.reserveCapacity(minimumWritableBytes: max(chunkLines.count, min(maxBytes, 1 << 20)))
+            let (first, last, rows) = (chunks.integer(0), chunks.integer(1), Int(chunks.integer(2)))
+            var chunkLines = cache.lines(stream: stream.index, lastToken: last) {
+                ByteBuffer(bytes: chunks.blobBytes(3))
             }
-            if chunks.integer(0) > token {
-                lines.writeBytes(chunkLines)
-                count += Int(chunks.integer(2))
+            count += rows
+            if first <= token {
+                let (offset, skipped) = chunkLines.withUnsafeReadableBytes { offsetOfFirstRow(after: token, in: $0) }
+                chunkLines.moveReaderIndex(forwardBy: offset)
+                count -= skipped
+            }
+            if lines.readableBytes == 0 {
+                lines = chunkLines
             } else {
-                let (offset, skipped) = offsetOfFirstRow(after: token, in: chunkLines)
-                lines.writeBytes(UnsafeRawBufferPointer(rebasing: chunkLines[offset...]))
-                count += Int(chunks.integer(2)) - skipped
+                lines.writeBuffer(&chunkLines)
             }
-            lastToken = chunks.integer(1)
+            lastToken = last
         }
         // The loop stops at the last chunk or once the page is full; a full page may also be the last.
         var reachedHead = lines.readableBytes < maxBytes
@@ -206,7 +215,7 @@ struct ChunkWriter {
             open[stream.index]
             ?? OpenChunk(
                 firstToken: firstToken, lastToken: token, appendedAt: appendedAt,
-                lines: ByteBufferAllocator().buffer(capacity: LogChunks.targetBytes + 16 * 1024))
+                lines: ByteBufferAllocator().buffer(capacity: 16 * 1024))
         open[stream.index] = nil  // the buffer stays uniquely referenced while it grows
         switch batch {
         case .run(_, let lines, _): chunk.lines.writeImmutableBuffer(lines)

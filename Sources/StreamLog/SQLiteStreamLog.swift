@@ -105,6 +105,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private let writerState: NIOLockedValueBox<WriterState>
     private let heads: NIOLockedValueBox<Heads>
     private let readers = NIOLockedValueBox<[SQLiteConnection]>([])
+    private let chunkCache = ChunkCache(budgetBytes: 32 << 20)
     private var lastPruneMillis: Int64 = 0  // commit loop only
 
     /// Opens (or creates) the log in `directory`. Refuses a file that is not this project's database or
@@ -284,7 +285,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         do {
             try connection.execute("BEGIN")
             defer { try? connection.execute("COMMIT") }
-            return try LogChunks.readPage(connection, stream: stream, after: token, maxBytes: maxBytes)
+            return try LogChunks.readPage(
+                connection, stream: stream, after: token, maxBytes: maxBytes, cache: chunkCache)
         } catch let error as StreamLogError {
             throw error
         } catch {

@@ -62,7 +62,14 @@ struct SoakBench: ParsableCommand {
         try server.waitUntilListening(port: port)
         try server.waitUntilListening(port: metricsPort)
         let pid = server.process.processIdentifier
-        let baseline = Sample(pid: pid)
+        // The baseline is taken after a first round of connections and scrapes has come and gone, so that
+        // what the server sets up lazily the first time counts in it.
+        let warmUp = try WorkerPopulation(port: port, count: 50, churnPerSecond: 0)
+        let warmUpScraper = Scraper(port: metricsPort)
+        while warmUpScraper.count == 0 { usleep(10_000) }
+        warmUpScraper.stop()
+        warmUp.close()
+        let baseline = try Sample.settled(pid: pid)
         print("soak: \(connections) connections, \(rowsPerSecond) rows/s, \(churnPerSecond) resets/s, \(minutes) min")
         print("baseline: rss \(mebibytes(baseline.residentBytes)), \(baseline.descriptors) descriptors")
 
@@ -144,6 +151,21 @@ private struct Sample {
     init(pid: Int32) {
         residentBytes = ProcessStatistics.cpuAndResident(ofProcess: pid)?.residentBytes ?? 0
         descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0
+    }
+
+    /// A sample once the descriptor count has stopped falling for half a second (closed clients gone).
+    static func settled(pid: Int32) throws -> Sample {
+        var last = Sample(pid: pid)
+        var stableSince = monotonicNow()
+        let deadline = monotonicNow() + 30
+        while monotonicNow() - stableSince < 0.5 {
+            guard monotonicNow() < deadline else { throw LoopbackSocket.Failure(description: "descriptors never settled") }
+            usleep(50_000)
+            let next = Sample(pid: pid)
+            if next.descriptors != last.descriptors { stableSince = monotonicNow() }
+            last = next
+        }
+        return last
     }
 }
 

@@ -26,7 +26,8 @@ func tailBus(endpoint: RedisEndpoint, serverName: String, streams: Set<String>?,
     }
     try await ServiceGroup(
         configuration: .init(
-            services: [.init(service: BusObserverService(observer: observer))], gracefulShutdownSignals: [.sigterm, .sigint],
+            services: [.init(service: BusObserverService(observer: observer))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
     ).run()
 }

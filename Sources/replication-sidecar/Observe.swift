@@ -45,7 +45,8 @@ struct Observe: AsyncParsableCommand {
                 endpoint: endpoint, serverName: serverName, probeIntervalMillis: Int64(probeInterval) * 1000),
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
         let exporter = try metrics.startExporter(
-            configuration: try metrics.exporterConfiguration(), source: BusMetricsSource(observer: observer), logger: logger)
+            configuration: try metrics.exporterConfiguration(), source: BusMetricsSource(observer: observer),
+            logger: logger)
         logger.info(
             "observing the replication bus",
             metadata: ["redis": "\(endpoint)", "channels": "\(serverName), \(serverName)/USER_IP"])

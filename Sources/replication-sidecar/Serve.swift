@@ -22,7 +22,9 @@ struct Serve: AsyncParsableCommand {
             and through INVALIDATE_CACHE / REMOVE_PUSHER from any worker. With --upstream it is a relay \
             instead: rows come from one upstream connection (a hub, another relay or Synapse itself), and \
             workers' commands go there. SIGTERM or SIGINT sends 'ERROR server shutting down' to every \
-            connection and exits 0.
+            connection and exits 0. Every flag can also be set in the environment as \
+            REPLICATION_SIDECAR_<FLAG> (capitals, '-' and '.' as '_'; a repeatable flag comma-separated); \
+            a flag on the command line wins.
             """
     )
 

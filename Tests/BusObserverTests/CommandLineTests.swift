@@ -10,11 +10,16 @@ import Testing
         let redis = try RedisServer()
         let observe = try BackgroundProcess(
             sidecarExecutable.path,
-            ["observe", "--redis", redis.url, "--server-name", "modern.test", "--metrics-port", "0", "--probe-interval", "0"])
+            [
+                "observe", "--redis", redis.url, "--server-name", "modern.test", "--metrics-port", "0",
+                "--probe-interval", "0",
+            ])
         defer { observe.terminate() }
         try await waitUntil(seconds: 30) { observe.loggedNumber("port", inLineWith: "metrics endpoint ready") != nil }
         let port = observe.loggedNumber("port", inLineWith: "metrics endpoint ready")!
-        try await waitUntil(seconds: 15) { (try? redis.cli(["PUBSUB", "NUMSUB", "modern.test"])) == "modern.test\n1\n" }
+        try await waitUntil(seconds: 15) {
+            (try? redis.cli(["PUBSUB", "NUMSUB", "modern.test"])) == "modern.test\n1\n"
+        }
         for message in ObserverTests.sample { try redis.cli(["PUBLISH", "modern.test", message]) }
         var body = ""
         try await waitUntil(seconds: 15) {
@@ -23,27 +28,33 @@ import Testing
             body = (try? socket.http("GET", "/metrics").text) ?? ""
             return body.contains("replication_sidecar_bus_commands_total{command=\"POSITION\"} 18")
         }
-        #expect(body.contains("replication_sidecar_bus_stream_position{instance=\"master\",stream_name=\"events\"} 20\n"))
+        #expect(
+            body.contains("replication_sidecar_bus_stream_position{instance=\"master\",stream_name=\"events\"} 20\n"))
         #expect(body.contains("replication_sidecar_bus_rows_total{instance=\"master\",stream_name=\"events\"} 15\n"))
         #expect(body.contains("replication_sidecar_bus_malformed_messages_total{reason=\"bad_json\"} 0\n"))
         #expect(body.contains("replication_sidecar_redis_connected{role=\"subscriber\"} 1\n"))
         for family in BusMetricFamilies.all { #expect(body.contains("# TYPE \(family.sampleName) "), "\(family.name)") }
         let promtool = try runProcess("/usr/bin/promtool", ["check", "metrics"], input: body)
-        #expect(promtool.status == 0 && promtool.output.isEmpty && promtool.errors.isEmpty, "\(promtool.output)\(promtool.errors)")
+        #expect(
+            promtool.status == 0 && promtool.output.isEmpty && promtool.errors.isEmpty,
+            "\(promtool.output)\(promtool.errors)")
         #expect(observe.terminate() == 0)
     }
 
     @Test func tailPrintsRowsWithTheirInstanceAndCommandsWhenAsked() async throws {
         let redis = try RedisServer()
         let tail = try BackgroundProcess(
-            sidecarExecutable.path, ["tail", "--redis", redis.url, "--server-name", "modern.test", "--streams", "events,typing"])
+            sidecarExecutable.path,
+            ["tail", "--redis", redis.url, "--server-name", "modern.test", "--streams", "events,typing"])
         let commands = try BackgroundProcess(
             sidecarExecutable.path, ["tail", "--redis", redis.url, "--server-name", "modern.test", "--commands"])
         defer {
             tail.terminate()
             commands.terminate()
         }
-        try await waitUntil(seconds: 30) { (try? redis.cli(["PUBSUB", "NUMSUB", "modern.test"])) == "modern.test\n2\n" }
+        try await waitUntil(seconds: 30) {
+            (try? redis.cli(["PUBSUB", "NUMSUB", "modern.test"])) == "modern.test\n2\n"
+        }
         for message in ObserverTests.sample + ["USER_SYNC w1 @a:h None start 1", "NOT_A_COMMAND \u{7}"] {
             try redis.cli(["PUBLISH", "modern.test", message])
         }
@@ -51,8 +62,13 @@ import Testing
         let rows = tail.output.split(separator: "\n")
         #expect(rows.count == 16)  // 15 events rows, 1 typing row
         #expect(
-            rows[0] == #"{"stream": "events", "instance": "master", "token": 12, "row": ["ev",["$tWBbCo0npWe7maho3TMA0ip1Mo864QyDzIFIGIZOQXk","!tWBbCo0npWe7maho3TMA0ip1Mo864QyDzIFIGIZOQXk","m.room.create","",null,null,null,0,0]]}"#)
-        #expect(rows.last == #"{"stream": "typing", "instance": "master", "token": 1, "row": ["!tWBbCo0npWe7maho3TMA0ip1Mo864QyDzIFIGIZOQXk",["@carol2:modern.test"]]}"#)
+            rows[0]
+                == #"{"stream": "events", "instance": "master", "token": 12, "row": ["ev",["$tWBbCo0npWe7maho3TMA0ip1Mo864QyDzIFIGIZOQXk","!tWBbCo0npWe7maho3TMA0ip1Mo864QyDzIFIGIZOQXk","m.room.create","",null,null,null,0,0]]}"#
+        )
+        #expect(
+            rows.last
+                == #"{"stream": "typing", "instance": "master", "token": 1, "row": ["!tWBbCo0npWe7maho3TMA0ip1Mo864QyDzIFIGIZOQXk",["@carol2:modern.test"]]}"#
+        )
         for row in rows { _ = try JSONSerialization.jsonObject(with: Data(row.utf8)) }
         let lines = commands.output.split(separator: "\n")
         #expect(lines.contains(#"{"command": "POSITION", "arguments": "events master 20 20"}"#))
@@ -66,8 +82,14 @@ import Testing
         for (arguments, hint) in [
             (["observe", "--redis", "http://x", "--server-name", "h"], "must start with redis://"),
             (["observe", "--redis", "redis://h:1"], "--server-name"),
-            (["observe", "--redis", "redis://h:1", "--server-name", "h", "--redis-password-file", "/nonexistent"], "cannot read"),
-            (["observe", "--redis", "redis://h:1", "--server-name", "h", "--probe-interval", "-1"], "--probe-interval"),
+            (
+                ["observe", "--redis", "redis://h:1", "--server-name", "h", "--redis-password-file", "/nonexistent"],
+                "cannot read"
+            ),
+            (
+                ["observe", "--redis", "redis://h:1", "--server-name", "h", "--probe-interval", "-1"],
+                "--probe-interval"
+            ),
             (["tail", "--server-name", "h"], "either --connect"),
             (["tail", "--connect", "127.0.0.1:1", "--commands"], "--commands needs --redis"),
         ] {

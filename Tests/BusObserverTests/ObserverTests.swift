@@ -21,7 +21,8 @@ final class LiveObserver: @unchecked Sendable {  // the observer is only touched
         logger.logLevel = .critical
         observer = SynapseBusObserver(
             configuration: ObserverConfiguration(
-                endpoint: try RedisEndpoint(url: redis.url), serverName: serverName, probeIntervalMillis: probeIntervalMillis),
+                endpoint: try RedisEndpoint(url: redis.url), serverName: serverName,
+                probeIntervalMillis: probeIntervalMillis),
             eventLoop: loop, clock: clock.clock, logger: logger)
         let observer = self.observer
         try loop.submit { observer.start() }.wait()
@@ -66,7 +67,8 @@ final class LiveObserver: @unchecked Sendable {  // the observer is only touched
         #expect(observer.writer("events", "master") == .init(position: 20, rows: 15, gaps: 0))
         #expect(observer.writer("typing", "master") == .init(position: 1, rows: 1, gaps: 0))
         #expect(observer.writer("quarantined_media", "master") == .init(position: 1, rows: 0, gaps: 0))
-        #expect(observer.count(.LOCK_RELEASED) == 11 && observer.count(.USER_IP) == 1 && observer.count(.REPLICATE) == 1)
+        #expect(
+            observer.count(.LOCK_RELEASED) == 11 && observer.count(.USER_IP) == 1 && observer.count(.REPLICATE) == 1)
         #expect(snapshot.observation.malformed[BusMalformedReason.allCases.firstIndex(of: .unknownCommand)!] == 1)
         #expect(snapshot.observation.lastSeenMillis == ["master": observer.clock.clock.wallMillis])
         #expect(snapshot.probes == 0)

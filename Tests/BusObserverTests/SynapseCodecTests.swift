@@ -32,16 +32,20 @@ import Testing
             .userSync(instance: "w", userID: "@u:h", deviceID: nil, syncing: false, lastSyncMillis: 6),
             .clearUserSync(instance: "w"), .federationAck(instance: "fed", token: 3),
             .userIP(userID: "@u:h", details: "[\"t\",\"::1\",\"ua\",null,1]"), .remoteServerUp(server: "o.example"),
-            .lockReleased(instance: "w", lockName: "l\"n", lockKey: "k\u{7}é😀"), .newActiveTask(id: "a"), .cancelTask(id: "b"),
+            .lockReleased(instance: "w", lockName: "l\"n", lockKey: "k\u{7}é😀"), .newActiveTask(id: "a"),
+            .cancelTask(id: "b"),
         ]
         let refused = [
-            "RDATA events master x []", "RDATA events master 1 [", "POSITION events master 1", "USER_SYNC w @u D maybe 1",
+            "RDATA events master x []", "RDATA events master 1 [", "POSITION events master 1",
+            "USER_SYNC w @u D maybe 1",
             "FEDERATION_ACK w", "USER_IP @u [1,2]", "LOCK_RELEASED [\"a\"]", "NO_SUCH_COMMAND x",
         ]
         let input = String(decoding: try JSONEncoder().encode(ours.map(\.message) + refused), as: UTF8.self)
         let answers = try synapse("roundtrip", input: input)
         #expect(Array(answers.prefix(ours.count)) == ours.map(\.message))
         #expect(answers.dropFirst(ours.count).allSatisfy { $0 == nil }, "\(answers)")
-        for message in refused { #expect(throws: BusMalformedReason.self) { try BusCommand.parse(Array(message.utf8)).get() } }
+        for message in refused {
+            #expect(throws: BusMalformedReason.self) { try BusCommand.parse(Array(message.utf8)).get() }
+        }
     }
 }

@@ -11,6 +11,11 @@ import Testing
             result.output.firstMatch(
                 of: #/^replication-sidecar (\d+\.\d+\.\d+) \(revision ([0-9a-f]{12}(-dirty)?|unknown)\)\n$/#),
             "\(result.output)")
+        // Built from this checkout: its commit, as git says now (RevisionPlugin runs before every build).
+        let head = try runProcess("/usr/bin/git", ["-C", repositoryRoot.path, "rev-parse", "--short=12", "HEAD"])
+        if head.status == 0 {
+            #expect(match.output.2.hasPrefix(head.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+        }
         // The running server exports the same build.
         let sidecar = try SidecarProcess(serve: ["--in-memory"])
         defer { _ = sidecar.terminate() }

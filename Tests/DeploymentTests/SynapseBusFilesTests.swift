@@ -12,7 +12,8 @@ import Testing
             ["check", "rules", rulesFile], ["test", "rules", "deploy/prometheus/synapse-bus-rules_test.yml"],
         ] {
             let result = try runProcess(
-                "/usr/bin/promtool", [arguments[0], arguments[1], repositoryRoot.appendingPathComponent(arguments[2]).path])
+                "/usr/bin/promtool",
+                [arguments[0], arguments[1], repositoryRoot.appendingPathComponent(arguments[2]).path])
             #expect(result.status == 0, "promtool \(arguments): \(result.output)\(result.errors)")
         }
     }
@@ -20,7 +21,8 @@ import Testing
     @Test func everyAlertHasARunbookAJobSelectorAndAUnitTest() throws {
         let rules = try PrometheusRules.load(rulesFile)
         let tests = try String(
-            contentsOf: repositoryRoot.appendingPathComponent("deploy/prometheus/synapse-bus-rules_test.yml"), encoding: .utf8)
+            contentsOf: repositoryRoot.appendingPathComponent("deploy/prometheus/synapse-bus-rules_test.yml"),
+            encoding: .utf8)
         let readme = try String(contentsOf: repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
         #expect(rules.alerts.count == 6)
         for alert in rules.alerts {
@@ -47,7 +49,9 @@ import Testing
             for legend in panel.legends { #expect(legend.contains("{{instance}}"), "panel \(panel.title): \(legend)") }
         }
         let rules = try PrometheusRules.load(rulesFile)
-        let expressions = dashboard.panels.flatMap(\.expressions) + rules.alerts.map(\.expression) + rules.recordings.map(\.expression)
+        let expressions =
+            dashboard.panels.flatMap(\.expressions) + rules.alerts.map(\.expression)
+            + rules.recordings.map(\.expression)
         let all = expressions.joined(separator: "\n")
         for family in BusMetricFamilies.all {
             let shown = family.kind == .histogram ? family.name + "_bucket" : family.sampleName

@@ -3,14 +3,20 @@ import Testing
 
 @Suite struct RESPTests {
     @Test func commandsAreArraysOfBulkStringsAndBinarySafe() {
-        #expect(String(decoding: RESPCommand.encode(["GET", "key"]), as: UTF8.self) == "*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n")
+        #expect(
+            String(decoding: RESPCommand.encode(["GET", "key"]), as: UTF8.self) == "*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n")
         let binary: [UInt8] = [0, 13, 10, 255]
-        #expect(RESPCommand.encode([Array("SET".utf8), Array("k".utf8), binary]) == Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\n".utf8) + binary + [13, 10])
-        #expect(String(decoding: RESPCommand.encode(["PUBLISH", "c", ""]), as: UTF8.self) == "*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$0\r\n\r\n")
+        #expect(
+            RESPCommand.encode([Array("SET".utf8), Array("k".utf8), binary]) == Array(
+                "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\n".utf8) + binary + [13, 10])
+        #expect(
+            String(decoding: RESPCommand.encode(["PUBLISH", "c", ""]), as: UTF8.self)
+                == "*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$0\r\n\r\n")
     }
 
     @Test func repliesOfEveryTypeParsedAcrossReadsOfOneByte() throws {
-        let wire = Array("+OK\r\n-ERR wrong\r\n:-42\r\n$5\r\nhe\r\no\r\n$-1\r\n*-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n".utf8)
+        let wire = Array(
+            "+OK\r\n-ERR wrong\r\n:-42\r\n$5\r\nhe\r\no\r\n$-1\r\n*-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n".utf8)
         let reader = RESPReader()
         var values: [RedisValue] = []
         for byte in wire {
@@ -19,7 +25,8 @@ import Testing
         }
         #expect(
             values == [
-                .simpleString("OK"), .error("ERR wrong"), .integer(-42), .bulkString(Array("he\r\no".utf8)), .null, .null,
+                .simpleString("OK"), .error("ERR wrong"), .integer(-42), .bulkString(Array("he\r\no".utf8)), .null,
+                .null,
                 .array([.array([.integer(1)]), .bulkString([])]),
             ])
     }

@@ -32,7 +32,8 @@ final class LoopClient: @unchecked Sendable {  // the client is only touched on 
             var logger = Logger(label: "redis-test")
             logger.logLevel = .critical
             self.client = RedisClient(
-                configuration: configuration, eventLoop: self.loop, delegate: self.delegate, random: random, logger: logger)
+                configuration: configuration, eventLoop: self.loop, delegate: self.delegate, random: random,
+                logger: logger)
             self.client.start()
         }.wait()
     }
@@ -80,7 +81,8 @@ final class LoopClient: @unchecked Sendable {  // the client is only touched on 
 
     @Test func logsInWithThePasswordAndSelectsTheDatabase() async throws {
         let redis = try RedisServer(password: "pa ss")
-        let client = try LoopClient(RedisClientConfiguration(endpoint: try RedisEndpoint(url: "redis://:pa%20ss@127.0.0.1:\(redis.port)/3")))
+        let client = try LoopClient(
+            RedisClientConfiguration(endpoint: try RedisEndpoint(url: "redis://:pa%20ss@127.0.0.1:\(redis.port)/3")))
         defer { client.stop() }
         try await client.waitUntilReady()
         _ = try await client.send(["SET", "where", "three"])
@@ -91,14 +93,17 @@ final class LoopClient: @unchecked Sendable {  // the client is only touched on 
     @Test func aWrongPasswordIsRetriedWithBackOffAndReported() async throws {
         let redis = try RedisServer(password: "right")
         let client = try LoopClient(
-            RedisClientConfiguration(endpoint: try RedisEndpoint(url: "redis://:wrong@127.0.0.1:\(redis.port)")), random: { 1 })
+            RedisClientConfiguration(endpoint: try RedisEndpoint(url: "redis://:wrong@127.0.0.1:\(redis.port)")),
+            random: { 1 })
         defer { client.stop() }
         try await waitUntil(seconds: 15) { client.delegate.events.count >= 2 }
         let events = client.delegate.events
         #expect(events.allSatisfy { !$0.connected })
         // 1 s then ×e, each +12 % (the jitter at its maximum).
         #expect(events.prefix(2).map(\.retry) == [1_120, 3_044])
-        #expect(events[0].reason?.contains("WRONGPASS") == true || events[0].reason?.contains("invalid password") == true, "\(events[0])")
+        #expect(
+            events[0].reason?.contains("WRONGPASS") == true || events[0].reason?.contains("invalid password") == true,
+            "\(events[0])")
         #expect(try client.statistics.failedAttempts >= 2)
         await #expect(throws: RedisError.notConnected) { try await client.send(["PING"]) }
     }
@@ -106,7 +111,8 @@ final class LoopClient: @unchecked Sendable {  // the client is only touched on 
     @Test func subscriptionsDeliverMessagesAndAreRenewedAfterARedisRestart() async throws {
         let redis = try RedisServer()
         let subscriber = try LoopClient(
-            RedisClientConfiguration(endpoint: try RedisEndpoint(url: redis.url), channels: ["a.example", "a.example/USER_IP"]))
+            RedisClientConfiguration(
+                endpoint: try RedisEndpoint(url: redis.url), channels: ["a.example", "a.example/USER_IP"]))
         defer { subscriber.stop() }
         try await subscriber.waitUntilReady()
         #expect(try redis.cli(["PUBLISH", "a.example", "RDATA events master 1 []"]) == "1\n")

@@ -7,7 +7,9 @@ import Testing
     @Test func commandsAsSynapse163PublishesThem() throws {
         #expect(
             try parse(#"RDATA events master batch ["ev",["$t","!r","m.room.create","",null,null,null,0,0]]"#).get()
-                == .rdata(stream: "events", instance: "master", token: nil, row: #"["ev",["$t","!r","m.room.create","",null,null,null,0,0]]"#))
+                == .rdata(
+                    stream: "events", instance: "master", token: nil,
+                    row: #"["ev",["$t","!r","m.room.create","",null,null,null,0,0]]"#))
         #expect(
             try parse("RDATA typing worker1 1 [\"!r\",[\"@c:h\"]]").get()
                 == .rdata(stream: "typing", instance: "worker1", token: 1, row: "[\"!r\",[\"@c:h\"]]"))
@@ -29,7 +31,8 @@ import Testing
 
     @Test func whatSynapseWouldRefuseIsCountedByReason() {
         for (message, reason) in [
-            ("", BusMalformedReason.empty), ("SUBSCRIBE x", .unknownCommand), ("NEW_COMMAND_OF_2027 a b", .unknownCommand),
+            ("", BusMalformedReason.empty), ("SUBSCRIBE x", .unknownCommand),
+            ("NEW_COMMAND_OF_2027 a b", .unknownCommand),
             ("RDATA events master 1", .missingArguments), ("RDATA events master x []", .badToken),
             ("RDATA events master 1 [1,", .badJSON), ("POSITION events master 1", .missingArguments),
             ("POSITION events master 1 2x", .badToken), ("USER_SYNC w @u d maybe 1", .badUserSyncState),

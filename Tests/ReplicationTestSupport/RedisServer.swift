@@ -22,7 +22,9 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
 
     public var url: String { "redis://" + (password.map { ":\($0)@" } ?? "") + "127.0.0.1:\(port)" }
 
-    public var log: String { (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? "" }
+    public var log: String {
+        (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
+    }
 
     /// Starts it on its port and waits until it answers.
     public func start() throws {
@@ -63,7 +65,8 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
     @discardableResult
     public func cli(_ arguments: [String]) throws -> String {
         let result = try runProcess(
-            "/usr/bin/redis-cli", ["-h", "127.0.0.1", "-p", "\(port)"] + (password.map { ["-a", $0, "--no-auth-warning"] } ?? []) + arguments)
+            "/usr/bin/redis-cli",
+            ["-h", "127.0.0.1", "-p", "\(port)"] + (password.map { ["-a", $0, "--no-auth-warning"] } ?? []) + arguments)
         guard result.status == 0 else { throw SocketError("redis-cli \(arguments): \(result.errors)") }
         return result.output
     }

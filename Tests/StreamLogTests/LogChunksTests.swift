@@ -95,10 +95,10 @@ import Testing
         }
         let log = try open()
         #expect(log.currentToken(of: .events) == 6_000)
-        #expect(Int(try python("print(c.execute('SELECT count(*) FROM chunks').fetchone()[0])"))! > 5)
+        #expect(Int(try python("print(c.execute('SELECT count(*) FROM chunks').fetchone()[0])"))! >= 3)
         let (all, ends) = try readAll(log, .events, after: 0, pageBytes: 100_000)
         #expect(all == expected)
-        #expect(ends.count > 3 && ends.last == 6_000)
+        #expect(ends.count >= 3 && ends.last == 6_000)
         // Any token, in a batch, in a run, at a page's end, before the first and at the head.
         for start in [0, 1, 1_234, 2_999, 3_000, 3_001, 4_567, 5_999, 6_000] + ends.map(Int.init) {
             let (lines, _) = try readAll(log, .events, after: Int64(start), pageBytes: 100_000)

@@ -1,0 +1,44 @@
+import DequeModule
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The chunks read most recently, shared by every reader of one log: workers catching up together read
+/// each chunk from SQLite once, and a page that is one whole chunk is the cached buffer itself, written to
+/// every socket without a copy. A chunk's bytes never change once stored and no other chunk ever gets its
+/// stream and last token (tokens only grow), so entries need no invalidation; the oldest go first once
+/// the cache holds more than its budget.
+final class ChunkCache: Sendable {
+    private struct Key: Hashable {
+        var stream: Int
+        var lastToken: Int64
+    }
+
+    private struct State {
+        var entries: [Key: ByteBuffer] = [:]
+        var order = Deque<Key>()
+        var bytes = 0
+    }
+
+    private let budgetBytes: Int
+    private let state = NIOLockedValueBox(State())
+
+    init(budgetBytes: Int) {
+        self.budgetBytes = budgetBytes
+    }
+
+    /// The chunk's lines, from the cache or from `read` (then kept).
+    func lines(stream: Int, lastToken: Int64, read: () -> ByteBuffer) -> ByteBuffer {
+        let key = Key(stream: stream, lastToken: lastToken)
+        if let cached = state.withLockedValue({ $0.entries[key] }) { return cached }
+        let lines = read()
+        state.withLockedValue { state in
+            guard state.entries.updateValue(lines, forKey: key) == nil else { return }
+            state.order.append(key)
+            state.bytes += lines.readableBytes
+            while state.bytes > budgetBytes, let oldest = state.order.popFirst() {
+                state.bytes -= state.entries.removeValue(forKey: oldest)?.readableBytes ?? 0
+            }
+        }
+        return lines
+    }
+}
