@@ -24,7 +24,9 @@ import Testing
     }
 
     @Test func connectionsBeyondTheLimitAreClosedAndPlacesAreFreedOnClose() async throws {
-        let fixture = try await ServerFixture.start(ServerConfiguration(serverName: "test.local", maxConnections: 2))
+        var configuration = ServerConfiguration(serverName: "test.local", maxConnections: 2)
+        configuration.protocolLimits.pingIntervalMillis = 600_000  // no PING between the lines expected
+        let fixture = try await ServerFixture.start(configuration)
         let first = try fixture.connect(name: "one")
         let second = try fixture.connect(name: "two")
         let third = try LineSocket(port: fixture.port)

@@ -13,8 +13,11 @@ import Testing
     static let credentials = CredentialsFile(hashes: ["pub": PasswordHash.make(password: secret, cost: 4)!])
 
     func configuration(failureDelay: TimeAmount = .milliseconds(1)) -> ServerConfiguration {
-        ServerConfiguration(
+        var configuration = ServerConfiguration(
             serverName: "test.local", writerCredentials: Self.credentials, authenticationFailureDelay: failureDelay)
+        // No keepalive PING between the lines a test expects, however slow the machine.
+        configuration.protocolLimits.pingIntervalMillis = 600_000
+        return configuration
     }
 
     func closeCount(_ fixture: ServerFixture, _ reason: CloseReason) -> Int {
@@ -86,9 +89,9 @@ import Testing
     @Test func hubRowsBeyondTheConnectionsRateAreRefused() async throws {
         // A clock that never moves: the bucket's burst (ten seconds' worth) is all there is.
         let clock = ManualClock()
-        var configuration = ServerConfiguration(serverName: "test.local")
-        configuration.protocolLimits.hubRowsPerSecond = 2
-        let fixture = try await ServerFixture.start(configuration, clock: clock.clock)
+        var limited = configuration()
+        limited.protocolLimits.hubRowsPerSecond = 2
+        let fixture = try await ServerFixture.start(limited, clock: clock.clock)
         let flooder = try fixture.connect(name: "worker")
         try flooder.send(
             (1...21).map { #"INVALIDATE_CACHE get_user_by_id ["@u\#($0):test.local"]"# + "\n" }.joined())
