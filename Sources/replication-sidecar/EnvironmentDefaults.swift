@@ -31,16 +31,22 @@ enum EnvironmentDefaults {
         prefix + flag.uppercased().replacingOccurrences(of: "-", with: "_").replacingOccurrences(of: ".", with: "_")
     }
 
-    /// `arguments` (without the program name) with the variables' flags added when they run `serve`.
-    static func apply(to arguments: [String], environment: [String: String]) -> [String] {
+    /// `arguments` (without the program name) with the variables' flags added when they run `serve`, and
+    /// the variables that were used.
+    static func apply(to arguments: [String], environment: [String: String]) -> (
+        arguments: [String], variables: [String]
+    ) {
         guard arguments.first.map({ $0 == "serve" || $0.hasPrefix("-") }) ?? true,
             !arguments.contains(where: { ["--help", "-h", "--version", "--experimental-dump-help"].contains($0) })
-        else { return arguments }
+        else { return (arguments, []) }
         var result = arguments.isEmpty ? ["serve"] : arguments
+        var used: [String] = []
         for flag in serveFlags {
-            guard let value = environment[variable(for: flag.name)],
+            let variable = variable(for: flag.name)
+            guard let value = environment[variable],
                 !arguments.contains(where: { $0 == "--\(flag.name)" || $0.hasPrefix("--\(flag.name)=") })
             else { continue }
+            used.append(variable)
             if flag.takesValue {
                 let values = flag.repeats ? value.split(separator: ",").map(String.init) : [value]
                 result += values.map { "--\(flag.name)=\($0)" }
@@ -52,6 +58,6 @@ enum EnvironmentDefaults {
                 }
             }
         }
-        return result
+        return (result, used)
     }
 }

@@ -13,8 +13,22 @@ struct ReplicationSidecar: AsyncParsableCommand {
     )
 
     static func main() async {
-        let arguments = EnvironmentDefaults.apply(
+        let (arguments, variables) = EnvironmentDefaults.apply(
             to: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment)
-        await main(arguments)
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            // A message about a flag may be about a variable: say which flags came from the environment.
+            if exitCode(for: error) != .success, !variables.isEmpty {
+                FileHandle.standardError.write(
+                    Data("replication-sidecar: flags taken from the environment: \(variables.joined(separator: ", "))\n".utf8))
+            }
+            exit(withError: error)
+        }
     }
 }

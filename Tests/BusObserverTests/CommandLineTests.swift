@@ -38,6 +38,23 @@ import Testing
         #expect(
             promtool.status == 0 && promtool.output.isEmpty && promtool.errors.isEmpty,
             "\(promtool.output)\(promtool.errors)")
+
+        // The page at / shows every writer, with names publishers chose as text, never markup.
+        try redis.cli(["PUBLISH", "modern.test", "POSITION events <b>w1</b> 3 3"])
+        func get(_ path: String) throws -> HTTPResponse {
+            let socket = try LineSocket(port: port)
+            defer { socket.close() }
+            return try socket.http("GET", path)
+        }
+        try await waitUntil { (try? get("/").text.contains("&lt;b&gt;w1&lt;/b&gt;")) == true }
+        let page = try get("/").text
+        #expect(page.contains("<td>events</td><td>master</td><td>20</td><td>15</td><td>0</td>"), "\(page)")
+        #expect(!page.contains("<b>w1</b>"))
+        // Ready while subscribed; not while Redis is away, yet still alive.
+        #expect(try get("/readyz").status == 200)
+        redis.stop()
+        try await waitUntil(seconds: 15) { (try? get("/readyz").status) == 503 }
+        #expect(try get("/healthz").status == 200)
         #expect(observe.terminate() == 0)
     }
 

@@ -97,4 +97,14 @@ final class LiveObserver: @unchecked Sendable {  // the observer is only touched
         #expect(links.map(\.role) == ["subscriber", "publisher"])
         #expect(links.allSatisfy { $0.connected && $0.connections == 2 && $0.disconnections == 1 })
     }
+
+    @Test func probesAreRepeatedEveryInterval() async throws {
+        let redis = try RedisServer()
+        let observer = try LiveObserver(redis: redis, serverName: "h", probeIntervalMillis: 100)
+        defer { observer.stop() }
+        // One on connecting, then one per interval; each is seen on the bus like anyone's REPLICATE.
+        try await waitUntil(seconds: 15) { observer.snapshot.probes >= 4 }
+        try await waitUntil { observer.count(.REPLICATE) >= 4 }
+        #expect(observer.snapshot.observation.malformed.allSatisfy { $0 == 0 })
+    }
 }

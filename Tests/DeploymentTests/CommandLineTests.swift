@@ -81,6 +81,10 @@ import Testing
             "/usr/bin/env", variables + [sidecarExecutable.path, "serve", "--port", "0"] + flags)
         #expect(result.status != 0)
         #expect(result.errors.contains(message), "\(result.errors)")
+        for variable in variables {
+            let name = variable.prefix { $0 != "=" }
+            #expect(result.errors.contains("flags taken from the environment: \(name)"), "\(result.errors)")
+        }
     }
 
     /// systemd's side of `Type=notify`: a datagram socket named by `NOTIFY_SOCKET`, a path or (`@…`) an

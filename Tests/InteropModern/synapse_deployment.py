@@ -282,7 +282,7 @@ def main():
                                   {"typing": True, "timeout": 30000}, users[user]["access_token"])
             check(f"{user} types (on the worker, the typing writer)", status == 200, answer)
 
-        import psycopg2  # the postgres extra of matrix-synapse
+        import psycopg2  # psycopg2-binary, installed beside Synapse
 
         def last_stream_ordering():
             with psycopg2.connect(host="127.0.0.1", port=postgres_port, user="synapse", dbname="synapse") as db:
