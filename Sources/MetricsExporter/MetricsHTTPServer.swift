@@ -49,12 +49,15 @@ public final class MetricsHTTPServer: @unchecked Sendable {
 
     /// Starts listening; returns the bound port (the real one when the configured port is 0).
     public func start() throws(ExporterError) -> Int {
-        var flags = UInt32(MHD_USE_AUTO_INTERNAL_THREAD.rawValue | MHD_USE_ERROR_LOG.rawValue)
+        // The inter-thread channel lets stop() wake libmicrohttpd's thread at once; without it the thread
+        // notices only at its next timeout, which clients that keep sending push back forever.
+        var flags = UInt32(MHD_USE_AUTO_INTERNAL_THREAD.rawValue | MHD_USE_ERROR_LOG.rawValue | MHD_USE_ITC.rawValue)
         var address = try ListenAddress.resolve(host: configuration.host, port: configuration.port)
         if address.isIPv6 { flags |= UInt32(MHD_USE_IPv6.rawValue) }
         var options: [MHD_OptionItem] = [
             MHD_OptionItem(option: .SOCK_ADDR, value: 0, ptr_value: nil),  // set below, while the address lives
             MHD_OptionItem(option: .CONNECTION_LIMIT, value: configuration.connectionLimit, ptr_value: nil),
+            MHD_OptionItem(option: .PER_IP_CONNECTION_LIMIT, value: configuration.connectionsPerClient, ptr_value: nil),
             MHD_OptionItem(
                 option: .CONNECTION_TIMEOUT, value: configuration.connectionTimeoutSeconds, ptr_value: nil),
         ]

@@ -20,12 +20,27 @@ public final class LineSocket: @unchecked Sendable {  // used by one thread at a
 
     /// Connects to `127.0.0.1:port`. A small `receiveBuffer` makes the connection fill up quickly when the
     /// test stops reading.
-    public init(port: Int, receiveBuffer: Int? = nil) throws {
+    /// `source` binds the client to another loopback address (`127.0.0.2`…), so that a test can be several
+    /// clients.
+    public init(port: Int, receiveBuffer: Int? = nil, source: String? = nil) throws {
         ignoreBrokenPipes()
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SocketError(system: "socket") }
         if var size = receiveBuffer.map(Int32.init) {
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                let error = SocketError(system: "bind \(source)")
+                Glibc.close(fd)
+                throw error
+            }
         }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
