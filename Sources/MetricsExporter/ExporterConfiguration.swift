@@ -9,6 +9,9 @@ public struct ExporterConfiguration: Sendable {
     public var telemetryPath: String
     /// Concurrent HTTP connections served; more are refused.
     public var connectionLimit: Int
+    /// Concurrent HTTP connections one client address may hold, so that one client (slow or hostile)
+    /// cannot take every slot from the scrapers.
+    public var connectionsPerClient: Int
     /// Seconds an idle HTTP connection is kept.
     public var connectionTimeoutSeconds: Int
     /// Seconds a collected /metrics body is served again to later scrapes of the same format and
@@ -21,13 +24,14 @@ public struct ExporterConfiguration: Sendable {
 
     public init(
         host: String = "127.0.0.1", port: Int = ExporterConfiguration.defaultPort, telemetryPath: String = "/metrics",
-        connectionLimit: Int = 64,
+        connectionLimit: Int = 64, connectionsPerClient: Int = 8,
         connectionTimeoutSeconds: Int = 30, maxBodyAgeSeconds: Double = 0.25, security: EndpointSecurity = EndpointSecurity()
     ) {
         self.host = host
         self.port = port
         self.telemetryPath = telemetryPath
         self.connectionLimit = connectionLimit
+        self.connectionsPerClient = connectionsPerClient
         self.connectionTimeoutSeconds = connectionTimeoutSeconds
         self.maxBodyAgeSeconds = maxBodyAgeSeconds
         self.security = security

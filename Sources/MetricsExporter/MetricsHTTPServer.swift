@@ -98,7 +98,9 @@ public final class MetricsHTTPServer: @unchecked Sendable {
 
     /// Starts a daemon on the configured address, or on `listenSocket` (taken from the daemon it replaces).
     private func startDaemon(_ security: EndpointSecurity, listenSocket: Int32?) throws(ExporterError) -> RunningDaemon {
-        // ITC lets a daemon be quiesced, so that its socket can be handed to the next one.
+        // The inter-thread channel lets stop() wake libmicrohttpd's thread at once (without it the thread
+        // notices only at its next timeout, which clients that keep sending push back forever), and lets a
+        // daemon be quiesced, so that its socket can be handed to the next one.
         var flags = UInt32(MHD_USE_AUTO_INTERNAL_THREAD.rawValue | MHD_USE_ERROR_LOG.rawValue | MHD_USE_ITC.rawValue)
         var address = try ListenAddress.resolve(host: configuration.host, port: configuration.port)
         if address.isIPv6 { flags |= UInt32(MHD_USE_IPv6.rawValue) }
@@ -107,6 +109,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
                 // the address is set below, while it lives
                 ?? MHD_OptionItem(option: .SOCK_ADDR, value: 0, ptr_value: nil),
             MHD_OptionItem(option: .CONNECTION_LIMIT, value: configuration.connectionLimit, ptr_value: nil),
+            MHD_OptionItem(option: .PER_IP_CONNECTION_LIMIT, value: configuration.connectionsPerClient, ptr_value: nil),
             MHD_OptionItem(
                 option: .CONNECTION_TIMEOUT, value: configuration.connectionTimeoutSeconds, ptr_value: nil),
         ]

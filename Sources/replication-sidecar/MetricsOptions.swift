@@ -24,6 +24,9 @@ struct MetricsOptions: ParsableArguments {
     @Option(help: "HTTP connections the metrics endpoint serves at once.")
     var metricsConnectionLimit = 64
 
+    @Option(help: "HTTP connections one client address may hold at once (the rest stay free for other scrapers).")
+    var metricsConnectionsPerClient = 8
+
     @Option(help: "Seconds an idle metrics HTTP connection is kept open.")
     var metricsTimeout = 30
 
@@ -60,6 +63,10 @@ struct MetricsOptions: ParsableArguments {
         }
         guard metricsConnectionLimit > 0, metricsTimeout > 0 else {
             throw ValidationError("--metrics-connection-limit and --metrics-timeout must be positive")
+        }
+        guard (1...metricsConnectionLimit).contains(metricsConnectionsPerClient) else {
+            throw ValidationError(
+                "--metrics-connections-per-client must be between 1 and --metrics-connection-limit (\(metricsConnectionLimit))")
         }
         guard metricsMaxAge >= 0, metricsMaxAge <= 60 else {
             throw ValidationError("--metrics-max-age must be between 0 and 60 seconds, got \(metricsMaxAge)")
@@ -123,7 +130,8 @@ struct MetricsOptions: ParsableArguments {
         let (host, port) = try metricsListenAddress()
         var configuration = ExporterConfiguration(
             host: host, port: port, telemetryPath: webTelemetryPath, connectionLimit: metricsConnectionLimit,
-            connectionTimeoutSeconds: metricsTimeout, maxBodyAgeSeconds: metricsMaxAge)
+            connectionsPerClient: metricsConnectionsPerClient, connectionTimeoutSeconds: metricsTimeout,
+            maxBodyAgeSeconds: metricsMaxAge)
         if let webConfigFile {
             do {
                 configuration.security = try EndpointSecurity.load(webConfigFile: webConfigFile)

@@ -14,10 +14,10 @@ import Testing
         let fixture = try await ServerFixture.start(
             ServerConfiguration(serverName: "test.local", allowFrom: [AddressRange("127.0.0.1/32")!]))
         // 127.0.0.2 is loopback too, but outside the range: closed before the greeting.
-        let outsider = try LineSocket(port: fixture.port, from: "127.0.0.2")
+        let outsider = try LineSocket(port: fixture.port, source: "127.0.0.2")
         #expect(try outsider.readsEndOfStream())
         try await waitUntil { closeCount(fixture, .notAllowed) == 1 }
-        let insider = try LineSocket(port: fixture.port, from: "127.0.0.1")
+        let insider = try LineSocket(port: fixture.port, source: "127.0.0.1")
         #expect(try insider.readLine()?.hasPrefix("SERVER test.local") == true)
         #expect(closeCount(fixture, .notAllowed) == 1)
         try await fixture.stop()

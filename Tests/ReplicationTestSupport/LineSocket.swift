@@ -18,9 +18,11 @@ public final class LineSocket: @unchecked Sendable {  // used by one thread at a
     private var buffer: [UInt8] = []
     private var readOffset = 0
 
-    /// Connects to `127.0.0.1:port`, from `source` when given (another loopback address such as
-    /// `127.0.0.2`). A small `receiveBuffer` makes the connection fill up quickly when the test stops reading.
-    public init(port: Int, receiveBuffer: Int? = nil, from source: String? = nil) throws {
+    /// Connects to `127.0.0.1:port`. A small `receiveBuffer` makes the connection fill up quickly when the
+    /// test stops reading.
+    /// `source` binds the client to another loopback address (`127.0.0.2`…), so that a test can be several
+    /// clients.
+    public init(port: Int, receiveBuffer: Int? = nil, source: String? = nil) throws {
         ignoreBrokenPipes()
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SocketError(system: "socket") }

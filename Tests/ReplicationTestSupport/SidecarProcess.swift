@@ -54,6 +54,21 @@ public final class SidecarProcess: @unchecked Sendable {  // driven by one test 
         return Int(match.output.1 ?? match.output.2 ?? "") ?? 0
     }
 
+    /// Waits until the process handles SIGTERM itself (its service group runs a moment after the listeners
+    /// are ready; a SIGTERM before that would kill it outright), read from /proc.
+    public func waitUntilHandlingSIGTERM() throws {
+        let bit = UInt64(1) << UInt64(SIGTERM - 1)
+        try waitUntilTrue {
+            let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+            return status.split(separator: "\n").contains { line in
+                guard line.hasPrefix("SigIgn:") || line.hasPrefix("SigCgt:"),
+                    let mask = UInt64(line.split(separator: "\t").last ?? "", radix: 16)
+                else { return false }
+                return mask & bit != 0
+            }
+        }
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     public func kill() {
         Glibc.kill(process.processIdentifier, SIGKILL)
