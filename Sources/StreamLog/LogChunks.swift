@@ -1,6 +1,10 @@
 import NIOCore
 import ReplicationCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How the durable log stores rows: a stream's rows as chunks of consecutive catch-up lines
 /// (`RDATA <stream> <token> <row>\n`, exactly the bytes catch-up sends), tens of KiB each, one SQLite
 /// row per chunk. A catch-up page is then a few reads of whole chunks into one buffer instead of a
@@ -200,30 +204,67 @@ struct ChunkWriter {
             """)
     }
 
-    /// Adds a batch's rows, stored at `token`, as the lines catch-up sends: a run's lines are already
-    /// those, a batch's rows get `token` each.
+    /// Adds a batch's rows, stored at `token`, as the lines catch-up sends: a batch's rows get `token`
+    /// each; a run's lines already are those, and since each of its rows is a batch of its own, a long run
+    /// is cut between rows so that chunks stay near ``LogChunks/targetBytes``.
     mutating func append(_ batch: NewBatch, storedAt token: Int64, appendedAt: Int64) throws(SQLiteError) {
-        guard batch.rowCount > 0 else { return }
-        let stream = batch.stream
-        let firstToken = batch.rowTokens.first ?? token
+        switch batch {
+        case .advance:
+            return
+        case .rows(let stream, let rows, _):
+            guard !rows.isEmpty else { return }
+            try add(stream, tokens: token...token, rowCount: rows.count, appendedAt: appendedAt) {
+                RowLines.catchUp(rows, stream: stream, token: token, into: &$0)
+            }
+        case .run(let stream, var lines, let tokens):
+            var next = 0
+            while next < tokens.count {
+                let room = LogChunks.targetBytes - (open[stream.index]?.lines.readableBytes ?? 0)
+                let (length, count) = lines.withUnsafeReadableBytes { Self.wholeLines(of: $0, within: room) }
+                var piece = lines.readSlice(length: length)!
+                try add(stream, tokens: tokens[next]...tokens[next + count - 1], rowCount: count, appendedAt: appendedAt) {
+                    $0.writeBuffer(&piece)
+                }
+                next += count
+            }
+        }
+    }
+
+    /// The bytes and number of the first lines of `lines` that fit in `room` bytes (at least one line).
+    private static func wholeLines(of lines: UnsafeRawBufferPointer, within room: Int) -> (length: Int, count: Int) {
+        guard let base = lines.baseAddress else { return (0, 0) }
+        var length = 0
+        var count = 0
+        while length < lines.count {
+            let newline = memchr(base + length, Int32(UInt8(ascii: "\n")), lines.count - length)!
+            let end = base.distance(to: UnsafeRawPointer(newline)) + 1
+            if count > 0, end > room { break }
+            length = end
+            count += 1
+        }
+        return (length, count)
+    }
+
+    /// Adds rows with tokens `tokens` to the stream's open chunk, written by `write`; a full chunk is
+    /// stored first (a batch is never split: rows of one token stay in one chunk).
+    private mutating func add(
+        _ stream: StreamName, tokens: ClosedRange<Int64>, rowCount: Int, appendedAt: Int64,
+        write: (inout ByteBuffer) -> Void
+    ) throws(SQLiteError) {
         if let chunk = open[stream.index], chunk.lines.readableBytes >= LogChunks.targetBytes,
-            chunk.lastToken != firstToken
+            chunk.lastToken != tokens.lowerBound
         {
             try flush(stream)
         }
         var chunk =
             open[stream.index]
             ?? OpenChunk(
-                firstToken: firstToken, lastToken: token, appendedAt: appendedAt,
+                firstToken: tokens.lowerBound, lastToken: tokens.upperBound, appendedAt: appendedAt,
                 lines: ByteBufferAllocator().buffer(capacity: 16 * 1024))
         open[stream.index] = nil  // the buffer stays uniquely referenced while it grows
-        switch batch {
-        case .run(_, let lines, _): chunk.lines.writeImmutableBuffer(lines)
-        case .rows(_, let rows, _): RowLines.catchUp(rows, stream: stream, token: token, into: &chunk.lines)
-        case .advance: break
-        }
-        chunk.lastToken = token
-        chunk.rowCount += batch.rowCount
+        write(&chunk.lines)
+        chunk.lastToken = tokens.upperBound
+        chunk.rowCount += rowCount
         chunk.appendedAt = max(chunk.appendedAt, appendedAt)
         open[stream.index] = chunk
     }

@@ -105,7 +105,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private let writerState: NIOLockedValueBox<WriterState>
     private let heads: NIOLockedValueBox<Heads>
     private let readers = NIOLockedValueBox<[SQLiteConnection]>([])
-    private let chunkCache = ChunkCache(budgetBytes: 32 << 20)
+    private let chunkCache = ChunkCache(budgetBytes: 16 << 20)
     private var lastPruneMillis: Int64 = 0  // commit loop only
 
     /// Opens (or creates) the log in `directory`. Refuses a file that is not this project's database or

@@ -96,6 +96,8 @@ import Testing
         let log = try open()
         #expect(log.currentToken(of: .events) == 6_000)
         #expect(Int(try python("print(c.execute('SELECT count(*) FROM chunks').fetchone()[0])"))! >= 3)
+        // The run is cut between rows: no chunk exceeds 256 KiB by more than a batch.
+        #expect(Int(try python("print(c.execute('SELECT max(length(lines)) FROM chunks').fetchone()[0])"))! <= 256 * 1024 + 512)
         let (all, ends) = try readAll(log, .events, after: 0, pageBytes: 100_000)
         #expect(all == expected)
         #expect(ends.count >= 3 && ends.last == 6_000)
