@@ -228,17 +228,3 @@ func parseDuration(_ text: String) -> Int64? {
     default: return nil
     }
 }
-
-/// `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (every interface).
-func parseListenAddress(_ text: String) -> (host: String, port: Int)? {
-    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
-    else { return nil }
-    var host = text[..<colon]
-    if host.hasPrefix("[") {
-        guard host.hasSuffix("]"), host.count > 2 else { return nil }
-        host = host.dropFirst().dropLast()
-    } else if host.contains(":") {
-        return nil  // an IPv6 address needs brackets
-    }
-    return (String(host), port)
-}

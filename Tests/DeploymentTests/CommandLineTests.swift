@@ -62,6 +62,18 @@ import Testing
         #expect(try LineSocket(port: overridden.port).readLine() == "SERVER cli.local")
     }
 
+    @Test(arguments: [("[::1]:0", "address=::1 "), (":0", "address=0.0.0.0 "), ("localhost:0", "address=localhost ")])
+    func listenAddressForms(argument: String, logged: String) throws {
+        let sidecar = try SidecarProcess(serve: ["--in-memory", "--web.listen-address", argument])
+        defer { _ = sidecar.terminate() }
+        let line = try #require(sidecar.startupLog.split(separator: "\n").first { $0.contains("metrics endpoint ready") })
+        #expect(line.contains(logged), "\(line)")
+        #expect(sidecar.metricsPort > 0)
+        if !argument.hasPrefix("[") {  // reachable on 127.0.0.1
+            #expect(try LineSocket(port: sidecar.metricsPort).http("GET", "/healthz").status == 200)
+        }
+    }
+
     @Test(arguments: [
         (["--web.listen-address", "nonsense"], "--web.listen-address must be [HOST]:PORT"),
         (["--web.listen-address", "::1:9469"], "--web.listen-address must be [HOST]:PORT"),
