@@ -73,6 +73,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Sidecars on many hosts as one hub: the streams kept in Redis, written by a Lua script, followed with XREAD.
+        .target(
+            name: "RedisStreams",
+            dependencies: [
+                "ReplicationCore",
+                "StreamLog",
+                "ReplicationNIO",
+                "RedisClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Watching today's Synapse replicate over Redis: the bus observed, exported as metrics.
         .target(
             name: "BusObserver",
@@ -125,6 +138,7 @@ let package = Package(
                 "MetricsExporter",
                 "SidecarMetrics",
                 "RedisClient",
+                "RedisStreams",
                 "BusObserver",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -184,6 +198,13 @@ let package = Package(
             dependencies: [
                 "RedisClient", "ReplicationTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "RedisStreamsTests",
+            dependencies: [
+                "RedisStreams", "RedisClient", "ReplicationCore", "StreamLog", "ReplicationTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -190,7 +190,8 @@ extension WriterIngest {
                 // The log stores nothing after a refusal: it is the last result.
                 guard case .exactly(let token) = batch.firstToken else { return (positions, nil) }
                 guard case .tokenNotAfterCurrent(let current) = error else {
-                    return (positions, .notStored(command, stream: batch.stream, token: token, "\(error)"))
+                    let why = if case .storage(let why) = error { why } else { "\(error)" }
+                    return (positions, .notStored(command, stream: batch.stream, token: token, why))
                 }
                 return (positions, .tokenNotAfterCurrent(command, stream: batch.stream, token: token, current: current))
             }

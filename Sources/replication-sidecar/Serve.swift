@@ -3,6 +3,7 @@ import Foundation
 import MetricsExporter
 import Logging
 import NIOPosix
+import RedisStreams
 import ReplicationCore
 import ReplicationNIO
 import ReplicationRelay
@@ -46,6 +47,18 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "The NAME this relay gives upstream.")
     var upstreamClientName = "replication-sidecar-relay"
+
+    @OptionGroup var redis: RedisOptions
+
+    @Option(
+        help: """
+            With --redis: prefix of the stream keys (default: replication-sidecar:{<server-name>}:). Sidecars with the \
+            same Redis and prefix are one hub.
+            """)
+    var redisPrefix: String?
+
+    @Option(help: "With --redis: seconds a writer's rows wait for an unreachable Redis before the writer is refused.")
+    var redisWriteTimeout: Double = 5
 
     @Option(help: "Directory of the durable stream log (created if missing).")
     var dataDir = "./replication-data"
@@ -101,6 +114,21 @@ struct Serve: AsyncParsableCommand {
             }
         } else if upstreamServerName != nil {
             throw ValidationError("--upstream-server-name needs --upstream HOST:PORT")
+        }
+        if redis.redis != nil {
+            guard upstream == nil else {
+                throw ValidationError(
+                    "--redis cannot be used with --upstream: a relay's rows come from its upstream only")
+            }
+            guard redisWriteTimeout > 0 else {
+                throw ValidationError(
+                    "--redis-write-timeout must be a positive number of seconds, got \(redisWriteTimeout)")
+            }
+        } else if redisPrefix != nil {
+            throw ValidationError("--redis-prefix needs --redis URL")
+        }
+        if let redisPrefix, redisPrefix.isEmpty || redisPrefix.contains(where: \.isWhitespace) {
+            throw ValidationError("--redis-prefix must be non-empty, without spaces")
         }
         guard !upstreamClientName.isEmpty, !upstreamClientName.contains(where: { $0.isNewline || $0 == " " }) else {
             throw ValidationError("--upstream-client-name must be one word")
@@ -165,8 +193,18 @@ struct Serve: AsyncParsableCommand {
                     clientName: upstreamClientName, protocolLimits: configuration.protocolLimits),
                 eventLoop: group.next(), logger: logger)
         }
-        let server = ReplicationServer(configuration: configuration, log: log, group: group, upstream: link, logger: logger)
+        let shared = try redis.redis.map { _ in
+            RedisSharedStreams(
+                configuration: RedisStreamsConfiguration(
+                    endpoint: try redis.endpoint(),
+                    entries: StreamEntries(prefix: redisPrefix ?? StreamEntries.defaultPrefix(serverName: serverName)),
+                    writeTimeout: .nanoseconds(Int64(redisWriteTimeout * 1e9)), keepEntries: retainRows),
+                eventLoop: group.next(), logger: logger)
+        }
+        let server = ReplicationServer(
+            configuration: configuration, log: log, group: group, upstream: link, shared: shared, logger: logger)
         link?.attach(to: server.hub)
+        shared?.start(storingInto: server.hub)
         var upstreamStatus: (@Sendable () -> UpstreamStatus)?
         if let link { upstreamStatus = { link.currentStatus } }
         let exporter: MetricsHTTPServer
@@ -196,6 +234,7 @@ struct Serve: AsyncParsableCommand {
             .init(service: MetricsService(http: exporter, logger: logger)),
         ]
         if let link { services.append(.init(service: link)) }
+        if let shared { services.append(.init(service: SharedStreamsService(shared: shared))) }
         services.append(.init(service: server))
         // Both listeners are up: under systemd (Type=notify) the unit becomes active once the group runs.
         services.append(.init(service: SystemdNotifications(notifier: SystemdNotifier(), logger: logger)))
@@ -214,6 +253,16 @@ struct StreamLogService: Service {
         try? await gracefulShutdown()
         await log.close()
         try await commitThread.shutdownGracefully()
+    }
+}
+
+/// Stops following Redis on graceful shutdown, after the replication listener (workers have gone).
+struct SharedStreamsService: Service {
+    let shared: RedisSharedStreams
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await shared.stop().get()
     }
 }
 
