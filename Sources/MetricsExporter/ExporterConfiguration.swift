@@ -19,7 +19,7 @@ public struct ExporterConfiguration: Sendable {
     public var maxBodyAgeSeconds: Double
     /// PEM key and certificate to serve HTTPS instead of HTTP.
     public var tls: TLSFiles?
-    /// Credentials required by HTTP basic authentication on every path but `/healthz`.
+    /// Credentials required by HTTP basic authentication on every path but the probes `/healthz` and `/readyz`.
     public var basicAuth: BasicAuth?
 
     public struct TLSFiles: Sendable {

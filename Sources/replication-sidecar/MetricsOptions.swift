@@ -38,7 +38,7 @@ struct MetricsOptions: ParsableArguments {
     @Option(help: "PEM certificate for --metrics-tls-key.")
     var metricsTLSCert: String?
 
-    @Option(help: "File holding 'user:password': require HTTP basic auth on the metrics endpoint (not /healthz).")
+    @Option(help: "File holding 'user:password': require HTTP basic auth on the metrics endpoint (not /healthz or /readyz).")
     var metricsBasicAuthFile: String?
 
     func validate() throws {
