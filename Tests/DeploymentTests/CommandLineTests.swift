@@ -14,7 +14,10 @@ import Testing
         // Built from this checkout: its commit, as git says now (RevisionPlugin runs before every build).
         let head = try runProcess("/usr/bin/git", ["-C", repositoryRoot.path, "rev-parse", "--short=12", "HEAD"])
         if head.status == 0 {
-            #expect(match.output.2.hasPrefix(head.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            let commit = head.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(
+                match.output.2.hasPrefix(commit),
+                "built from \(match.output.2), HEAD is \(commit): was the executable built before a commit (--skip-build)?")
         }
         // The running server exports the same build.
         let sidecar = try SidecarProcess(serve: ["--in-memory"])
