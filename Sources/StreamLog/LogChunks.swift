@@ -2,7 +2,7 @@ import NIOCore
 import ReplicationCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// How the durable log stores rows: a stream's rows as chunks of consecutive catch-up lines
@@ -79,7 +79,7 @@ enum LogChunks {
         var lastToken = token
         while lines.readableBytes < maxBytes, try chunks.step() {
             let (first, last, rows) = (chunks.integer(0), chunks.integer(1), Int(chunks.integer(2)))
-            var chunkLines = cache.lines(stream: stream.index, lastToken: last) {
+            var chunkLines = cache.lines(stream: stream.index, tokens: first...last) {
                 ByteBuffer(bytes: chunks.blobBytes(3))
             }
             count += rows
@@ -157,6 +157,65 @@ enum LogChunks {
         return ((first + 1)..<second, token, (third + 1)..<end, end + 1)
     }
 
+    /// Merges runs of consecutive small chunks of `stream` after `token` (each under a quarter of
+    /// ``targetBytes``: a light load commits a row or two at a time) into chunks of up to ``targetBytes``
+    /// and `maxRows` rows (so that retention, which drops whole chunks, keeps only so many rows more than
+    /// asked), in one transaction of its own. Returns the last token of the chunks that are final, to start after
+    /// next time.
+    static func compact(
+        _ connection: SQLiteConnection, stream: StreamName, after token: Int64, maxRows: Int
+    ) throws(SQLiteError) -> Int64 {
+        let sizes = try connection.prepare(
+            """
+            SELECT last_token, length(lines), row_count FROM chunks WHERE stream = ? AND last_token > ?
+            ORDER BY last_token
+            """)
+        try sizes.bind(.integer(Int64(stream.index)), .integer(token))
+        // Groups of small chunks to merge, by the last tokens of their first and last chunk.
+        var groups: [(from: Int64, through: Int64, count: Int)] = []
+        var group: (from: Int64, through: Int64, count: Int, bytes: Int, rows: Int)?
+        var final = token
+        while try sizes.step() {
+            let (last, bytes, rows) = (sizes.integer(0), Int(sizes.integer(1)), Int(sizes.integer(2)))
+            let small = bytes < targetBytes / 4 && rows <= maxRows
+            if small, let open = group, open.bytes + bytes <= targetBytes, open.rows + rows <= maxRows {
+                group = (open.from, last, open.count + 1, open.bytes + bytes, open.rows + rows)
+                continue
+            }
+            if let open = group, open.count > 1 { groups.append((open.from, open.through, open.count)) }
+            if let open = group { final = open.through }
+            group = small ? (last, last, 1, bytes, rows) : nil
+            if group == nil { final = last }
+        }
+        sizes.finish()
+        // The last group may still grow: merged now, it is looked at again next time.
+        if let open = group, open.count > 1 { groups.append((open.from, open.through, open.count)) }
+        guard !groups.isEmpty else { return final }
+        try connection.execute("BEGIN IMMEDIATE")
+        var writer = try ChunkWriter(connection)
+        let chunks = try connection.prepare(
+            """
+            SELECT first_token, last_token, row_count, appended_at, lines FROM chunks
+            WHERE stream = ? AND last_token BETWEEN ? AND ? ORDER BY last_token
+            """)
+        for merged in groups {
+            try chunks.bind(.integer(Int64(stream.index)), .integer(merged.from), .integer(merged.through))
+            while try chunks.step() {
+                let lines = chunks.blobBytes(4)
+                try writer.add(
+                    stream, tokens: chunks.integer(0)...chunks.integer(1), rowCount: Int(chunks.integer(2)),
+                    appendedAt: chunks.integer(3), mayClose: false
+                ) { $0.writeBytes(lines) }
+            }
+            chunks.finish()
+            try connection.prepare("DELETE FROM chunks WHERE stream = ? AND last_token BETWEEN ? AND ?")
+                .bind(.integer(Int64(stream.index)), .integer(merged.from), .integer(merged.through)).run()
+            try writer.finish()
+        }
+        try connection.execute("COMMIT")
+        return final
+    }
+
     /// The last token of the newest chunk that retention lets go: every row of it is beyond the newest
     /// `keepRows` of the stream and it was stored before `appendedBefore` (whole chunks only, so a
     /// stream keeps at least that many rows, up to a chunk more).
@@ -222,7 +281,9 @@ struct ChunkWriter {
                 let room = LogChunks.targetBytes - (open[stream.index]?.lines.readableBytes ?? 0)
                 let (length, count) = lines.withUnsafeReadableBytes { Self.wholeLines(of: $0, within: room) }
                 var piece = lines.readSlice(length: length)!
-                try add(stream, tokens: tokens[next]...tokens[next + count - 1], rowCount: count, appendedAt: appendedAt) {
+                try add(
+                    stream, tokens: tokens[next]...tokens[next + count - 1], rowCount: count, appendedAt: appendedAt
+                ) {
                     $0.writeBuffer(&piece)
                 }
                 next += count
@@ -246,12 +307,13 @@ struct ChunkWriter {
     }
 
     /// Adds rows with tokens `tokens` to the stream's open chunk, written by `write`; a full chunk is
-    /// stored first (a batch is never split: rows of one token stay in one chunk).
-    private mutating func add(
-        _ stream: StreamName, tokens: ClosedRange<Int64>, rowCount: Int, appendedAt: Int64,
+    /// stored first (a batch is never split: rows of one token stay in one chunk) unless `mayClose` is
+    /// false (compaction, which has sized its groups itself).
+    mutating func add(
+        _ stream: StreamName, tokens: ClosedRange<Int64>, rowCount: Int, appendedAt: Int64, mayClose: Bool = true,
         write: (inout ByteBuffer) -> Void
     ) throws(SQLiteError) {
-        if let chunk = open[stream.index], chunk.lines.readableBytes >= LogChunks.targetBytes,
+        if mayClose, let chunk = open[stream.index], chunk.lines.readableBytes >= LogChunks.targetBytes,
             chunk.lastToken != tokens.lowerBound
         {
             try flush(stream)
