@@ -41,8 +41,20 @@ public struct RedisStreamsStatistics: Sendable, Equatable {
     public var errors: [String: Int] = [:]
     /// Streams whose Redis key is behind what this hub stored (Redis lost data): writes are refused.
     public var divergedStreams: [StreamName] = []
+    /// Append script answers per bucket of `bucketBounds` (seconds), then those slower than all.
+    public var commandCounts: [Int]
+    public var commandSecondsSum = 0.0
+    public let bucketBounds: [Double]
 
-    public init() {}
+    public init(bucketBounds: [Double]) {
+        self.bucketBounds = bucketBounds
+        commandCounts = Array(repeating: 0, count: bucketBounds.count + 1)
+    }
+
+    mutating func recordCommand(seconds: Double) {
+        commandSecondsSum += seconds
+        commandCounts[bucketBounds.firstIndex { seconds <= $0 } ?? bucketBounds.count] += 1
+    }
 }
 
 /// A hub's streams kept in Redis, shared with the hubs of other hosts with the same prefix: publishes are
@@ -65,8 +77,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// until then nothing is written (a Redis that lost data must not take tokens again).
     private var verified = false
     private var stopped = false
-    private var statistics = RedisStreamsStatistics()
-    private let published = NIOLockedValueBox(RedisStreamsStatistics())
+    private var statistics: RedisStreamsStatistics
+    private let published: NIOLockedValueBox<RedisStreamsStatistics>
     /// Publishes waiting for the command connection, with the time they give up.
     private var queued: [(batches: [NewBatch], promise: EventLoopPromise<AppendResults>, deadline: NIODeadline)] = []
     /// Accepted entries waiting for the follower to store them, per stream and token.
@@ -76,7 +88,12 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var inFlight = [Int](repeating: 0, count: StreamName.all.count)
     private var storedMeanwhile = [[Int64: AppendedBatch]](repeating: [:], count: StreamName.all.count)
 
-    public init(configuration: RedisStreamsConfiguration, eventLoop: any EventLoop, logger: Logger) {
+    /// `latencyBuckets`: upper bounds in seconds of the append script's latency histogram.
+    public init(
+        configuration: RedisStreamsConfiguration, eventLoop: any EventLoop, latencyBuckets: [Double], logger: Logger
+    ) {
+        statistics = RedisStreamsStatistics(bucketBounds: latencyBuckets)
+        published = NIOLockedValueBox(statistics)
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.logger = logger
@@ -179,7 +196,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         for addition in additions { inFlight[addition.stream.index] += 1 }
         let command = AppendScript.arguments(
             sha: scriptSHA, additions, entries: configuration.entries, keep: configuration.keepEntries, floors: floors)
+        let sent = NIODeadline.now()
         commands.pipeline([command])[0].whenComplete { result in
+            self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
             for addition in additions { self.inFlight[addition.stream.index] -= 1 }
             defer { self.forgetStoredMeanwhile() }
             switch result {

@@ -5,6 +5,7 @@ import Logging
 import NIOPosix
 import RedisStreams
 import ReplicationCore
+import ReplicationMetrics
 import ReplicationNIO
 import ReplicationRelay
 import ServiceLifecycle
@@ -199,7 +200,7 @@ struct Serve: AsyncParsableCommand {
                     endpoint: try redis.endpoint(),
                     entries: StreamEntries(prefix: redisPrefix ?? StreamEntries.defaultPrefix(serverName: serverName)),
                     writeTimeout: .nanoseconds(Int64(redisWriteTimeout * 1e9)), keepEntries: retainRows),
-                eventLoop: group.next(), logger: logger)
+                eventLoop: group.next(), latencyBuckets: SharedStreamsFigures.commandBuckets, logger: logger)
         }
         let server = ReplicationServer(
             configuration: configuration, log: log, group: group, upstream: link, shared: shared, logger: logger)
@@ -207,13 +208,16 @@ struct Serve: AsyncParsableCommand {
         shared?.start(storingInto: server.hub)
         var upstreamStatus: (@Sendable () -> UpstreamStatus)?
         if let link { upstreamStatus = { link.currentStatus } }
+        var sharedFamilies: (@Sendable () -> [FamilySamples])?
+        if let shared { sharedFamilies = { shared.metricFamilies(log: log) } }
         let exporter: MetricsHTTPServer
         do {
             exporter = try metrics.startExporter(
                 configuration: metricsConfiguration,
                 source: HubMetricsSource(
                     server: server, upstream: upstreamStatus,
-                    upstreamAddress: upstream.map { "\($0.host):\($0.port)" } ?? ""),
+                    upstreamAddress: upstream.map { "\($0.host):\($0.port)" } ?? "",
+                    moreFamilies: sharedFamilies),
                 logger: logger)
         } catch {
             try? await commitThread.shutdownGracefully()

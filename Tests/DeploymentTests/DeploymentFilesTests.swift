@@ -59,7 +59,9 @@ import Testing
         let expressions =
             try Dashboard.load().panels.flatMap(\.expressions) + rules.alerts.map(\.expression)
             + rules.recordings.map(\.expression)
-        let counters = Set(MetricFamilies.all.filter { $0.kind == .counter }.map(\.sampleName))
+        let families = MetricFamilies.all + SharedStreamsMetricFamilies.all
+        let counters = Set(families.filter { $0.kind == .counter }.map(\.sampleName))
+            .union(families.filter { $0.kind == .histogram }.map { $0.name + "_bucket" })
         #expect(try expectRatesOfCountersOnly(expressions, counters: counters) >= 15)
     }
 
@@ -166,7 +168,7 @@ import Testing
             #expect(panel.datasource == "${datasource}", "panel \(panel.title) must use the datasource variable")
         }
         let expressions = dashboard.panels.flatMap(\.expressions).joined(separator: "\n")
-        for family in MetricFamilies.all {
+        for family in MetricFamilies.all + SharedStreamsMetricFamilies.all {
             #expect(expressions.contains(family.sampleName), "no panel shows \(family.sampleName)")
         }
         // Several sidecars on one dashboard: every series says which one it is.

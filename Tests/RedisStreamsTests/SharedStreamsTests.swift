@@ -59,6 +59,15 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(acknowledged.last, "POSITION events \(tokens.upperBound)", "\(acknowledged)")
     }
 
+    /// The value of one sample on a sidecar's metrics endpoint, e.g. `entries_read_total{stream_name="events"}`.
+    private func metric(_ sidecar: SidecarProcess, _ sample: String) throws -> Double? {
+        let socket = try LineSocket(port: sidecar.metricsPort)
+        defer { socket.close() }
+        let name = "replication_sidecar_redis_streams_" + sample + " "
+        let line = try socket.http("GET", "/metrics").text.split(separator: "\n").first { $0.hasPrefix(name) }
+        return line.flatMap { Double($0.dropFirst(name.count)) }
+    }
+
     private func rowLines(_ tokens: ClosedRange<Int>) -> [String] {
         tokens.map { "RDATA events \($0) \(eventRow($0))" }
     }
@@ -82,6 +91,14 @@ final class SharedStreamsTests: XCTestCase {
         // batch's token).
         let (_, onA) = try subscribe(a)
         XCTAssertEqual(onA, ["RDATA events 2 \(eventRow(1))"] + rowLines(2...200))
+        XCTAssertEqual(try metric(a, #"entries_written_total{stream_name="events"}"#), 199)
+        XCTAssertEqual(try metric(a, #"entries_read_total{stream_name="events"}"#), 199)
+        XCTAssertEqual(try metric(b, #"entries_written_total{stream_name="events"}"#), 0)
+        XCTAssertEqual(try metric(b, #"entries_read_total{stream_name="events"}"#), 199)
+        XCTAssertEqual(try metric(b, #"lag_tokens{stream_name="events"}"#), 0)
+        XCTAssertEqual(try metric(b, #"connected{role="follower"}"#), 1)
+        XCTAssertEqual(try metric(a, "command_seconds_count"), try metric(a, #"command_seconds_bucket{le="+Inf"}"#))
+        XCTAssertGreaterThan(try XCTUnwrap(try metric(a, "command_seconds_count")), 0)
     }
 
     func testTwoWritersRacingForTheSameTokensTakeEachOnce() throws {
@@ -165,6 +182,8 @@ final class SharedStreamsTests: XCTestCase {
         // Local workers keep being served what is stored; the refused batch never reaches them.
         let (_, caughtUp) = try subscribe(a)
         XCTAssertEqual(caughtUp, rowLines(1...3))
+        XCTAssertEqual(try metric(a, #"refused_writes_total{reason="unavailable"}"#), 1)
+        XCTAssertEqual(try metric(a, #"connected{role="commands"}"#), 0)
         try redis.start()
         // Once A has reconnected (its back-off decides when), the next writer's rows go through.
         try waitUntilTrue(seconds: 40) {
