@@ -166,7 +166,12 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     private func pageRead(_ stream: StreamName, after: Int64, _ result: Result<LogPage, any Error>) {
-        run(session.pageRead(stream, after: after, StreamLogError.pageRead(result), now: clock.monotonicMillis))
+        let read = StreamLogError.pageRead(result)
+        if case .failed(let why) = read {
+            hub.count { $0.storageReadErrors += 1 }
+            logger.error("stream log read failed", metadata: ["stream": "\(stream)", "after": "\(after)", "error": "\(why)"])
+        }
+        run(session.pageRead(stream, after: after, read, now: clock.monotonicMillis))
         eventHandled()
     }
 

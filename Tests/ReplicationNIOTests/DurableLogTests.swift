@@ -154,6 +154,32 @@ import Testing
         #expect(damaged.output.hasSuffix("the stream log in \(directory) is damaged: see README, 'A damaged stream log'\n"))
     }
 
+    @Test func aCatchUpThatHitsADamagedPageIsAnErrorCountedAsAStorageReadError() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try openLog()
+        let batches = (1...4_000).map { token in
+            NewBatch(stream: .events, rows: [eventRow(token)], token: .exactly(Int64(token)))
+        }
+        #expect(try await log.append(batches, on: MultiThreadedEventLoopGroup.singleton.next()).get().count == 4_000)
+        await log.close()
+        // Garbage over the second half of the file, where the rows are; the stream heads stay readable.
+        let file = directory + "/stream-log.sqlite3"
+        let size = try #require(FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
+        let handle = try #require(FileHandle(forUpdatingAtPath: file))
+        try handle.seek(toOffset: UInt64(size / 2))
+        handle.write(Data((0..<(size / 2)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }))
+        try handle.close()
+
+        let fixture = try await ServerFixture.start(configuration, log: try openLog())
+        let worker = try fixture.connect(name: "worker")
+        try worker.send("REPLICATE events 0\n")
+        let lines = try worker.readLines(until: { $0.hasPrefix("ERROR") }, timeoutMillis: 30_000)
+        #expect(lines.last?.hasPrefix("ERROR failed to handle replicate") == true)
+        #expect(lines.count < 4_000)
+        #expect(fixture.server.hub.countersSnapshot.storageReadErrors == 1)
+        try await fixture.stop()
+    }
+
     @Test func badFlagsAndBadGroundExitNonZeroWithAMessage() throws {
         let executable = sidecarExecutable.path
         let badPort = try runProcess(executable, ["serve", "--port", "70000"])
