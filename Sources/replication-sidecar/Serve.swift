@@ -210,6 +210,8 @@ struct Serve: AsyncParsableCommand {
         if let link { upstreamStatus = { link.currentStatus } }
         var sharedFamilies: (@Sendable () -> [FamilySamples])?
         if let shared { sharedFamilies = { shared.metricFamilies(log: log) } }
+        // Trapped before either listener says it is ready: a signal from then on shuts down gracefully.
+        let signals = await ShutdownSignals.trap()
         let exporter: MetricsHTTPServer
         do {
             exporter = try metrics.startExporter(
@@ -242,9 +244,7 @@ struct Serve: AsyncParsableCommand {
         services.append(.init(service: server))
         // Both listeners are up: under systemd (Type=notify) the unit becomes active once the group runs.
         services.append(.init(service: SystemdNotifications(notifier: SystemdNotifier(), logger: logger)))
-        let serviceGroup = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await serviceGroup.run()
+        try await signals.run(ServiceGroup(configuration: .init(services: services, logger: logger)), logger: logger)
     }
 }
 

@@ -107,6 +107,17 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["stream-log.sqlite3"])
     }
 
+    /// The readiness line is where a supervisor or test may stop the server at once: the signals are trapped
+    /// before it is written, so a SIGTERM straight after it is a graceful shutdown, never the signal's default
+    /// action killing the process. Repeated, because the window it used to fall into was a few milliseconds.
+    @Test func sigtermStraightAfterTheReadinessLineExitsZero() throws {
+        for _ in 1...20 {
+            let sidecar = try SidecarProcess(serve: ["--in-memory"])
+            #expect(sidecar.terminate() == 0)
+            #expect(sidecar.process.terminationReason == .exit)
+        }
+    }
+
     @Test func checkFindsADamagedLogAndSaysWhatIsDamaged() async throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let check = { try runProcess(sidecarExecutable.path, ["check", "--data-dir", self.directory]) }
