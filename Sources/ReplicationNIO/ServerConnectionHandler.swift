@@ -27,17 +27,13 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var context: ChannelHandlerContext?
     private var fanout: LoopFanout?
     private var keepaliveTask: RepeatedTask?
-    private var needsFlush = false
+    private let output = ConnectionOutput()
     private var flushScheduled = false
     /// Set while ``eventHandled()`` asks for pages, so that a page read at once does not recurse.
     private var continuingCatchUp = false
-    private var transportFailed = false
-    /// Whether a write carrying ``watchForWriteFailure()``'s promise is still queued.
-    private var writeFailureWatched = false
     private var peer = "unknown"
     private var connectedAtMillis: Int64 = 0
     private var closeFuture: EventLoopFuture<Void>?
-    private var sendQueues = SendQueueProbe()
 
     init(hub: ReplicationHub, configuration: ServerConfiguration, clock: ConnectionClock, logger: Logger) {
         self.hub = hub
@@ -58,7 +54,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         self.context = context
         closeFuture = context.channel.closeFuture
         connectedAtMillis = clock.wallMillis
-        sendQueues.borrowDescriptor(of: context)
+        output.connectionActive(context)
         peer = context.remoteAddress.map(describe) ?? "unknown"
         logger[metadataKey: "peer"] = "\(peer)"
         let fanout = hub.fanout(on: context.eventLoop)
@@ -125,16 +121,16 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        transportFailed = true
+        output.transportFailed = true
         logger.debug("transport error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         let (reason, actions) = session.connectionClosed(
-            transportFailed ? .failed : .closedByPeer, wallMillis: clock.wallMillis)
+            output.transportFailed ? .failed : .closedByPeer, wallMillis: clock.wallMillis)
         run(actions)
-        sendQueues = SendQueueProbe()
+        output.connectionClosed()
         keepaliveTask?.cancel()
         keepaliveTask = nil
         fanout?.retire(self)  // its command counts outlive it
@@ -158,8 +154,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     func shutDown(grace: TimeAmount) -> EventLoopFuture<Void> {
         run(session.shutDown(now: clock.monotonicMillis))
         if let context {
-            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-            let abort = context.eventLoop.scheduleTask(in: grace) { this.value.run(this.value.session.abort()) }
+            let abort = context.eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in run(session.abort()) }
             closeFuture?.whenComplete { _ in abort.cancel() }
         }
         return closeFuture!
@@ -169,7 +164,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         let read = StreamLogError.pageRead(result)
         if case .failed(let why) = read {
             hub.count { $0.storageReadErrors += 1 }
-            logger.error("stream log read failed", metadata: ["stream": "\(stream)", "after": "\(after)", "error": "\(why)"])
+            logger.error(
+                "stream log read failed", metadata: ["stream": "\(stream)", "after": "\(after)", "error": "\(why)"])
         }
         run(session.pageRead(stream, after: after, read, now: clock.monotonicMillis))
         eventHandled()
@@ -197,7 +193,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func snapshot() -> ConnectionSnapshot {
-        let queues = sendQueues.sample(context?.channel)
+        let queues = output.sampleQueues(context?.channel)
         return session.snapshot(
             peer: peer, connectedAtMillis: connectedAtMillis, bufferedWritableBytes: queues.buffered,
             kernelSendQueue: queues.unsent, kernelReceiveQueue: queues.unread)
@@ -213,48 +209,23 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         guard let context else { return }
         switch action {
         case .write(let command):
-            if let line = encodedLine(
-                command, maxLength: configuration.protocolLimits.maxLineLength, allocator: context.channel.allocator)
-            {
-                write(line)
-            }
+            if let line = encoded(command, context) { output.write(line, to: context) }
         case .writeRows(let lines, _):
-            write(lines)
+            output.write(lines, to: context)
         case .acknowledge(let positions):
             var acks = context.channel.allocator.buffer(capacity: positions.count * 24)
             acks.writePositions(positions)
-            write(acks)
+            output.write(acks, to: context)
         case .submitWriterBatches:
             submitWriterAppends()
-        case .ingest(.rdata(let stream, let token, let row)):
-            if let rejection = ingest.row(named: stream, token: token, row: row) {
+        case .ingest(let command):
+            if let rejection = ingest.take(command) {
                 run(session.writerLineRejected(rejection, now: clock.monotonicMillis))
             }
-        case .ingest(.position(let stream, let token)):
-            if let rejection = ingest.position(named: stream, token: token) {
-                run(session.writerLineRejected(rejection, now: clock.monotonicMillis))
-            }
-        case .ingest:
-            break  // the session hands over only RDATA and POSITION
         case .writeErrorAndClose(let error, let reason):
             if reason == .writerRejected { hub.count { $0.writerRejections += 1 } }
             logger.warning("closing connection", metadata: ["error": "\(CommandCodec.encode(error))"])
-            let written = context.eventLoop.makePromise(of: Void.self)
-            if let line = encodedLine(
-                error, maxLength: configuration.protocolLimits.maxLineLength, allocator: context.channel.allocator)
-            {
-                write(line, promise: written)
-            } else {
-                written.succeed()
-            }
-            needsFlush = false
-            context.flush()
-            // Half-close once the ERROR is out, so the peer reads it before EOF instead of a reset;
-            // the keepalive aborts the connection if the peer never goes away.
-            let channel = context.channel
-            written.futureResult
-                .flatMap { channel.close(mode: .output) }
-                .whenFailure { _ in channel.close(promise: nil) }
+            output.writeLastLine(encoded(error, context), to: context)
         case .abort:
             context.close(promise: nil)
         case .joinFanout(let stream):
@@ -262,16 +233,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .leaveFanout:
             fanout?.remove(self)
         case .readPage(let stream, let after):
-            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
             hub.log.read(stream, after: after, maxBytes: configuration.catchUpPageBytes, on: context.eventLoop)
-                .whenComplete { this.value.pageRead(stream, after: after, $0) }
+                .assumeIsolated().whenComplete { [self] in pageRead(stream, after: after, $0) }
         case .fetchOlderRows(let stream, let after, let through, let request):
             logger.info(
                 "fetching rows older than the log from upstream",
                 metadata: ["stream": "\(stream)", "after": "\(after)"])
-            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
             hub.olderRows(stream, after: after, through: through, on: context.eventLoop)
-                .whenComplete { this.value.olderRowsFetched(stream, request: request, $0) }
+                .assumeIsolated().whenComplete { [self] in olderRowsFetched(stream, request: request, $0) }
         case .count(let command):
             hub.count { $0.count(command) }
         case .appendRow(let stream, let row):
@@ -294,61 +263,33 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         }
     }
 
-    /// Every write goes through here: it marks the connection for a flush and its queues as possibly full.
-    private func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
-        guard let context else {
-            promise?.succeed()
-            return
-        }
-        context.write(wrapOutboundOut(buffer), promise: promise)
-        needsFlush = true
-        sendQueues.wrote()
+    private func encoded(_ command: Command, _ context: ChannelHandlerContext) -> ByteBuffer? {
+        encodedLine(
+            command, maxLength: configuration.protocolLimits.maxLineLength, allocator: context.channel.allocator)
     }
 
     /// After every event: flush what it wrote, then read catch-up pages while the connection takes writes
     /// (a page read at once is written at once; one read from disk completes later, as an event of its own).
     private func eventHandled() {
-        flushIfNeeded()
+        guard let context else { return }
+        output.flushIfNeeded(context)
         guard !continuingCatchUp else { return }
         continuingCatchUp = true
         defer { continuingCatchUp = false }
-        while let context, let read = session.nextRead(isWritable: context.channel.isWritable) {
+        while self.context != nil, let read = session.nextRead(isWritable: context.channel.isWritable) {
             run(read)
-            flushIfNeeded()
+            output.flushIfNeeded(context)
         }
-    }
-
-    private func flushIfNeeded() {
-        guard needsFlush, let context else { return }
-        needsFlush = false
-        watchForWriteFailure()
-        context.flush()
-    }
-
-    /// NIO closes a channel whose write fails (a peer that reset the connection, found by a write) without
-    /// `errorCaught`, failing the writes still queued. An empty write at the end of the queue, with a
-    /// promise, is how such a close is told apart from a clean one (one outstanding at a time).
-    private func watchForWriteFailure() {
-        guard !writeFailureWatched, let context else { return }
-        writeFailureWatched = true
-        let watch = context.eventLoop.makePromise(of: Void.self)
-        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        watch.futureResult.whenComplete { result in
-            this.value.writeFailureWatched = false
-            if case .failure(let error) = result, error is IOError { this.value.transportFailed = true }
-        }
-        context.write(wrapOutboundOut(ByteBuffer()), promise: watch)
     }
 
     /// Flushes after the tasks already queued on this loop: acknowledgements completing together (a
     /// group commit, a read full of rows) leave in one write instead of one each.
     private func flushSoon() {
-        guard needsFlush, !flushScheduled, let context else { return }
+        guard output.hasUnflushedWrites, !flushScheduled, let context else { return }
         flushScheduled = true
-        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.execute {
-            this.value.flushScheduled = false
-            this.value.eventHandled()
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            eventHandled()
         }
     }
 
@@ -357,9 +298,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private func submitWriterAppends() {
         guard !ingest.isEmpty, let context else { return }
         let submitted = ingest.take()
-        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        hub.append(submitted.map(\.batch), on: context.eventLoop).whenComplete { outcome in
-            this.value.writerAppendsCompleted(outcome, submitted)
+        hub.append(submitted.map(\.batch), on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+            writerAppendsCompleted(outcome, submitted)
         }
     }
 }
