@@ -7,11 +7,10 @@ final class ConnectionOutput {
     /// The transport failed: a write found the connection reset, or NIO reported an error.
     var transportFailed = false
     private var needsFlush = false
+    private var flushScheduled = false
     /// Whether a write carrying ``watchForWriteFailure(_:)``'s promise is still queued.
     private var failureWatched = false
     private var sendQueues = SendQueueProbe()
-
-    var hasUnflushedWrites: Bool { needsFlush }
 
     func connectionActive(_ context: ChannelHandlerContext) { sendQueues.borrowDescriptor(of: context) }
 
@@ -29,6 +28,17 @@ final class ConnectionOutput {
         needsFlush = false
         watchForWriteFailure(context)
         context.flush()
+    }
+
+    /// Flushes after the tasks already queued on this loop, through `eventHandled`: acknowledgements
+    /// completing together (a group commit, a read full of rows) leave in one write instead of one each.
+    func flushSoon(_ context: ChannelHandlerContext, through eventHandled: @escaping () -> Void) {
+        guard needsFlush, !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            eventHandled()
+        }
     }
 
     /// Writes the connection's last line and half-closes once it is out, so that the peer reads it before

@@ -23,12 +23,11 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private let hub: ReplicationHub
     private let configuration: ServerConfiguration
     private let clock: ConnectionClock
-    private var logger: Logger
+    private var log: ConnectionLog
     private var context: ChannelHandlerContext?
     private var fanout: LoopFanout?
     private var keepaliveTask: RepeatedTask?
     private let output = ConnectionOutput()
-    private var flushScheduled = false
     /// Set while ``eventHandled()`` asks for pages, so that a page read at once does not recurse.
     private var continuingCatchUp = false
     private var peer = "unknown"
@@ -39,7 +38,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         self.hub = hub
         self.configuration = configuration
         self.clock = clock
-        self.logger = logger
+        self.log = ConnectionLog(logger)
         self.session = ServerSession(
             serverName: configuration.serverName, writers: configuration.writers,
             configuration: configuration.protocolLimits, routing: hub.routing, now: clock.monotonicMillis)
@@ -56,13 +55,11 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         connectedAtMillis = clock.wallMillis
         output.connectionActive(context)
         peer = context.remoteAddress.map(describe) ?? "unknown"
-        logger[metadataKey: "peer"] = "\(peer)"
         let fanout = hub.fanout(on: context.eventLoop)
         fanout.add(self)
         self.fanout = fanout
-        logger.info("connection opened")
-        run(session.connectionActive(now: clock.monotonicMillis, wallMillis: clock.wallMillis))
-        eventHandled()
+        log.opened(peer: peer)
+        handle(session.connectionActive(now: clock.monotonicMillis, wallMillis: clock.wallMillis))
         let interval = TimeAmount.milliseconds(configuration.protocolLimits.pingIntervalMillis)
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
@@ -71,10 +68,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         context.fireChannelActive()
     }
 
-    private func keepaliveTick() {
-        run(session.tick(now: clock.monotonicMillis, wallMillis: clock.wallMillis))
-        eventHandled()
-    }
+    private func keepaliveTick() { handle(session.tick(now: clock.monotonicMillis, wallMillis: clock.wallMillis)) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unfinishedLine.prepended(to: unwrapInboundIn(data))
@@ -84,10 +78,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             case .failure(let error):
                 run(session.lineRejected(error, now: now))
             case .success(let text):
-                let log = hub.log
                 run(
-                    session.lineReceived(text[...], now: now, wallMillis: clock.wallMillis) { log.currentToken(of: $0) }
-                )
+                    session.lineReceived(
+                        text[...], now: now, wallMillis: clock.wallMillis, head: hub.log.currentToken(of:)))
             }
         }
         unfinishedLine.keep(&bytes, allocator: context.channel.allocator)
@@ -115,14 +108,13 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        run(session.writabilityChanged(isWritable: context.channel.isWritable, now: clock.monotonicMillis))
-        eventHandled()
+        handle(session.writabilityChanged(isWritable: context.channel.isWritable, now: clock.monotonicMillis))
         context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         output.transportFailed = true
-        logger.debug("transport error", metadata: ["error": "\(error)"])
+        log.transportError(error)
         context.close(promise: nil)
     }
 
@@ -136,7 +128,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         fanout?.retire(self)  // its command counts outlive it
         fanout = nil
         hub.count { $0.closeReasons[reason, default: 0] += 1 }
-        logger.info("connection closed", metadata: ["reason": "\(reason.rawValue)"])
+        log.closed(reason)
         self.context = nil
         context.fireChannelInactive()
     }
@@ -145,10 +137,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     func deliver(_ batches: [AppendedBatch], joined: AppendedBatch?) {
         guard let context else { return }
-        run(
-            session.batchesAppended(
-                batches, joined: joined, isWritable: context.channel.isWritable, now: clock.monotonicMillis))
-        eventHandled()
+        let now = clock.monotonicMillis
+        handle(session.batchesAppended(batches, joined: joined, isWritable: context.channel.isWritable, now: now))
     }
 
     func shutDown(grace: TimeAmount) -> EventLoopFuture<Void> {
@@ -164,22 +154,15 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         let read = StreamLogError.pageRead(result)
         if case .failed(let why) = read {
             hub.count { $0.storageReadErrors += 1 }
-            logger.error(
-                "stream log read failed", metadata: ["stream": "\(stream)", "after": "\(after)", "error": "\(why)"])
+            log.readFailed(stream, after: after, why)
         }
-        run(session.pageRead(stream, after: after, read, now: clock.monotonicMillis))
-        eventHandled()
+        handle(session.pageRead(stream, after: after, read, now: clock.monotonicMillis))
     }
 
     private func olderRowsFetched(_ stream: StreamName, request: Int, _ result: Result<LogPage, any Error>) {
-        if case .failure(let error) = result {
-            logger.warning(
-                "upstream could not provide older rows", metadata: ["stream": "\(stream)", "error": "\(error)"])
-        }
-        run(
-            session.olderRowsFetched(
-                stream, request: request, StreamLogError.pageRead(result), now: clock.monotonicMillis))
-        eventHandled()
+        if case .failure(let error) = result { log.olderRowsUnavailable(stream, error) }
+        let now = clock.monotonicMillis
+        handle(session.olderRowsFetched(stream, request: request, StreamLogError.pageRead(result), now: now))
     }
 
     private func writerAppendsCompleted(
@@ -189,7 +172,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         if !positions.isEmpty { hub.count { $0.writerAppends += positions.count } }
         run(session.writerBatchesStored(positions, refusal: refusal, now: clock.monotonicMillis))
         // Acknowledgements completing together (a group commit) leave in one write.
-        flushSoon()
+        if let context { output.flushSoon(context) { [self] in eventHandled() } }
     }
 
     func snapshot() -> ConnectionSnapshot {
@@ -200,6 +183,12 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     // MARK: The one place with side effects.
+
+    /// An event's actions, then what follows every event.
+    private func handle(_ actions: [Action]) {
+        run(actions)
+        eventHandled()
+    }
 
     private func run(_ actions: [Action]) {
         for action in actions { run(action) }
@@ -224,7 +213,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             }
         case .writeErrorAndClose(let error, let reason):
             if reason == .writerRejected { hub.count { $0.writerRejections += 1 } }
-            logger.warning("closing connection", metadata: ["error": "\(CommandCodec.encode(error))"])
+            log.closing(with: error)
             output.writeLastLine(encoded(error, context), to: context)
         case .abort:
             context.close(promise: nil)
@@ -236,16 +225,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             hub.log.read(stream, after: after, maxBytes: configuration.catchUpPageBytes, on: context.eventLoop)
                 .assumeIsolated().whenComplete { [self] in pageRead(stream, after: after, $0) }
         case .fetchOlderRows(let stream, let after, let through, let request):
-            logger.info(
-                "fetching rows older than the log from upstream",
-                metadata: ["stream": "\(stream)", "after": "\(after)"])
+            log.fetchingOlderRows(stream, after: after)
             hub.olderRows(stream, after: after, through: through, on: context.eventLoop)
                 .assumeIsolated().whenComplete { [self] in olderRowsFetched(stream, request: request, $0) }
         case .count(let command):
             hub.count { $0.count(command) }
         case .appendRow(let stream, let row):
-            hub.append([row], to: stream, token: .next, on: context.eventLoop).whenFailure { [logger] error in
-                logger.error("could not append row", metadata: ["stream": "\(stream)", "error": "\(error)"])
+            hub.append([row], to: stream, token: .next, on: context.eventLoop).whenFailure { [log] in
+                log.appendFailed(stream, $0)
             }
         case .forward(let command):
             hub.upstream?.forward(command)
@@ -253,13 +240,12 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             do {
                 try context.channel.syncOptions?.setOption(.autoRead, value: reading)
             } catch {
-                logger.debug("could not change reading", metadata: ["error": "\(error)"])
+                log.readingNotChanged(error)
             }
         case .named(let name, let isWriter):
-            logger[metadataKey: "name"] = "\(name)"
-            logger.info("connection named", metadata: ["writer": "\(isWriter)"])
+            log.named(name, isWriter: isWriter)
         case .peerReportedError(let text):
-            logger.error("remote reported error", metadata: ["error": "\(text)"])
+            log.peerReportedError(text)
         }
     }
 
@@ -279,17 +265,6 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         while self.context != nil, let read = session.nextRead(isWritable: context.channel.isWritable) {
             run(read)
             output.flushIfNeeded(context)
-        }
-    }
-
-    /// Flushes after the tasks already queued on this loop: acknowledgements completing together (a
-    /// group commit, a read full of rows) leave in one write instead of one each.
-    private func flushSoon() {
-        guard output.hasUnflushedWrites, !flushScheduled, let context else { return }
-        flushScheduled = true
-        context.eventLoop.assumeIsolated().execute { [self] in
-            flushScheduled = false
-            eventHandled()
         }
     }
 
