@@ -331,6 +331,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                     self.reading = false
                     self.read()
                 }
+            case .failure where self.stopped:
+                self.reading = false
             case .failure(let error):
                 self.reading = false
                 self.statistics.errors["read", default: 0] += 1
