@@ -119,7 +119,10 @@ import Testing
         for version in ["1.29.0", "1.37.0"] {
             let result = try runProcess(
                 repositoryRoot.appendingPathComponent(".venv/bin/kubernetes-validate").path,
-                ["--strict", "-k", version, path("deploy/kubernetes/worker-with-sidecar.yaml")])
+                [
+                    "--strict", "-k", version, path("deploy/kubernetes/worker-with-sidecar.yaml"),
+                    path("deploy/kubernetes/sidecars-through-redis.yaml"),
+                ])
             #expect(result.status == 0, "\(result.output)\(result.errors)")
             #expect(result.output.contains("passed"), "\(result.output)")
         }
