@@ -60,6 +60,7 @@ let package = Package(
                 "ReplicationNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -78,6 +79,19 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Sidecars on many hosts as one hub: the streams kept in Redis, written by a Lua script, followed with XREAD.
+        .target(
+            name: "RedisStreams",
+            dependencies: [
+                "ReplicationCore",
+                "StreamLog",
+                "ReplicationNIO",
+                "RedisClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -136,6 +150,7 @@ let package = Package(
                 "MetricsExporter",
                 "SidecarMetrics",
                 "RedisClient",
+                "RedisStreams",
                 "BusObserver",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -145,6 +160,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "Credentials",
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         // Helpers shared by the test targets: a blocking line socket and a server fixture on loopback.
@@ -198,6 +214,13 @@ let package = Package(
             dependencies: [
                 "RedisClient", "ReplicationTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "RedisStreamsTests",
+            dependencies: [
+                "RedisStreams", "RedisClient", "ReplicationCore", "StreamLog", "ReplicationTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -1,6 +1,6 @@
 /// How the metrics endpoint listens and whom it serves. Defaults written out once.
 public struct ExporterConfiguration: Sendable {
-    /// Listen address (IPv4 or IPv6 literal); loopback unless told otherwise.
+    /// Listen address: an IPv4 or IPv6 literal or a host name; loopback unless told otherwise.
     public var host: String
     /// Listen port; `0` picks a free one. The default keeps clear of Prometheus (9090), Alertmanager (9093)
     /// and node_exporter (9100).

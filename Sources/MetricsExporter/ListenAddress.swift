@@ -3,7 +3,7 @@
 #endif
 
 /// The socket address the endpoint binds to: an IPv4 or IPv6 literal, or a host name resolved once at
-/// start (its first IPv4 address if it has one: `localhost` is 127.0.0.1, as clients expect); an empty host means every IPv4 interface, as in `--web.listen-address :9469`.
+/// start (its first IPv4 address if it has one: `localhost` is 127.0.0.1, as clients expect).
 struct ListenAddress {
     var storage = sockaddr_storage()
     var isIPv6 = false
@@ -14,7 +14,7 @@ struct ListenAddress {
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_flags = AI_PASSIVE
         var results: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host.isEmpty ? "0.0.0.0" : host, String(port), &hints, &results)
+        let status = getaddrinfo(host, String(port), &hints, &results)
         defer { if let results { freeaddrinfo(results) } }
         var first = results
         while let candidate = first, candidate.pointee.ai_family != AF_INET, candidate.pointee.ai_next != nil {

@@ -24,8 +24,9 @@ public struct ExporterError: Error, CustomStringConvertible {
     public var description: String
 }
 
-/// The HTTP endpoint on libmicrohttpd: `/metrics` (text 0.0.4 or OpenMetrics, optionally gzip),
-/// `/healthz`, and `/` with a link. libmicrohttpd runs its own thread; the source is called from it.
+/// The HTTP endpoint on libmicrohttpd: the metrics at the telemetry path (text 0.0.4 or OpenMetrics,
+/// optionally gzip), the probes `/healthz` and `/readyz`, and the source's status page at `/`.
+/// libmicrohttpd runs its own thread; the source is called from it.
 public final class MetricsHTTPServer: @unchecked Sendable {
     private let configuration: ExporterConfiguration
     private let source: any MetricsSource

@@ -10,6 +10,8 @@ public struct HubCounters: Sendable, Equatable {
     /// Batches (or position advances) stored for writers, and writer lines refused.
     public var writerAppends = 0
     public var writerRejections = 0
+    /// Catch-up pages the stream log failed to read (not "fallen behind": storage that cannot be read).
+    public var storageReadErrors = 0
     /// The last token a `FEDERATION_ACK` carried, if any arrived.
     public var lastFederationAck: Int64?
     /// Connections ended, by how they ended.

@@ -125,14 +125,17 @@ public final class ReplicationHub: Sendable {
     public let log: any StreamLog
     /// Set in relay mode: where workers' commands go and where rows older than the log come from.
     public let upstream: (any Upstream)?
+    /// Set when this hub's streams are shared with hubs on other hosts: appends go there first.
+    public let shared: (any SharedStreams)?
     /// What workers' commands do here; chosen once, with the upstream, so that no connection asks.
     let routing: any CommandRouting
     private let fanouts = NIOLockedValueBox<[ObjectIdentifier: LoopHandle]>([:])
     private let counters = NIOLockedValueBox(HubCounters())
 
-    public init(log: any StreamLog, upstream: (any Upstream)? = nil) {
+    public init(log: any StreamLog, upstream: (any Upstream)? = nil, shared: (any SharedStreams)? = nil) {
         self.log = log
         self.upstream = upstream
+        self.shared = shared
         self.routing = upstream == nil ? HubRouting() : RelayRouting()
     }
 
@@ -155,8 +158,14 @@ public final class ReplicationHub: Sendable {
         }
     }
 
-    /// Appends batches; once the log has stored them, every event loop is handed the accepted ones at once.
+    /// Appends batches: through the shared streams when there are some (they come back through ``store``),
+    /// straight into the log otherwise.
     public func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
+        shared?.publish(batches, on: eventLoop) ?? store(batches, on: eventLoop)
+    }
+
+    /// Stores batches in the log; once stored, every event loop is handed the accepted ones at once.
+    public func store(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
         log.append(batches, on: eventLoop).map { results in
             let accepted = results.compactMap { try? $0.get() }
             guard !accepted.isEmpty else { return results }

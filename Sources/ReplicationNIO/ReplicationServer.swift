@@ -19,10 +19,11 @@ public final class ReplicationServer: Service, Sendable {
 
     public init(
         configuration: ServerConfiguration, log: any StreamLog, group: any EventLoopGroup,
-        upstream: (any Upstream)? = nil, clock: ConnectionClock = .system, logger: Logger
+        upstream: (any Upstream)? = nil, shared: (any SharedStreams)? = nil, clock: ConnectionClock = .system,
+        logger: Logger
     ) {
         self.configuration = configuration
-        self.hub = ReplicationHub(log: log, upstream: upstream)
+        self.hub = ReplicationHub(log: log, upstream: upstream, shared: shared)
         self.group = group
         self.clock = clock
         self.logger = logger

@@ -24,27 +24,22 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private let hub: ReplicationHub
     private let configuration: ServerConfiguration
     private let clock: ConnectionClock
-    private var logger: Logger
+    private var log: ConnectionLog
     private var context: ChannelHandlerContext?
     private var fanout: LoopFanout?
     private var keepaliveTask: RepeatedTask?
-    private var needsFlush = false
-    private var flushScheduled = false
+    private let output = ConnectionOutput()
     /// Set while ``eventHandled()`` asks for pages, so that a page read at once does not recurse.
     private var continuingCatchUp = false
-    private var transportFailed = false
-    /// Whether a write carrying ``watchForWriteFailure()``'s promise is still queued.
-    private var writeFailureWatched = false
     private var peer = "unknown"
     private var connectedAtMillis: Int64 = 0
     private var closeFuture: EventLoopFuture<Void>?
-    private var sendQueues = SendQueueProbe()
 
     init(hub: ReplicationHub, configuration: ServerConfiguration, clock: ConnectionClock, logger: Logger) {
         self.hub = hub
         self.configuration = configuration
         self.clock = clock
-        self.logger = logger
+        self.log = ConnectionLog(logger)
         self.session = ServerSession(
             serverName: configuration.serverName, writers: configuration.writers,
             writersWithCredentials: configuration.writerCredentials.map { Set($0.hashes.keys) } ?? [],
@@ -60,15 +55,13 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         self.context = context
         closeFuture = context.channel.closeFuture
         connectedAtMillis = clock.wallMillis
-        sendQueues.borrowDescriptor(of: context)
+        output.connectionActive(context)
         peer = context.remoteAddress.map(describe) ?? "unknown"
-        logger[metadataKey: "peer"] = "\(peer)"
         let fanout = hub.fanout(on: context.eventLoop)
         fanout.add(self)
         self.fanout = fanout
-        logger.info("connection opened")
-        run(session.connectionActive(now: clock.monotonicMillis, wallMillis: clock.wallMillis))
-        eventHandled()
+        log.opened(peer: peer)
+        handle(session.connectionActive(now: clock.monotonicMillis, wallMillis: clock.wallMillis))
         let interval = TimeAmount.milliseconds(configuration.protocolLimits.pingIntervalMillis)
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
@@ -77,10 +70,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         context.fireChannelActive()
     }
 
-    private func keepaliveTick() {
-        run(session.tick(now: clock.monotonicMillis, wallMillis: clock.wallMillis))
-        eventHandled()
-    }
+    private func keepaliveTick() { handle(session.tick(now: clock.monotonicMillis, wallMillis: clock.wallMillis)) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         process(unwrapInboundIn(data))
@@ -97,10 +87,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             case .failure(let error):
                 run(session.lineRejected(error, now: now))
             case .success(let text):
-                let log = hub.log
                 run(
-                    session.lineReceived(text[...], now: now, wallMillis: clock.wallMillis) { log.currentToken(of: $0) }
-                )
+                    session.lineReceived(
+                        text[...], now: now, wallMillis: clock.wallMillis, head: hub.log.currentToken(of:)))
             }
         }
         unfinishedLine.keep(&bytes, allocator: context.channel.allocator)
@@ -128,28 +117,27 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        run(session.writabilityChanged(isWritable: context.channel.isWritable, now: clock.monotonicMillis))
-        eventHandled()
+        handle(session.writabilityChanged(isWritable: context.channel.isWritable, now: clock.monotonicMillis))
         context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        transportFailed = true
-        logger.debug("transport error", metadata: ["error": "\(error)"])
+        output.transportFailed = true
+        log.transportError(error)
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         let (reason, actions) = session.connectionClosed(
-            transportFailed ? .failed : .closedByPeer, wallMillis: clock.wallMillis)
+            output.transportFailed ? .failed : .closedByPeer, wallMillis: clock.wallMillis)
         run(actions)
-        sendQueues = SendQueueProbe()
+        output.connectionClosed()
         keepaliveTask?.cancel()
         keepaliveTask = nil
         fanout?.retire(self)  // its command counts outlive it
         fanout = nil
         hub.count { $0.closeReasons[reason, default: 0] += 1 }
-        logger.info("connection closed", metadata: ["reason": "\(reason.rawValue)"])
+        log.closed(reason)
         self.context = nil
         context.fireChannelInactive()
     }
@@ -158,36 +146,32 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     func deliver(_ batches: [AppendedBatch], joined: AppendedBatch?) {
         guard let context else { return }
-        run(
-            session.batchesAppended(
-                batches, joined: joined, isWritable: context.channel.isWritable, now: clock.monotonicMillis))
-        eventHandled()
+        let now = clock.monotonicMillis
+        handle(session.batchesAppended(batches, joined: joined, isWritable: context.channel.isWritable, now: now))
     }
 
     func shutDown(grace: TimeAmount) -> EventLoopFuture<Void> {
         run(session.shutDown(now: clock.monotonicMillis))
         if let context {
-            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-            let abort = context.eventLoop.scheduleTask(in: grace) { this.value.run(this.value.session.abort()) }
+            let abort = context.eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in run(session.abort()) }
             closeFuture?.whenComplete { _ in abort.cancel() }
         }
         return closeFuture!
     }
 
     private func pageRead(_ stream: StreamName, after: Int64, _ result: Result<LogPage, any Error>) {
-        run(session.pageRead(stream, after: after, StreamLogError.pageRead(result), now: clock.monotonicMillis))
-        eventHandled()
+        let read = StreamLogError.pageRead(result)
+        if case .failed(let why) = read {
+            hub.count { $0.storageReadErrors += 1 }
+            log.readFailed(stream, after: after, why)
+        }
+        handle(session.pageRead(stream, after: after, read, now: clock.monotonicMillis))
     }
 
     private func olderRowsFetched(_ stream: StreamName, request: Int, _ result: Result<LogPage, any Error>) {
-        if case .failure(let error) = result {
-            logger.warning(
-                "upstream could not provide older rows", metadata: ["stream": "\(stream)", "error": "\(error)"])
-        }
-        run(
-            session.olderRowsFetched(
-                stream, request: request, StreamLogError.pageRead(result), now: clock.monotonicMillis))
-        eventHandled()
+        if case .failure(let error) = result { log.olderRowsUnavailable(stream, error) }
+        let now = clock.monotonicMillis
+        handle(session.olderRowsFetched(stream, request: request, StreamLogError.pageRead(result), now: now))
     }
 
     private func writerAppendsCompleted(
@@ -197,17 +181,23 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         if !positions.isEmpty { hub.count { $0.writerAppends += positions.count } }
         run(session.writerBatchesStored(positions, refusal: refusal, now: clock.monotonicMillis))
         // Acknowledgements completing together (a group commit) leave in one write.
-        flushSoon()
+        if let context { output.flushSoon(context) { [self] in eventHandled() } }
     }
 
     func snapshot() -> ConnectionSnapshot {
-        let queues = sendQueues.sample(context?.channel)
+        let queues = output.sampleQueues(context?.channel)
         return session.snapshot(
             peer: peer, connectedAtMillis: connectedAtMillis, bufferedWritableBytes: queues.buffered,
             kernelSendQueue: queues.unsent, kernelReceiveQueue: queues.unread)
     }
 
     // MARK: The one place with side effects.
+
+    /// An event's actions, then what follows every event.
+    private func handle(_ actions: [Action]) {
+        run(actions)
+        eventHandled()
+    }
 
     private func run(_ actions: [Action]) {
         for action in actions { run(action) }
@@ -217,48 +207,23 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         guard let context else { return }
         switch action {
         case .write(let command):
-            if let line = encodedLine(
-                command, maxLength: configuration.protocolLimits.maxLineLength, allocator: context.channel.allocator)
-            {
-                write(line)
-            }
+            if let line = encoded(command, context) { output.write(line, to: context) }
         case .writeRows(let lines, _):
-            write(lines)
+            output.write(lines, to: context)
         case .acknowledge(let positions):
             var acks = context.channel.allocator.buffer(capacity: positions.count * 24)
             acks.writePositions(positions)
-            write(acks)
+            output.write(acks, to: context)
         case .submitWriterBatches:
             submitWriterAppends()
-        case .ingest(.rdata(let stream, let token, let row)):
-            if let rejection = ingest.row(named: stream, token: token, row: row) {
+        case .ingest(let command):
+            if let rejection = ingest.take(command) {
                 run(session.writerLineRejected(rejection, now: clock.monotonicMillis))
             }
-        case .ingest(.position(let stream, let token)):
-            if let rejection = ingest.position(named: stream, token: token) {
-                run(session.writerLineRejected(rejection, now: clock.monotonicMillis))
-            }
-        case .ingest:
-            break  // the session hands over only RDATA and POSITION
         case .writeErrorAndClose(let error, let reason):
             if reason == .writerRejected { hub.count { $0.writerRejections += 1 } }
-            logger.warning("closing connection", metadata: ["error": "\(CommandCodec.encode(error))"])
-            let written = context.eventLoop.makePromise(of: Void.self)
-            if let line = encodedLine(
-                error, maxLength: configuration.protocolLimits.maxLineLength, allocator: context.channel.allocator)
-            {
-                write(line, promise: written)
-            } else {
-                written.succeed()
-            }
-            needsFlush = false
-            context.flush()
-            // Half-close once the ERROR is out, so the peer reads it before EOF instead of a reset;
-            // the keepalive aborts the connection if the peer never goes away.
-            let channel = context.channel
-            written.futureResult
-                .flatMap { channel.close(mode: .output) }
-                .whenFailure { _ in channel.close(promise: nil) }
+            log.closing(with: error)
+            output.writeLastLine(encoded(error, context), to: context)
         case .abort:
             context.close(promise: nil)
         case .joinFanout(let stream):
@@ -266,35 +231,30 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .leaveFanout:
             fanout?.remove(self)
         case .readPage(let stream, let after):
-            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
             hub.log.read(stream, after: after, maxBytes: configuration.catchUpPageBytes, on: context.eventLoop)
-                .whenComplete { this.value.pageRead(stream, after: after, $0) }
+                .assumeIsolated().whenComplete { [self] in pageRead(stream, after: after, $0) }
         case .fetchOlderRows(let stream, let after, let through, let request):
-            logger.info(
-                "fetching rows older than the log from upstream",
-                metadata: ["stream": "\(stream)", "after": "\(after)"])
-            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+            log.fetchingOlderRows(stream, after: after)
             hub.olderRows(stream, after: after, through: through, on: context.eventLoop)
-                .whenComplete { this.value.olderRowsFetched(stream, request: request, $0) }
+                .assumeIsolated().whenComplete { [self] in olderRowsFetched(stream, request: request, $0) }
         case .count(let command):
             hub.count { $0.count(command) }
         case .appendRow(let stream, let row):
-            hub.append([row], to: stream, token: .next, on: context.eventLoop).whenFailure { [logger] error in
-                logger.error("could not append row", metadata: ["stream": "\(stream)", "error": "\(error)"])
+            hub.append([row], to: stream, token: .next, on: context.eventLoop).whenFailure { [log] in
+                log.appendFailed(stream, $0)
             }
         case .forward(let command):
             hub.upstream?.forward(command)
         case .readFromPeer(let reading):
             setReading(reading, context: context)
         case .named(let name, let isWriter):
-            logger[metadataKey: "name"] = "\(name)"
-            logger.info("connection named", metadata: ["writer": "\(isWriter)"])
+            log.named(name, isWriter: isWriter)
         case .verifySecret(let writer, let secret):
             verify(writer: writer, secret: secret, context: context)
         case .writerAuthenticated(let writer):
-            logger.info("writer authenticated", metadata: ["writer": "\(writer)"])
+            log.writerAuthenticated(writer)
         case .peerReportedError(let text):
-            logger.error("remote reported error", metadata: ["error": "\(text)"])
+            log.peerReportedError(text)
         }
     }
 
@@ -303,11 +263,10 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private func verify(writer: String, secret: String, context: ChannelHandlerContext) {
         setReading(false, context: context)
         let credentials = configuration.writerCredentials
-        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) {
             credentials?.verify(name: writer, password: secret) ?? false
-        }.whenComplete { result in
-            this.value.secretChecked(writer: writer, succeeded: (try? result.get()) ?? false)
+        }.assumeIsolated().whenComplete { [self] result in
+            secretChecked(writer: writer, succeeded: (try? result.get()) ?? false)
         }
     }
 
@@ -315,11 +274,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         guard let context else { return }
         guard succeeded else {
             // Counted when the connection ends, under its close reason `authentication_failed`.
-            logger.warning("wrong secret for writer", metadata: ["writer": "\(writer)"])
-            let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: configuration.authenticationFailureDelay) {
-                this.value.run(this.value.session.secretVerified(false, now: this.value.clock.monotonicMillis))
-                this.value.eventHandled()
+            log.wrongSecret(writer: writer)
+            context.eventLoop.assumeIsolated().scheduleTask(in: configuration.authenticationFailureDelay) { [self] in
+                handle(session.secretVerified(false, now: clock.monotonicMillis))
             }
             return
         }
@@ -334,65 +291,26 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         do {
             try context.channel.syncOptions?.setOption(.autoRead, value: reading)
         } catch {
-            logger.debug("could not change reading", metadata: ["error": "\(error)"])
+            log.readingNotChanged(error)
         }
     }
 
-    /// Every write goes through here: it marks the connection for a flush and its queues as possibly full.
-    private func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
-        guard let context else {
-            promise?.succeed()
-            return
-        }
-        context.write(wrapOutboundOut(buffer), promise: promise)
-        needsFlush = true
-        sendQueues.wrote()
+    private func encoded(_ command: Command, _ context: ChannelHandlerContext) -> ByteBuffer? {
+        encodedLine(
+            command, maxLength: configuration.protocolLimits.maxLineLength, allocator: context.channel.allocator)
     }
 
     /// After every event: flush what it wrote, then read catch-up pages while the connection takes writes
     /// (a page read at once is written at once; one read from disk completes later, as an event of its own).
     private func eventHandled() {
-        flushIfNeeded()
+        guard let context else { return }
+        output.flushIfNeeded(context)
         guard !continuingCatchUp else { return }
         continuingCatchUp = true
         defer { continuingCatchUp = false }
-        while let context, let read = session.nextRead(isWritable: context.channel.isWritable) {
+        while self.context != nil, let read = session.nextRead(isWritable: context.channel.isWritable) {
             run(read)
-            flushIfNeeded()
-        }
-    }
-
-    private func flushIfNeeded() {
-        guard needsFlush, let context else { return }
-        needsFlush = false
-        watchForWriteFailure()
-        context.flush()
-    }
-
-    /// NIO closes a channel whose write fails (a peer that reset the connection, found by a write) without
-    /// `errorCaught`, failing the writes still queued. An empty write at the end of the queue, with a
-    /// promise, is how such a close is told apart from a clean one (one outstanding at a time).
-    private func watchForWriteFailure() {
-        guard !writeFailureWatched, let context else { return }
-        writeFailureWatched = true
-        let watch = context.eventLoop.makePromise(of: Void.self)
-        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        watch.futureResult.whenComplete { result in
-            this.value.writeFailureWatched = false
-            if case .failure(let error) = result, error is IOError { this.value.transportFailed = true }
-        }
-        context.write(wrapOutboundOut(ByteBuffer()), promise: watch)
-    }
-
-    /// Flushes after the tasks already queued on this loop: acknowledgements completing together (a
-    /// group commit, a read full of rows) leave in one write instead of one each.
-    private func flushSoon() {
-        guard needsFlush, !flushScheduled, let context else { return }
-        flushScheduled = true
-        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.execute {
-            this.value.flushScheduled = false
-            this.value.eventHandled()
+            output.flushIfNeeded(context)
         }
     }
 
@@ -401,9 +319,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private func submitWriterAppends() {
         guard !ingest.isEmpty, let context else { return }
         let submitted = ingest.take()
-        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        hub.append(submitted.map(\.batch), on: context.eventLoop).whenComplete { outcome in
-            this.value.writerAppendsCompleted(outcome, submitted)
+        hub.append(submitted.map(\.batch), on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+            writerAppendsCompleted(outcome, submitted)
         }
     }
 }

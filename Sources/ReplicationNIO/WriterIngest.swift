@@ -54,7 +54,8 @@ struct WriterIngest {
     /// Takes a writer's lines from `buffer` while they are rows in their common form (``WriterRowLine``),
     /// in one pass with no per-line call back into the connection. Returns how many it took and, unless
     /// it used up every complete line, why it stopped.
-    mutating func takeRows(from buffer: inout ByteBuffer, framer: inout LineFramer) -> (taken: Int, stop: Interruption?) {
+    mutating func takeRows(from buffer: inout ByteBuffer, framer: inout LineFramer) -> (taken: Int, stop: Interruption?)
+    {
         var taken = 0
         while let frame = framer.nextFrame(&buffer) {
             guard case .line(let line) = frame else { return (taken, .generalPath(frame)) }
@@ -125,12 +126,23 @@ struct WriterIngest {
             completed[last].rowCount += 1
         } else {
             completed.append(
-                Completed(stream: stream, token: token, range: start..<end, rowCount: 1, command: .RDATA, runTokens: [token]))
+                Completed(
+                    stream: stream, token: token, range: start..<end, rowCount: 1, command: .RDATA, runTokens: [token]))
+        }
+    }
+
+    /// A writer's `RDATA` or `POSITION` that took the general path; the error that closes the writer, if
+    /// refused. Nothing else is a writer's to store.
+    mutating func take(_ command: Command) -> ClosingError? {
+        switch command {
+        case .rdata(let stream, let token, let row): return self.row(named: stream, token: token, row: row)
+        case .position(let stream, let token): return position(named: stream, token: token)
+        default: return nil
         }
     }
 
     /// A row that took the general path: its stream as named on the wire, its JSON already checked.
-    mutating func row(named name: String, token: RowToken, row: RowJSON) -> ClosingError? {
+    private mutating func row(named name: String, token: RowToken, row: RowJSON) -> ClosingError? {
         guard let stream = StreamName(name) else {
             // The rules word the refusal of a stream they do not know.
             if case .failure(let rejection) = rules.add(stream: name, token: token, row: row) { return rejection }
@@ -141,7 +153,7 @@ struct WriterIngest {
     }
 
     /// A writer's `POSITION`; the error that closes the writer, if refused.
-    mutating func position(named name: String, token: Int64) -> ClosingError? {
+    private mutating func position(named name: String, token: Int64) -> ClosingError? {
         switch rules.position(stream: name, token: token) {
         case .failure(let rejection):
             return rejection
@@ -190,7 +202,8 @@ extension WriterIngest {
                 // The log stores nothing after a refusal: it is the last result.
                 guard case .exactly(let token) = batch.firstToken else { return (positions, nil) }
                 guard case .tokenNotAfterCurrent(let current) = error else {
-                    return (positions, .notStored(command, stream: batch.stream, token: token, "\(error)"))
+                    let why = if case .storage(let why) = error { why } else { "\(error)" }
+                    return (positions, .notStored(command, stream: batch.stream, token: token, why))
                 }
                 return (positions, .tokenNotAfterCurrent(command, stream: batch.stream, token: token, current: current))
             }

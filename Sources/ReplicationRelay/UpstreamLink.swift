@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import ReplicationCore
@@ -45,34 +46,32 @@ public struct RelayConfiguration: Sendable {
 /// batches (the hub then fans it out to local workers), forwards workers' commands upstream (queued
 /// while disconnected), and fetches rows older than the log on a worker's behalf.
 ///
-/// Its mutable state is touched only on `eventLoop`, where the upstream client lives.
-public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
-    private let configuration: RelayConfiguration
+/// Callable from any thread: everything that changes lives in an ``UpstreamConnection`` bound to
+/// `eventLoop`, where the upstream clients live, and is reached only by hopping there.
+public final class UpstreamLink: Upstream, Service, Sendable {
     private let eventLoop: any EventLoop
-    private let clock: ConnectionClock
-    private let logger: Logger
-    private let status = Mutex(UpstreamStatus())
+    private let status: NIOLockedValueBox<UpstreamStatus>
     private let hub = Mutex<ReplicationHub?>(nil)
-
-    // On `eventLoop` only.
-    private var client: ReplicationClient?
-    private var session = RelaySession(heads: [Int64](repeating: 0, count: StreamName.all.count))
-    private var hasConnected = false
-    private var backfills: [ObjectIdentifier: Backfill] = [:]
+    private let connection: NIOLoopBoundBox<UpstreamConnection>
+    private let logger: Logger
 
     public init(
         configuration: RelayConfiguration, eventLoop: any EventLoop, clock: ConnectionClock = .system, logger: Logger
     ) {
-        self.configuration = configuration
+        let status = NIOLockedValueBox(UpstreamStatus())
         self.eventLoop = eventLoop
-        self.clock = clock
+        self.status = status
         self.logger = logger
+        self.connection = .makeBoxSendingValue(
+            UpstreamConnection(
+                configuration: configuration, eventLoop: eventLoop, clock: clock, status: status, logger: logger),
+            eventLoop: eventLoop)
     }
 
     /// The hub whose log this link feeds; set before the service runs.
     public func attach(to hub: ReplicationHub) { self.hub.withLock { $0 = hub } }
 
-    public var currentStatus: UpstreamStatus { status.withLock { $0 } }
+    public var currentStatus: UpstreamStatus { status.withLockedValue { $0 } }
 
     public func run() async throws {
         try await start()
@@ -87,207 +86,36 @@ public final class UpstreamLink: Upstream, Service, @unchecked Sendable {
     /// Connects, resuming every stream where the relay's log is; reconnects with back-off until shut down.
     public func start() async throws {
         guard let hub = hub.withLock({ $0 }) else { preconditionFailure("UpstreamLink.attach(to:) was not called") }
-        try await eventLoop.submit { self.start(feeding: hub) }.get()
+        let connection = self.connection
+        try await eventLoop.submit { connection.value.start(feeding: hub) }.get()
     }
 
     /// Closes the upstream connection and stops reconnecting.
     public func shutDown() async throws {
-        try await eventLoop.submit { self.stop() }.get()
-    }
-
-    private func start(feeding hub: ReplicationHub) {
-        eventLoop.preconditionInEventLoop()
-        session = RelaySession(heads: StreamName.all.map { hub.log.currentToken(of: $0) })
-        let subscriptions = session.subscriptions
-        let client = ReplicationClient(
-            configuration: ClientConfiguration(
-                host: configuration.host, port: configuration.port, clientName: configuration.clientName,
-                expectedServerName: configuration.upstreamServerName, subscriptions: subscriptions,
-                protocolLimits: configuration.protocolLimits, tls: configuration.tls),
-            eventLoop: eventLoop, delegate: self, clock: clock, logger: logger)
-        self.client = client
-        logger.info(
-            "connecting upstream",
-            metadata: [
-                "upstream": "\(configuration.host):\(configuration.port)",
-                "server_name": "\(configuration.upstreamServerName)",
-            ])
-        client.start()
-    }
-
-    private func stop() {
-        eventLoop.preconditionInEventLoop()
-        client?.stop()
-        for backfill in backfills.values { backfill.finish(.failure(UpstreamError("the relay is shutting down"))) }
+        let connection = self.connection
+        try await eventLoop.submit { connection.value.stop() }.get()
     }
 
     // MARK: Upstream (called by the relay's connections, from any event loop)
 
     public func forward(_ command: Command) {
-        eventLoop.execute { self.forwardOnLoop(command) }
-    }
-
-    private func forwardOnLoop(_ command: Command) {
-        run(session.workerCommand(command))
-    }
-
-    /// Sends a worker's command, or counts it dropped when the queue for a disconnected upstream is full.
-    private func send(_ command: Command) {
-        let accepted = client?.send(command) ?? false
-        let queued = client?.queuedCommandCount ?? 0
-        status.withLock { status in
-            if accepted { status.forwarded[command.name.index] += 1 } else { status.droppedCommands += 1 }
-            status.queuedCommands = queued
-        }
-        if !accepted {
-            logger.warning("upstream queue full: dropped a worker's command", metadata: ["command": "\(command.name)"])
-        }
+        let connection = self.connection
+        eventLoop.execute { connection.value.forward(command) }
     }
 
     public func backfill(_ stream: StreamName, after token: Int64, through: Int64, on eventLoop: any EventLoop)
         -> EventLoopFuture<LogPage>
     {
         let promise = eventLoop.makePromise(of: LogPage.self)
-        self.eventLoop.execute { self.fetch(stream, from: .token(token), through: through, promise: promise) }
+        let connection = self.connection
+        self.eventLoop.execute {
+            connection.value.fetch(stream, from: .token(token), through: through, promise: promise)
+        }
+        let status = self.status
         return promise.futureResult.always { result in
-            self.status.withLock { status in
+            status.withLockedValue { status in
                 if case .success = result { status.backfills += 1 } else { status.failedBackfills += 1 }
             }
-        }
-    }
-
-    /// A short-lived upstream subscription to one stream: rows up to `through`, or only the `POSITION`.
-    private func fetch(_ stream: StreamName, from: ReplicateFrom, through: Int64, promise: EventLoopPromise<LogPage>) {
-        let backfill = Backfill(
-            stream: stream, through: through, maxBytes: configuration.maxBackfillBytes, promise: promise
-        ) { [self] finished in backfills[ObjectIdentifier(finished)] = nil }
-        backfills[ObjectIdentifier(backfill)] = backfill
-        let client = ReplicationClient(
-            configuration: ClientConfiguration(
-                host: configuration.host, port: configuration.port, clientName: configuration.clientName + "-backfill",
-                expectedServerName: configuration.upstreamServerName, subscriptions: [(stream, from)],
-                protocolLimits: configuration.protocolLimits, reconnect: false, tls: configuration.tls),
-            eventLoop: eventLoop, delegate: backfill, clock: clock, logger: logger)
-        backfill.client = client
-        client.start()
-        let bound = NIOLoopBound(backfill, eventLoop: eventLoop)
-        backfill.timeout = eventLoop.scheduleTask(in: configuration.backfillTimeout) {
-            bound.value.finish(.failure(UpstreamError("no answer from upstream in time")))
-        }
-    }
-
-    /// An upstream that does not offer a stream closes the connection when asked for it (Synapse's
-    /// master offers `federation` only when a worker sends federation). Asks for each stream that had
-    /// not answered yet on a connection of its own, and leaves out the refused ones from then on.
-    private func probeOffered(_ streams: [StreamName]) {
-        for stream in streams {
-            let probe = eventLoop.makePromise(of: LogPage.self)
-            fetch(stream, from: .now, through: .max, promise: probe)
-            probe.futureResult.whenFailure { [self] error in
-                guard (error as? UpstreamError)?.refused == true else { return }
-                run(session.streamNotOffered(stream))
-            }
-        }
-    }
-
-    // MARK: The one place with side effects
-
-    private func run(_ actions: [RelaySession.Action]) {
-        for action in actions {
-            switch action {
-            case .store(let stream, let rows, let token, let startsLog):
-                store(
-                    startsLog
-                        ? .startingAt(stream, token: token)
-                        : NewBatch(stream: stream, rows: rows, token: .exactly(token)))
-            case .send(let command):
-                send(command)
-            case .resume(let stream, let token):
-                client?.resume(stream, after: token)
-            case .restartAtNow(let stream):
-                logger.error(
-                    "the relay fell behind its upstream: rows it missed on this stream are lost to its workers",
-                    metadata: ["stream": "\(stream)", "stored_through": "\(session.lastStored[stream.index])"])
-                client?.restartAtNow(stream)
-            case .probeOffered(let streams):
-                probeOffered(streams)
-            case .unsubscribe(let stream):
-                client?.unsubscribe(stream)
-                logger.notice(
-                    "upstream does not offer this stream; not asking for it again", metadata: ["stream": "\(stream)"])
-            }
-        }
-    }
-
-    private func store(_ batch: NewBatch) {
-        guard let hub = hub.withLock({ $0 }) else { return }
-        guard case .exactly(let token) = batch.firstToken else { return }
-        let logger = self.logger
-        hub.append([batch], on: eventLoop).whenComplete { result in
-            switch result {
-            case .success(let results):
-                if case .failure(let error) = results.first {
-                    logger.error(
-                        "rows from upstream not stored",
-                        metadata: ["stream": "\(batch.stream)", "token": "\(token)", "error": "\(error)"])
-                }
-            case .failure(let error):
-                logger.error(
-                    "rows from upstream not stored",
-                    metadata: ["stream": "\(batch.stream)", "token": "\(token)", "error": "\(error)"])
-            }
-        }
-    }
-}
-
-extension UpstreamLink: ReplicationClientDelegate {
-    public func replicationClient(received rows: [String], stream: StreamName, token: Int64) {
-        status.withLock { status in
-            status.receivedTokens[stream.index] = token
-            status.receivedRows[stream.index] += rows.count
-        }
-        run(session.rowsReceived(rows, stream: stream, token: token))
-    }
-
-    public func replicationClient(position token: Int64, stream: StreamName) {
-        status.withLock { $0.receivedTokens[stream.index] = token }
-        run(session.positionReceived(token, stream: stream))
-    }
-
-    public func replicationClientFinishedConnecting() {
-        session.connectingFinished()
-        logger.info("subscribed upstream", metadata: ["streams": "\(session.subscribed.count)"])
-    }
-
-    public func replicationClient(serverError text: String) {
-        logger.warning("upstream reported an error", metadata: ["error": "\(text)"])
-        run(session.serverError(text))
-    }
-
-    public func replicationClient(badRow reason: String, stream: String) {
-        logger.warning(
-            "upstream sent a row that does not fit its stream",
-            metadata: ["stream": "\(stream)", "reason": "\(reason)"])
-    }
-
-    public func replicationClient(closingWithError text: String) {
-        logger.error("closing the upstream connection", metadata: ["error": "\(text)"])
-    }
-
-    public func replicationClient(connected: Bool, retryInMillis: Int64?) {
-        let queued = client?.queuedCommandCount ?? 0
-        status.withLock { status in
-            status.connected = connected
-            status.queuedCommands = queued
-            if connected, hasConnected { status.reconnects += 1 }
-        }
-        run(session.connectionChanged(connected: connected))
-        if connected {
-            hasConnected = true
-            logger.info("upstream connected")
-        } else {
-            logger.warning(
-                "upstream connection lost", metadata: ["retry_in_ms": "\(retryInMillis.map(String.init) ?? "never")"])
         }
     }
 }

@@ -13,17 +13,20 @@ public final class HubMetricsSource: MetricsSource {
     private let server: ReplicationServer
     private let upstream: (@Sendable () -> UpstreamStatus)?
     private let upstreamAddress: String
+    private let moreFamilies: (@Sendable () -> [FamilySamples])?
     private let clock: ConnectionClock
     private let scrapes = Mutex(ScrapeStatistics())
 
-    /// `upstream` reports a relay's upstream connection at `upstreamAddress` (nil for a hub).
+    /// `upstream` reports a relay's upstream connection at `upstreamAddress` (nil for a hub); `moreFamilies`
+    /// adds what the server's other parts show (the Redis of shared streams).
     public init(
         server: ReplicationServer, upstream: (@Sendable () -> UpstreamStatus)? = nil, upstreamAddress: String = "",
-        clock: ConnectionClock = .system
+        moreFamilies: (@Sendable () -> [FamilySamples])? = nil, clock: ConnectionClock = .system
     ) {
         self.server = server
         self.upstream = upstream
         self.upstreamAddress = upstreamAddress
+        self.moreFamilies = moreFamilies
         self.clock = clock
     }
 
@@ -36,7 +39,8 @@ public final class HubMetricsSource: MetricsSource {
             headTokens: StreamName.all.map { hub.log.currentToken(of: $0) },
             process: ProcessStatistics.current(), scrapes: scrapes.withLock { $0 }, upstream: upstream?())
         let format: ExpositionFormat = openMetrics ? .openMetrics : .text
-        return (Exposition.render(Exposition.families(snapshot), as: format), format.contentType)
+        let families = Exposition.families(snapshot) + (moreFamilies?() ?? [])
+        return (Exposition.render(families, as: format), format.contentType)
     }
 
     public func scrapeFinished(seconds: Double, failed: Bool) {

@@ -4,12 +4,14 @@ import NIOCore
 
 /// The chunks read most recently, shared by every reader of one log: workers catching up together read
 /// each chunk from SQLite once, and a page that is one whole chunk is the cached buffer itself, written to
-/// every socket without a copy. A chunk's bytes never change once stored and no other chunk ever gets its
-/// stream and last token (tokens only grow), so entries need no invalidation; the oldest go first once
-/// the cache holds more than its budget.
+/// every socket without a copy. A chunk's bytes never change once stored, and no other chunk ever gets its
+/// stream, first and last token (tokens only grow; compaction's merged chunk starts before the last chunk
+/// it replaces), so entries need no invalidation; the oldest go first once the cache holds more than its
+/// budget.
 final class ChunkCache: Sendable {
     private struct Key: Hashable {
         var stream: Int
+        var firstToken: Int64
         var lastToken: Int64
     }
 
@@ -27,8 +29,8 @@ final class ChunkCache: Sendable {
     }
 
     /// The chunk's lines, from the cache or from `read` (then kept).
-    func lines(stream: Int, lastToken: Int64, read: () -> ByteBuffer) -> ByteBuffer {
-        let key = Key(stream: stream, lastToken: lastToken)
+    func lines(stream: Int, tokens: ClosedRange<Int64>, read: () -> ByteBuffer) -> ByteBuffer {
+        let key = Key(stream: stream, firstToken: tokens.lowerBound, lastToken: tokens.upperBound)
         if let cached = state.withLockedValue({ $0.entries[key] }) { return cached }
         let lines = read()
         state.withLockedValue { state in

@@ -1,6 +1,10 @@
 import NIOCore
 import ReplicationCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// How the durable log stores rows: a stream's rows as chunks of consecutive catch-up lines
 /// (`RDATA <stream> <token> <row>\n`, exactly the bytes catch-up sends), tens of KiB each, one SQLite
 /// row per chunk. A catch-up page is then a few reads of whole chunks into one buffer instead of a
@@ -75,7 +79,7 @@ enum LogChunks {
         var lastToken = token
         while lines.readableBytes < maxBytes, try chunks.step() {
             let (first, last, rows) = (chunks.integer(0), chunks.integer(1), Int(chunks.integer(2)))
-            var chunkLines = cache.lines(stream: stream.index, lastToken: last) {
+            var chunkLines = cache.lines(stream: stream.index, tokens: first...last) {
                 ByteBuffer(bytes: chunks.blobBytes(3))
             }
             count += rows
@@ -153,6 +157,65 @@ enum LogChunks {
         return ((first + 1)..<second, token, (third + 1)..<end, end + 1)
     }
 
+    /// Merges runs of consecutive small chunks of `stream` after `token` (each under a quarter of
+    /// ``targetBytes``: a light load commits a row or two at a time) into chunks of up to ``targetBytes``
+    /// and `maxRows` rows (so that retention, which drops whole chunks, keeps only so many rows more than
+    /// asked), in one transaction of its own. Returns the last token of the chunks that are final, to start after
+    /// next time.
+    static func compact(
+        _ connection: SQLiteConnection, stream: StreamName, after token: Int64, maxRows: Int
+    ) throws(SQLiteError) -> Int64 {
+        let sizes = try connection.prepare(
+            """
+            SELECT last_token, length(lines), row_count FROM chunks WHERE stream = ? AND last_token > ?
+            ORDER BY last_token
+            """)
+        try sizes.bind(.integer(Int64(stream.index)), .integer(token))
+        // Groups of small chunks to merge, by the last tokens of their first and last chunk.
+        var groups: [(from: Int64, through: Int64, count: Int)] = []
+        var group: (from: Int64, through: Int64, count: Int, bytes: Int, rows: Int)?
+        var final = token
+        while try sizes.step() {
+            let (last, bytes, rows) = (sizes.integer(0), Int(sizes.integer(1)), Int(sizes.integer(2)))
+            let small = bytes < targetBytes / 4 && rows <= maxRows
+            if small, let open = group, open.bytes + bytes <= targetBytes, open.rows + rows <= maxRows {
+                group = (open.from, last, open.count + 1, open.bytes + bytes, open.rows + rows)
+                continue
+            }
+            if let open = group, open.count > 1 { groups.append((open.from, open.through, open.count)) }
+            if let open = group { final = open.through }
+            group = small ? (last, last, 1, bytes, rows) : nil
+            if group == nil { final = last }
+        }
+        sizes.finish()
+        // The last group may still grow: merged now, it is looked at again next time.
+        if let open = group, open.count > 1 { groups.append((open.from, open.through, open.count)) }
+        guard !groups.isEmpty else { return final }
+        try connection.execute("BEGIN IMMEDIATE")
+        var writer = try ChunkWriter(connection)
+        let chunks = try connection.prepare(
+            """
+            SELECT first_token, last_token, row_count, appended_at, lines FROM chunks
+            WHERE stream = ? AND last_token BETWEEN ? AND ? ORDER BY last_token
+            """)
+        for merged in groups {
+            try chunks.bind(.integer(Int64(stream.index)), .integer(merged.from), .integer(merged.through))
+            while try chunks.step() {
+                let lines = chunks.blobBytes(4)
+                try writer.add(
+                    stream, tokens: chunks.integer(0)...chunks.integer(1), rowCount: Int(chunks.integer(2)),
+                    appendedAt: chunks.integer(3), mayClose: false
+                ) { $0.writeBytes(lines) }
+            }
+            chunks.finish()
+            try connection.prepare("DELETE FROM chunks WHERE stream = ? AND last_token BETWEEN ? AND ?")
+                .bind(.integer(Int64(stream.index)), .integer(merged.from), .integer(merged.through)).run()
+            try writer.finish()
+        }
+        try connection.execute("COMMIT")
+        return final
+    }
+
     /// The last token of the newest chunk that retention lets go: every row of it is beyond the newest
     /// `keepRows` of the stream and it was stored before `appendedBefore` (whole chunks only, so a
     /// stream keeps at least that many rows, up to a chunk more).
@@ -200,30 +263,70 @@ struct ChunkWriter {
             """)
     }
 
-    /// Adds a batch's rows, stored at `token`, as the lines catch-up sends: a run's lines are already
-    /// those, a batch's rows get `token` each.
+    /// Adds a batch's rows, stored at `token`, as the lines catch-up sends: a batch's rows get `token`
+    /// each; a run's lines already are those, and since each of its rows is a batch of its own, a long run
+    /// is cut between rows so that chunks stay near ``LogChunks/targetBytes``.
     mutating func append(_ batch: NewBatch, storedAt token: Int64, appendedAt: Int64) throws(SQLiteError) {
-        guard batch.rowCount > 0 else { return }
-        let stream = batch.stream
-        let firstToken = batch.rowTokens.first ?? token
-        if let chunk = open[stream.index], chunk.lines.readableBytes >= LogChunks.targetBytes,
-            chunk.lastToken != firstToken
+        switch batch {
+        case .advance:
+            return
+        case .rows(let stream, let rows, _):
+            guard !rows.isEmpty else { return }
+            try add(stream, tokens: token...token, rowCount: rows.count, appendedAt: appendedAt) {
+                RowLines.catchUp(rows, stream: stream, token: token, into: &$0)
+            }
+        case .run(let stream, var lines, let tokens):
+            var next = 0
+            while next < tokens.count {
+                let room = LogChunks.targetBytes - (open[stream.index]?.lines.readableBytes ?? 0)
+                let (length, count) = lines.withUnsafeReadableBytes { Self.wholeLines(of: $0, within: room) }
+                var piece = lines.readSlice(length: length)!
+                try add(
+                    stream, tokens: tokens[next]...tokens[next + count - 1], rowCount: count, appendedAt: appendedAt
+                ) {
+                    $0.writeBuffer(&piece)
+                }
+                next += count
+            }
+        }
+    }
+
+    /// The bytes and number of the first lines of `lines` that fit in `room` bytes (at least one line).
+    private static func wholeLines(of lines: UnsafeRawBufferPointer, within room: Int) -> (length: Int, count: Int) {
+        guard let base = lines.baseAddress else { return (0, 0) }
+        var length = 0
+        var count = 0
+        while length < lines.count {
+            let newline = memchr(base + length, Int32(UInt8(ascii: "\n")), lines.count - length)!
+            let end = base.distance(to: UnsafeRawPointer(newline)) + 1
+            if count > 0, end > room { break }
+            length = end
+            count += 1
+        }
+        return (length, count)
+    }
+
+    /// Adds rows with tokens `tokens` to the stream's open chunk, written by `write`; a full chunk is
+    /// stored first (a batch is never split: rows of one token stay in one chunk) unless `mayClose` is
+    /// false (compaction, which has sized its groups itself).
+    mutating func add(
+        _ stream: StreamName, tokens: ClosedRange<Int64>, rowCount: Int, appendedAt: Int64, mayClose: Bool = true,
+        write: (inout ByteBuffer) -> Void
+    ) throws(SQLiteError) {
+        if mayClose, let chunk = open[stream.index], chunk.lines.readableBytes >= LogChunks.targetBytes,
+            chunk.lastToken != tokens.lowerBound
         {
             try flush(stream)
         }
         var chunk =
             open[stream.index]
             ?? OpenChunk(
-                firstToken: firstToken, lastToken: token, appendedAt: appendedAt,
+                firstToken: tokens.lowerBound, lastToken: tokens.upperBound, appendedAt: appendedAt,
                 lines: ByteBufferAllocator().buffer(capacity: 16 * 1024))
         open[stream.index] = nil  // the buffer stays uniquely referenced while it grows
-        switch batch {
-        case .run(_, let lines, _): chunk.lines.writeImmutableBuffer(lines)
-        case .rows(_, let rows, _): RowLines.catchUp(rows, stream: stream, token: token, into: &chunk.lines)
-        case .advance: break
-        }
-        chunk.lastToken = token
-        chunk.rowCount += batch.rowCount
+        write(&chunk.lines)
+        chunk.lastToken = tokens.upperBound
+        chunk.rowCount += rowCount
         chunk.appendedAt = max(chunk.appendedAt, appendedAt)
         open[stream.index] = chunk
     }

@@ -105,8 +105,10 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private let writerState: NIOLockedValueBox<WriterState>
     private let heads: NIOLockedValueBox<Heads>
     private let readers = NIOLockedValueBox<[SQLiteConnection]>([])
-    private let chunkCache = ChunkCache(budgetBytes: 32 << 20)
-    private var lastPruneMillis: Int64 = 0  // commit loop only
+    private let chunkCache = ChunkCache(budgetBytes: 16 << 20)
+    private var lastMaintenanceMillis: Int64 = 0  // commit loop only
+    /// Per stream: chunks up to this token are as compact as they will get (commit loop only).
+    private var compactedThrough = [Int64](repeating: 0, count: StreamName.all.count)
 
     /// Opens (or creates) the log in `directory`. Refuses a file that is not this project's database or
     /// that has a newer schema, and never overwrites anything it does not recognise. Commits and reads
@@ -358,7 +360,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                     completion.promise.succeed(completion.results.map { $0.flatMap { _ in .failure(.storage("\(error)")) } })
                 }
             }
-            pruneIfDue()
+            maintainIfDue()
         }
     }
 
@@ -387,15 +389,19 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         try writerConnection.execute("COMMIT")
     }
 
-    /// Drops chunks beyond the retention, at most once a second, in small transactions of its own.
-    private func pruneIfDue() {
-        guard retention.rows != nil || retention.ageMillis != nil else { return }
+    /// At most once a second, in small transactions of their own: merges the small chunks a light load
+    /// leaves (one per commit) into full ones, then drops chunks beyond the retention.
+    private func maintainIfDue() {
         let now = clock()
-        guard now - lastPruneMillis >= 1_000 else { return }
-        lastPruneMillis = now
+        guard now - lastMaintenanceMillis >= 1_000 else { return }
+        lastMaintenanceMillis = now
         for stream in StreamName.all {
             do {
-                try prune(stream, now: now)
+                // Merged chunks hold at most a sixteenth of the rows retention keeps.
+                compactedThrough[stream.index] = try LogChunks.compact(
+                    writerConnection, stream: stream, after: compactedThrough[stream.index],
+                    maxRows: retention.rows.map { max(1, $0 / 16) } ?? Int.max)
+                if retention.rows != nil || retention.ageMillis != nil { try prune(stream, now: now) }
             } catch {
                 try? writerConnection.execute("ROLLBACK")
             }

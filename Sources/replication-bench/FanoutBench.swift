@@ -26,6 +26,13 @@ struct FanoutBench: ParsableCommand {
     @Flag(help: "Restart the sidecar between publishing and the catch-up (SQLite log only): catch-up from the files.")
     var restart = false
 
+    @Flag(
+        help: """
+            Also measure sidecars sharing their streams through Redis (writer on sidecar A, subscribers on sidecar \
+            B, in-memory logs, a redis-server started for it) and redis-benchmark's XADD figure, in the same run.
+            """)
+    var throughRedis = false
+
     @Option(help: "Largest K at which Synapse is measured (it takes minutes beyond 16).")
     var synapseUpTo = 16
 
@@ -56,6 +63,7 @@ struct FanoutBench: ParsableCommand {
         var wire: FanoutResult
         var sidecar: [(label: String, live: FanoutResult, catchUp: FanoutResult?)] = []
         var synapse: FanoutResult?
+        var throughRedis: FanoutResult?
     }
 
     func run() throws {
@@ -77,6 +85,10 @@ struct FanoutBench: ParsableCommand {
                 if let catchUp { print(catchUp.row(k: k, label: "  catch-up" + (restart ? " after restart" : ""))) }
                 measured.sidecar.append((label, live, catchUp))
             }
+            if throughRedis {
+                measured.throughRedis = try measureThroughRedis(environment: environment, payload: payload, subscribers: k)
+                print(measured.throughRedis!.row(k: k, label: "A -> Redis -> B"))
+            }
             if !synapse.withoutSynapse, k <= synapseUpTo {
                 measured.synapse = try measureSynapse(environment: environment, subscribers: k)
                 print(measured.synapse!.row(k: k, label: "synapse 1.6.1"))
@@ -85,6 +97,10 @@ struct FanoutBench: ParsableCommand {
         }
         print("ratios (rows/s delivered, same run):")
         for result in results {
+            if let redis = result.throughRedis, redis.completed, let hub = result.sidecar.first(where: { $0.label.contains("memory") }) {
+                print(String(format: "  K=%-3d through Redis/one in-memory hub %.2fx", result.k,
+                    redis.rowsPerSecond / hub.live.rowsPerSecond))
+            }
             for sidecar in result.sidecar {
                 var line = String(format: "  K=%-3d %@ live/wire limit %.2fx", result.k, sidecar.label,
                     sidecar.live.rowsPerSecond / result.wire.rowsPerSecond)
@@ -156,6 +172,71 @@ struct FanoutBench: ParsableCommand {
                 beforeCatchUp.residentBytes / 1_048_576, (result.peakResidentBytes ?? 0) / 1_048_576)
         }
         return (live, result)
+    }
+
+    /// The payload written to sidecar A, read by K subscribers on sidecar B, both following one Redis
+    /// (append-only file, fsync every second); the note has Redis's CPU time and redis-benchmark's XADD
+    /// rate on the same server (one client, 64 commands in flight, rows of the payload's size).
+    private func measureThroughRedis(
+        environment: BenchEnvironment, payload: FanoutPayload, subscribers k: Int
+    ) throws -> FanoutResult {
+        let redisPort = try LoopbackSocket.freePort()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let redis = try ServerProcess(
+            executable: "/usr/bin/redis-server",
+            arguments: [
+                "--port", "\(redisPort)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync",
+                "everysec", "--dir", directory.path, "--logfile", "/dev/null",
+            ])
+        defer { redis.stop(signal: SIGKILL) }
+        try redis.waitUntilListening(port: redisPort)
+        let shared = ["--redis", "redis://127.0.0.1:\(redisPort)", "--server-name", "bench.example.org"]
+        let a = try BenchSidecar(environment: environment, log: .memory, options: logs, retainRows: rows, extraArguments: shared)
+        defer { a.process.stop() }
+        let b = try BenchSidecar(environment: environment, log: .memory, options: logs, retainRows: rows, extraArguments: shared)
+        defer { b.process.stop() }
+        let counters = try (0..<k).map {
+            try LineCounter(port: b.port, greeting: "NAME bench-\($0)\nREPLICATE events NOW\n", expectedRows: rows)
+        }
+        try waitForSubscriptions(counters)
+        let writer = try LineCounter(port: a.port, greeting: "NAME bench-writer\n", expectedRows: 0)
+        let redisBefore = redis.usage
+        let aBefore = a.process.usage
+        let started = monotonicNow()
+        let sent = send(payload, to: [writer.descriptor])
+        var result = try collect(counters, started: started, server: (b.process, b.process.usage))
+        sent.wait()
+        writer.stop()
+        let rowBytes = payload.bytes.count / rows
+        let xadd = try redisBenchmarkXADD(port: redisPort, valueBytes: rowBytes)
+        result.note = String(
+            format: "CPU s: sidecar A %.2f, Redis %.2f; redis-benchmark XADD (%d-byte field, 1 client, 64 in flight): %.0f/s",
+            a.process.usage.cpuSeconds - aBefore.cpuSeconds, redis.usage.cpuSeconds - redisBefore.cpuSeconds, rowBytes,
+            xadd)
+        return result
+    }
+
+    /// `redis-benchmark`'s requests per second for `XADD` of one field of `valueBytes` bytes.
+    private func redisBenchmarkXADD(port: Int, valueBytes: Int) throws -> Double {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
+        process.arguments = [
+            "-p", "\(port)", "-q", "-c", "1", "-P", "64", "-n", "\(max(rows, 100_000))", "XADD", "redis-benchmark-stream",
+            "MAXLEN", "~", "\(rows)", "*", "rows", String(repeating: "x", count: valueBytes),
+        ]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // "XADD …: 123456.79 requests per second, p50=…" (with \r progress lines before it).
+        guard let match = text.firstMatch(of: /([0-9.]+) requests per second/), let rate = Double(match.output.1) else {
+            throw LoopbackSocket.Failure(description: "redis-benchmark printed no rate: \(text.suffix(200))")
+        }
+        return rate
     }
 
     private func measureSynapse(environment: BenchEnvironment, subscribers k: Int) throws -> FanoutResult {

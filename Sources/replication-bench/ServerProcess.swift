@@ -73,9 +73,11 @@ final class ServerProcess {
             peakResidentBytes: peakKiB * 1024)
     }
 
-    func stop() {
+    /// Ends the process with `signal` and waits for it. SIGKILL for a child that may not see SIGTERM (one
+    /// started from a thread that blocks it inherits the block: redis-server then never exits).
+    func stop(signal: Int32 = SIGTERM) {
         try? input.fileHandleForWriting.close()
-        if process.isRunning { process.terminate() }
+        if process.isRunning { kill(process.processIdentifier, signal) }
         process.waitUntilExit()
     }
 }

@@ -55,11 +55,11 @@ struct BenchSidecar {
     let process: ServerProcess
     let port: Int
 
-    /// Starts `replication-sidecar serve` with the log of `kind`; `keepData` reopens what a previous
-    /// server left in the data directory.
+    /// Starts `replication-sidecar serve` with the log of `kind` and `extraArguments`; `keepData` reopens
+    /// what a previous server left in the data directory.
     init(
         environment: BenchEnvironment, log kind: SidecarLogKind, options: SidecarLogOptions, retainRows: Int,
-        keepData: Bool = false
+        keepData: Bool = false, extraArguments: [String] = []
     ) throws {
         port = try LoopbackSocket.freePort()
         process = try ServerProcess(
@@ -67,7 +67,7 @@ struct BenchSidecar {
             arguments: [
                 "serve", "--host", "127.0.0.1", "--port", "\(port)", "--metrics-port", "0", "--retain-rows",
                 "\(retainRows)", "--writer", "bench-writer", "--log-level", "error",
-            ] + options.serveArguments(kind, keep: keepData))
+            ] + options.serveArguments(kind, keep: keepData) + extraArguments)
         try process.waitUntilListening(port: port)
     }
 }

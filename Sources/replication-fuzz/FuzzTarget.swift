@@ -7,7 +7,7 @@ import Darwin
 /// The parsers under fuzzing. Each run checks properties, not just the absence of a crash: a failed
 /// check traps, and libFuzzer keeps the input that made it fail.
 enum FuzzTarget: String, CaseIterable, Sendable {
-    case framer, codec, json, writerRow = "writer-row"
+    case framer, codec, json, writerRow = "writer-row", session
 
     static let usage = "usage: replication-fuzz \(allCases.map(\.rawValue).joined(separator: "|")) [libFuzzer flags | FILE...]"
 
@@ -17,6 +17,7 @@ enum FuzzTarget: String, CaseIterable, Sendable {
         case .codec: checkCodec(data)
         case .json: checkJSON(data)
         case .writerRow: checkWriterRow(data)
+        case .session: checkSession(data)
         }
     }
 }

@@ -24,12 +24,9 @@ func tailBus(endpoint: RedisEndpoint, serverName: String, streams: Set<String>?,
             status("\(reason ?? "Redis connection lost"); reconnecting in \(retryInMillis) ms")
         }
     }
-    try await ServiceGroup(
-        configuration: .init(
-            services: [.init(service: BusObserverService(observer: observer))],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger)
-    ).run()
+    let group = ServiceGroup(
+        configuration: .init(services: [.init(service: BusObserverService(observer: observer))], logger: logger))
+    try await ShutdownSignals.trap().run(group, logger: logger)
 }
 
 /// Turns bus messages into JSON lines; batch rows wait for the row whose token closes them.

@@ -39,6 +39,7 @@ struct Demo: AsyncParsableCommand {
             configuration: ServerConfiguration(
                 port: port, serverName: "demo.local", writers: ["demo-writer"], socketSendBuffer: 16_384),
             log: InMemoryStreamLog(retainRows: 1_000_000), group: group, logger: logger)
+        let signals = await ShutdownSignals.trap()
         let exporter = MetricsHTTPServer(
             configuration: ExporterConfiguration(port: metricsPort), source: HubMetricsSource(server: server))
         let boundMetricsPort = try exporter.start()
@@ -54,8 +55,8 @@ struct Demo: AsyncParsableCommand {
         let services = ServiceGroup(
             configuration: .init(
                 services: [.init(service: MetricsService(http: exporter, logger: logger)), .init(service: server)],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await services.run()
+                logger: logger))
+        try await signals.run(services, logger: logger)
         try await loop.submit { actors.value.stop() }.get()
     }
 }

@@ -185,3 +185,17 @@ struct LogOptions: ParsableArguments {
         return Logger(label: "replication-sidecar")
     }
 }
+
+/// `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (every IPv4 interface, 0.0.0.0).
+func parseListenAddress(_ text: String) -> (host: String, port: Int)? {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+    else { return nil }
+    var host = text[..<colon]
+    if host.hasPrefix("[") {
+        guard host.hasSuffix("]"), host.count > 2 else { return nil }
+        host = host.dropFirst().dropLast()
+    } else if host.contains(":") {
+        return nil  // an IPv6 address needs brackets
+    }
+    return (host.isEmpty ? "0.0.0.0" : String(host), port)
+}

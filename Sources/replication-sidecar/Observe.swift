@@ -44,6 +44,7 @@ struct Observe: AsyncParsableCommand {
             configuration: ObserverConfiguration(
                 endpoint: endpoint, serverName: serverName, probeIntervalMillis: Int64(probeInterval) * 1000),
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        let signals = await ShutdownSignals.trap()
         let exporter = try metrics.startExporter(
             configuration: try metrics.exporterConfiguration(), source: BusMetricsSource(observer: observer),
             logger: logger)
@@ -56,8 +57,8 @@ struct Observe: AsyncParsableCommand {
                     .init(service: MetricsService(http: exporter, logger: logger)),
                     .init(service: BusObserverService(observer: observer)),
                 ],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await serviceGroup.run()
+                logger: logger))
+        try await signals.run(serviceGroup, logger: logger)
     }
 }
 

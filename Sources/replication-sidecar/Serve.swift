@@ -5,7 +5,9 @@ import MetricsExporter
 import Logging
 import NIOPosix
 import NIOSSL
+import RedisStreams
 import ReplicationCore
+import ReplicationMetrics
 import ReplicationNIO
 import ReplicationRelay
 import ServiceLifecycle
@@ -91,6 +93,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The NAME this relay gives upstream.")
     var upstreamClientName = "replication-sidecar-relay"
 
+    @OptionGroup var redis: RedisOptions
+
+    @Option(
+        help: """
+            With --redis: prefix of the stream keys (default: replication-sidecar:{<server-name>}:). Sidecars with the \
+            same Redis and prefix are one hub.
+            """)
+    var redisPrefix: String?
+
+    @Option(help: "With --redis: seconds a writer's rows wait for an unreachable Redis before the writer is refused.")
+    var redisWriteTimeout: Double = 5
+
     @Option(help: "Directory of the durable stream log (created if missing).")
     var dataDir = "./replication-data"
 
@@ -149,6 +163,21 @@ struct Serve: AsyncParsableCommand {
             }
         } else if upstreamServerName != nil {
             throw ValidationError("--upstream-server-name needs --upstream HOST:PORT")
+        }
+        if redis.redis != nil {
+            guard upstream == nil else {
+                throw ValidationError(
+                    "--redis cannot be used with --upstream: a relay's rows come from its upstream only")
+            }
+            guard redisWriteTimeout > 0 else {
+                throw ValidationError(
+                    "--redis-write-timeout must be a positive number of seconds, got \(redisWriteTimeout)")
+            }
+        } else if redisPrefix != nil {
+            throw ValidationError("--redis-prefix needs --redis URL")
+        }
+        if let redisPrefix, redisPrefix.isEmpty || redisPrefix.contains(where: \.isWhitespace) {
+            throw ValidationError("--redis-prefix must be non-empty, without spaces")
         }
         guard !upstreamClientName.isEmpty, !upstreamClientName.contains(where: { $0.isNewline || $0 == " " }) else {
             throw ValidationError("--upstream-client-name must be one word")
@@ -241,17 +270,32 @@ struct Serve: AsyncParsableCommand {
                     clientName: upstreamClientName, protocolLimits: configuration.protocolLimits, tls: upstreamTLSContext),
                 eventLoop: group.next(), logger: logger)
         }
-        let server = ReplicationServer(configuration: configuration, log: log, group: group, upstream: link, logger: logger)
+        let shared = try redis.redis.map { _ in
+            RedisSharedStreams(
+                configuration: RedisStreamsConfiguration(
+                    endpoint: try redis.endpoint(),
+                    entries: StreamEntries(prefix: redisPrefix ?? StreamEntries.defaultPrefix(serverName: serverName)),
+                    writeTimeout: .nanoseconds(Int64(redisWriteTimeout * 1e9)), keepEntries: retainRows),
+                eventLoop: group.next(), latencyBuckets: SharedStreamsFigures.commandBuckets, logger: logger)
+        }
+        let server = ReplicationServer(
+            configuration: configuration, log: log, group: group, upstream: link, shared: shared, logger: logger)
         link?.attach(to: server.hub)
+        shared?.start(storingInto: server.hub)
         var upstreamStatus: (@Sendable () -> UpstreamStatus)?
         if let link { upstreamStatus = { link.currentStatus } }
+        var sharedFamilies: (@Sendable () -> [FamilySamples])?
+        if let shared { sharedFamilies = { shared.metricFamilies(log: log) } }
+        // Trapped before either listener says it is ready: a signal from then on shuts down gracefully.
+        let signals = await ShutdownSignals.trap()
         let exporter: MetricsHTTPServer
         do {
             exporter = try metrics.startExporter(
                 configuration: metricsConfiguration,
                 source: HubMetricsSource(
                     server: server, upstream: upstreamStatus,
-                    upstreamAddress: upstream.map { "\($0.host):\($0.port)" } ?? ""),
+                    upstreamAddress: upstream.map { "\($0.host):\($0.port)" } ?? "",
+                    moreFamilies: sharedFamilies),
                 logger: logger)
         } catch {
             try? await commitThread.shutdownGracefully()
@@ -272,12 +316,11 @@ struct Serve: AsyncParsableCommand {
             .init(service: MetricsService(http: exporter, logger: logger)),
         ]
         if let link { services.append(.init(service: link)) }
+        if let shared { services.append(.init(service: SharedStreamsService(shared: shared))) }
         services.append(.init(service: server))
         // Both listeners are up: under systemd (Type=notify) the unit becomes active once the group runs.
         services.append(.init(service: SystemdNotifications(notifier: SystemdNotifier(), logger: logger)))
-        let serviceGroup = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await serviceGroup.run()
+        try await signals.run(ServiceGroup(configuration: .init(services: services, logger: logger)), logger: logger)
     }
 
     private func tlsListener() throws -> (port: Int, context: NIOSSLContext)? {
@@ -325,6 +368,16 @@ struct StreamLogService: Service {
     }
 }
 
+/// Stops following Redis on graceful shutdown, after the replication listener (workers have gone).
+struct SharedStreamsService: Service {
+    let shared: RedisSharedStreams
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await shared.stop().get()
+    }
+}
+
 /// Milliseconds in a duration such as `90s`, `30m`, `24h` or `7d`.
 func parseDuration(_ text: String) -> Int64? {
     guard let unit = text.last, let amount = Int64(text.dropLast()), amount > 0 else { return nil }
@@ -335,18 +388,4 @@ func parseDuration(_ text: String) -> Int64? {
     case "d": return amount * 86_400_000
     default: return nil
     }
-}
-
-/// `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (every interface).
-func parseListenAddress(_ text: String) -> (host: String, port: Int)? {
-    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
-    else { return nil }
-    var host = text[..<colon]
-    if host.hasPrefix("[") {
-        guard host.hasSuffix("]"), host.count > 2 else { return nil }
-        host = host.dropFirst().dropLast()
-    } else if host.contains(":") {
-        return nil  // an IPv6 address needs brackets
-    }
-    return (String(host), port)
 }

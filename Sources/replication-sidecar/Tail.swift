@@ -50,6 +50,9 @@ struct Tail: AsyncParsableCommand {
         }
         if redis.redis != nil {
             try validateServerName(serverName)
+            guard from == "NOW", name == "replication-sidecar-tail" else {
+                throw ValidationError("--from and --name apply to --connect only: the Redis bus has no catch-up and no names")
+            }
             return
         }
         guard !commands else { throw ValidationError("--commands needs --redis") }

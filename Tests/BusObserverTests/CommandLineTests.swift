@@ -109,6 +109,7 @@ import Testing
             ),
             (["tail", "--server-name", "h"], "either --connect"),
             (["tail", "--connect", "127.0.0.1:1", "--commands"], "--commands needs --redis"),
+            (["tail", "--redis", "redis://h:1", "--server-name", "h", "--from", "5"], "--connect only"),
         ] {
             let result = try runProcess(sidecarExecutable.path, arguments)
             #expect(result.status != 0)

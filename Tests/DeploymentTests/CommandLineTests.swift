@@ -14,7 +14,10 @@ import Testing
         // Built from this checkout: its commit, as git says now (RevisionPlugin runs before every build).
         let head = try runProcess("/usr/bin/git", ["-C", repositoryRoot.path, "rev-parse", "--short=12", "HEAD"])
         if head.status == 0 {
-            #expect(match.output.2.hasPrefix(head.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            let commit = head.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(
+                match.output.2.hasPrefix(commit),
+                "built from \(match.output.2), HEAD is \(commit): was the executable built before a commit (--skip-build)?")
         }
         // The running server exports the same build.
         let sidecar = try SidecarProcess(serve: ["--in-memory"])
@@ -60,6 +63,18 @@ import Testing
         let overridden = try SidecarProcess(serve: ["--server-name", "cli.local"], environment: environment)
         defer { _ = overridden.terminate() }
         #expect(try LineSocket(port: overridden.port).readLine() == "SERVER cli.local")
+    }
+
+    @Test(arguments: [("[::1]:0", "address=::1 "), (":0", "address=0.0.0.0 "), ("localhost:0", "address=localhost ")])
+    func listenAddressForms(argument: String, logged: String) throws {
+        let sidecar = try SidecarProcess(serve: ["--in-memory", "--web.listen-address", argument])
+        defer { _ = sidecar.terminate() }
+        let line = try #require(sidecar.startupLog.split(separator: "\n").first { $0.contains("metrics endpoint ready") })
+        #expect(line.contains(logged), "\(line)")
+        #expect(sidecar.metricsPort > 0)
+        if !argument.hasPrefix("[") {  // reachable on 127.0.0.1
+            #expect(try LineSocket(port: sidecar.metricsPort).http("GET", "/healthz").status == 200)
+        }
     }
 
     @Test(arguments: [

@@ -59,7 +59,9 @@ import Testing
         let expressions =
             try Dashboard.load().panels.flatMap(\.expressions) + rules.alerts.map(\.expression)
             + rules.recordings.map(\.expression)
-        let counters = Set(MetricFamilies.all.filter { $0.kind == .counter }.map(\.sampleName))
+        let families = MetricFamilies.all + SharedStreamsMetricFamilies.all
+        let counters = Set(families.filter { $0.kind == .counter }.map(\.sampleName))
+            .union(families.filter { $0.kind == .histogram }.map { $0.name + "_bucket" })
         #expect(try expectRatesOfCountersOnly(expressions, counters: counters) >= 15)
     }
 
@@ -117,7 +119,10 @@ import Testing
         for version in ["1.29.0", "1.37.0"] {
             let result = try runProcess(
                 repositoryRoot.appendingPathComponent(".venv/bin/kubernetes-validate").path,
-                ["--strict", "-k", version, path("deploy/kubernetes/worker-with-sidecar.yaml")])
+                [
+                    "--strict", "-k", version, path("deploy/kubernetes/worker-with-sidecar.yaml"),
+                    path("deploy/kubernetes/sidecars-through-redis.yaml"),
+                ])
             #expect(result.status == 0, "\(result.output)\(result.errors)")
             #expect(result.output.contains("passed"), "\(result.output)")
         }
@@ -166,7 +171,7 @@ import Testing
             #expect(panel.datasource == "${datasource}", "panel \(panel.title) must use the datasource variable")
         }
         let expressions = dashboard.panels.flatMap(\.expressions).joined(separator: "\n")
-        for family in MetricFamilies.all {
+        for family in MetricFamilies.all + SharedStreamsMetricFamilies.all {
             #expect(expressions.contains(family.sampleName), "no panel shows \(family.sampleName)")
         }
         // Several sidecars on one dashboard: every series says which one it is.

@@ -26,6 +26,10 @@ import Testing
         try runScript("synapse_through_relay.py")
     }
 
+    @Test func synapsesClientOnOneSidecarRowsWrittenOnAnotherThroughRedis() throws {
+        try runScript("synapse_through_redis.py")
+    }
+
     @Test func sameInputSameAnswerAsSynapsesServer() throws {
         try runScript("same_input_same_answer.py")
     }

@@ -43,6 +43,7 @@ func fixedSnapshot() -> MetricsSnapshot {
     hub.closeReasons = [.connectionDone: 3, .pingTimeout: 1]
     hub.writerAppends = 5
     hub.writerRejections = 1
+    hub.storageReadErrors = 2
     var heads = [Int64](repeating: 0, count: StreamName.all.count)
     heads[StreamName.events.index] = 10
     heads[StreamName.caches.index] = 4

@@ -107,6 +107,17 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["stream-log.sqlite3"])
     }
 
+    /// The readiness line is where a supervisor or test may stop the server at once: the signals are trapped
+    /// before it is written, so a SIGTERM straight after it is a graceful shutdown, never the signal's default
+    /// action killing the process. Repeated, because the window it used to fall into was a few milliseconds.
+    @Test func sigtermStraightAfterTheReadinessLineExitsZero() throws {
+        for _ in 1...20 {
+            let sidecar = try SidecarProcess(serve: ["--in-memory"])
+            #expect(sidecar.terminate() == 0)
+            #expect(sidecar.process.terminationReason == .exit)
+        }
+    }
+
     @Test func checkFindsADamagedLogAndSaysWhatIsDamaged() async throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let check = { try runProcess(sidecarExecutable.path, ["check", "--data-dir", self.directory]) }
@@ -152,6 +163,32 @@ import Testing
         #expect(damaged.status == 1)
         #expect(damaged.output.contains("damaged"))
         #expect(damaged.output.hasSuffix("the stream log in \(directory) is damaged: see README, 'A damaged stream log'\n"))
+    }
+
+    @Test func aCatchUpThatHitsADamagedPageIsAnErrorCountedAsAStorageReadError() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try openLog()
+        let batches = (1...4_000).map { token in
+            NewBatch(stream: .events, rows: [eventRow(token)], token: .exactly(Int64(token)))
+        }
+        #expect(try await log.append(batches, on: MultiThreadedEventLoopGroup.singleton.next()).get().count == 4_000)
+        await log.close()
+        // Garbage over the second half of the file, where the rows are; the stream heads stay readable.
+        let file = directory + "/stream-log.sqlite3"
+        let size = try #require(FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
+        let handle = try #require(FileHandle(forUpdatingAtPath: file))
+        try handle.seek(toOffset: UInt64(size / 2))
+        handle.write(Data((0..<(size / 2)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }))
+        try handle.close()
+
+        let fixture = try await ServerFixture.start(configuration, log: try openLog())
+        let worker = try fixture.connect(name: "worker")
+        try worker.send("REPLICATE events 0\n")
+        let lines = try worker.readLines(until: { $0.hasPrefix("ERROR") }, timeoutMillis: 30_000)
+        #expect(lines.last?.hasPrefix("ERROR failed to handle replicate") == true)
+        #expect(lines.count < 4_000)
+        #expect(fixture.server.hub.countersSnapshot.storageReadErrors == 1)
+        try await fixture.stop()
     }
 
     @Test func badFlagsAndBadGroundExitNonZeroWithAMessage() throws {

@@ -6,10 +6,13 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
     public private(set) var port = 0
     public let directory: URL
     private let password: String?
+    /// Whether every write is in the append-only file, fsynced before Redis answers it.
+    private let appendOnly: Bool
     private var process: Process?
 
-    public init(password: String? = nil) throws {
+    public init(password: String? = nil, appendOnly: Bool = false) throws {
         self.password = password
+        self.appendOnly = appendOnly
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // Another test may take the port between freePort() and Redis binding it: try a few.
@@ -32,7 +35,8 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments =
             [
-                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory.path,
+                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", appendOnly ? "yes" : "no",
+                "--appendfsync", "always", "--dir", directory.path,
                 "--logfile", directory.appendingPathComponent("redis.log").path, "--enable-debug-command", "yes",
             ] + (password.map { ["--requirepass", $0] } ?? [])
         process.standardOutput = FileHandle.nullDevice

@@ -96,6 +96,10 @@ import Testing
         let log = try open()
         #expect(log.currentToken(of: .events) == 6_000)
         #expect(Int(try python("print(c.execute('SELECT count(*) FROM chunks').fetchone()[0])"))! >= 3)
+        // The run is cut between rows: no chunk exceeds 256 KiB by more than a batch.
+        #expect(
+            Int(try python("print(c.execute('SELECT max(length(lines)) FROM chunks').fetchone()[0])"))! <= 256 * 1024
+                + 512)
         let (all, ends) = try readAll(log, .events, after: 0, pageBytes: 100_000)
         #expect(all == expected)
         #expect(ends.count >= 3 && ends.last == 6_000)
@@ -109,6 +113,31 @@ import Testing
         for end in ends.dropLast() {
             let firstLineAfter = try log.read(.events, after: end, maxBytes: 1).lines
             #expect(String(buffer: firstLineAfter).hasPrefix("RDATA events \(end + 1) "))
+        }
+    }
+
+    @Test func theSmallChunksOfALightLoadAreMergedAndReadTheSame() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let clock = TestClock()
+        let log = try open(clock: clock)
+        let chunkCount = { Int(try self.python("print(c.execute('SELECT count(*) FROM chunks').fetchone()[0])"))! }
+        // One row per commit, within one second: a chunk each, merged at most once a second.
+        for token in 1...300 {
+            _ = try log.append([event(token)], to: .events, token: .exactly(Int64(token)), on: loop).wait()
+        }
+        try log.quiesce(on: loop).wait()
+        #expect(try chunkCount() >= 299)
+        // A reader holds the last small chunk (the cache keeps it) before it is merged away.
+        #expect(try readAll(log, .events, after: 299, pageBytes: 1 << 20).lines == [line(300)])
+        // A second later a large commit (a chunk too big to merge) brings the merging round.
+        clock.advance(1_000)
+        let large = (301...1_300).map { NewBatch(stream: .events, rows: [event($0)], token: .exactly(Int64($0))) }
+        _ = try log.append(large, on: loop).wait()
+        try log.quiesce(on: loop).wait()
+        #expect(try chunkCount() == 2)
+        for start in [0, 1, 150, 299, 300, 301, 1_299] {
+            let (lines, _) = try readAll(log, .events, after: Int64(start), pageBytes: 1 << 20)
+            #expect(lines == (start + 1...1_300).map { line($0) }, "reading after \(start)")
         }
     }
 

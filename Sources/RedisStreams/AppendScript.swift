@@ -1,0 +1,70 @@
+import RedisClient
+import ReplicationCore
+
+/// The Lua script that adds a publish's entries atomically, in order, stopping at the first one Redis
+/// refuses: a writer's batches after a refused one are never kept, as with a local log. An entry without
+/// an ID (a row the hub makes itself) takes the token after the key's last one, and after `floor` (this
+/// hub's own token, should Redis have lost the key).
+///
+/// KEYS: one per entry. ARGV: the entries kept per key (`MAXLEN ~`), then four per entry: ID or '', floor,
+/// field, value. Reply: `{added IDs}`, or `{added IDs, error, the refusing key's last token}`.
+enum AppendScript {
+    static let source = """
+        local function last_token(key)
+          if redis.call('EXISTS', key) == 0 then return 0 end
+          local info = redis.call('XINFO', 'STREAM', key)
+          for i = 1, #info, 2 do
+            if info[i] == 'last-generated-id' then return tonumber(string.match(info[i + 1], '^(%d+)')) end
+          end
+          return 0
+        end
+        local ids = {}
+        for i, key in ipairs(KEYS) do
+          local base = 1 + (i - 1) * 4
+          local id = ARGV[base + 1]
+          if id == '' then id = string.format('%d-0', math.max(last_token(key), tonumber(ARGV[base + 2])) + 1) end
+          local added = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[1], id, ARGV[base + 3], ARGV[base + 4])
+          if type(added) == 'table' and added.err then return {ids, added.err, last_token(key)} end
+          ids[#ids + 1] = added
+        end
+        return {ids}
+        """
+
+    /// The command that runs the script: `EVALSHA` once `SCRIPT LOAD` has answered its SHA-1, `EVAL` before.
+    static func arguments(
+        sha: String?, _ additions: [StreamEntries.Addition], entries: StreamEntries, keep: Int, floors: [Int64]
+    ) -> [[UInt8]] {
+        var command: [[UInt8]] =
+            sha.map { [Array("EVALSHA".utf8), Array($0.utf8)] } ?? [Array("EVAL".utf8), Array(source.utf8)]
+        command.append(Array("\(additions.count)".utf8))
+        for addition in additions { command.append(Array(entries.key(addition.stream).utf8)) }
+        command.append(Array("\(keep)".utf8))
+        for addition in additions {
+            command.append(Array((addition.token.map { "\($0)-0" } ?? "").utf8))
+            command.append(Array("\(floors[addition.stream.index])".utf8))
+            command.append(Array(addition.field.utf8))
+            command.append(addition.value)
+        }
+        return command
+    }
+
+    /// What the script answered: the tokens added, and the refusal that stopped it, if any.
+    struct Reply: Equatable {
+        var added: [Int64]
+        var refusal: (message: String, lastToken: Int64)?
+
+        static func == (a: Reply, b: Reply) -> Bool {
+            a.added == b.added && a.refusal?.message == b.refusal?.message
+                && a.refusal?.lastToken == b.refusal?.lastToken
+        }
+    }
+
+    static func reply(_ value: RedisValue) -> Reply? {
+        guard case .array(let parts) = value, let first = parts.first, case .array(let ids) = first else { return nil }
+        let added = ids.compactMap { $0.string.flatMap(StreamEntries.token(ofID:)) }
+        guard added.count == ids.count else { return nil }
+        guard parts.count == 3 else { return parts.count == 1 ? Reply(added: added) : nil }
+        guard let message = parts[1].string, case .integer(let last) = parts[2] else { return nil }
+        return Reply(added: added, refusal: (message, last))
+    }
+}

@@ -1,0 +1,392 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import RedisClient
+import ReplicationCore
+import ReplicationNIO
+import StreamLog
+
+/// Everything ``RedisSharedStreams`` is started with.
+public struct RedisStreamsConfiguration: Sendable {
+    public var endpoint: RedisEndpoint
+    public var entries: StreamEntries
+    /// How long a publish waits for Redis to be reachable before its writer is refused.
+    public var writeTimeout: TimeAmount
+    /// Entries kept per key (`XADD … MAXLEN ~`), from `--retain-rows`.
+    public var keepEntries: Int
+    /// Entries one `XREAD` returns at most.
+    public var readCount = 1_000
+    /// How long one `XREAD` blocks (below the client's command timeout).
+    public var blockMillis = 2_000
+
+    public init(endpoint: RedisEndpoint, entries: StreamEntries, writeTimeout: TimeAmount, keepEntries: Int) {
+        self.endpoint = endpoint
+        self.entries = entries
+        self.writeTimeout = writeTimeout
+        self.keepEntries = keepEntries
+    }
+}
+
+/// What the shared streams have done, for metrics.
+public struct RedisStreamsStatistics: Sendable, Equatable {
+    public var commands = RedisConnectionStatistics()
+    public var follower = RedisConnectionStatistics()
+    public var entriesWritten = [Int](repeating: 0, count: StreamName.all.count)
+    public var entriesRead = [Int](repeating: 0, count: StreamName.all.count)
+    /// The last token Redis holds per stream, as last seen, and the one this hub has stored.
+    public var redisTokens = [Int64](repeating: 0, count: StreamName.all.count)
+    /// Publishes refused, by why: `token_taken`, `unavailable`, `diverged`, `failed`.
+    public var refusedWrites: [String: Int] = [:]
+    /// Errors by kind: `read`, `entry`, `store`, `script`.
+    public var errors: [String: Int] = [:]
+    /// Streams whose Redis key is behind what this hub stored (Redis lost data): writes are refused.
+    public var divergedStreams: [StreamName] = []
+    /// Append script answers per bucket of `bucketBounds` (seconds), then those slower than all.
+    public var commandCounts: [Int]
+    public var commandSecondsSum = 0.0
+    public let bucketBounds: [Double]
+
+    public init(bucketBounds: [Double]) {
+        self.bucketBounds = bucketBounds
+        commandCounts = Array(repeating: 0, count: bucketBounds.count + 1)
+    }
+
+    mutating func recordCommand(seconds: Double) {
+        commandSecondsSum += seconds
+        commandCounts[bucketBounds.firstIndex { seconds <= $0 } ?? bucketBounds.count] += 1
+    }
+}
+
+/// A hub's streams kept in Redis, shared with the hubs of other hosts with the same prefix: publishes are
+/// added by one Lua script (``AppendScript``), and everything in Redis, this hub's own entries included, is
+/// read back with `XREAD BLOCK` from the tokens this hub's log has stored, and stored through
+/// ``ReplicationHub/store(_:on:)``. A publish is acknowledged once its entries are stored locally. Two
+/// Redis connections: `XREAD BLOCK` holds one. Confined to one event loop.
+public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // state confined to `eventLoop`
+    public let eventLoop: any EventLoop
+    private let configuration: RedisStreamsConfiguration
+    private let logger: Logger
+    private var commands: RedisClient!
+    private var follower: RedisClient!
+    private var commandEvents: ClientEvents!
+    private var followerEvents: ClientEvents!
+    private var hub: ReplicationHub?
+    private var scriptSHA: String?
+    private var reading = false
+    /// Whether Redis was found to hold at least what this hub stored, since the follower last connected:
+    /// until then nothing is written (a Redis that lost data must not take tokens again).
+    private var verified = false
+    private var stopped = false
+    private var statistics: RedisStreamsStatistics
+    private let published: NIOLockedValueBox<RedisStreamsStatistics>
+    /// Publishes waiting for the command connection, with the time they give up.
+    private var queued: [(batches: [NewBatch], promise: EventLoopPromise<AppendResults>, deadline: NIODeadline)] = []
+    /// Accepted entries waiting for the follower to store them, per stream and token.
+    private var awaiting = [[Int64: EventLoopPromise<AppendedBatch>]](repeating: [:], count: StreamName.all.count)
+    /// Script replies still expected per stream: meanwhile, what the follower stores is kept here, in case
+    /// it stores an entry before the script's reply says whose it is.
+    private var inFlight = [Int](repeating: 0, count: StreamName.all.count)
+    private var storedMeanwhile = [[Int64: AppendedBatch]](repeating: [:], count: StreamName.all.count)
+
+    /// `latencyBuckets`: upper bounds in seconds of the append script's latency histogram.
+    public init(
+        configuration: RedisStreamsConfiguration, eventLoop: any EventLoop, latencyBuckets: [Double], logger: Logger
+    ) {
+        statistics = RedisStreamsStatistics(bucketBounds: latencyBuckets)
+        published = NIOLockedValueBox(statistics)
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.logger = logger
+    }
+
+    /// Connects and starts following; `hub` stores what is read.
+    public func start(storingInto hub: ReplicationHub) {
+        eventLoop.execute {
+            self.hub = hub
+            self.commandEvents = ClientEvents { [unowned self] connected in self.commandsConnected(connected) }
+            self.followerEvents = ClientEvents { [unowned self] connected in self.followerConnected(connected) }
+            self.commands = RedisClient(
+                configuration: RedisClientConfiguration(
+                    endpoint: self.configuration.endpoint, clientName: "replication-sidecar"),
+                eventLoop: self.eventLoop, delegate: self.commandEvents, logger: self.logger)
+            self.follower = RedisClient(
+                configuration: RedisClientConfiguration(
+                    endpoint: self.configuration.endpoint, clientName: "replication-sidecar-follower",
+                    commandTimeout: .milliseconds(Int64(self.configuration.blockMillis) + 5_000)),
+                eventLoop: self.eventLoop, delegate: self.followerEvents, logger: self.logger)
+            self.commands.start()
+            self.follower.start()
+        }
+    }
+
+    public func stop() -> EventLoopFuture<Void> {
+        eventLoop.submit {
+            self.stopped = true
+            self.commands?.stop()
+            self.follower?.stop()
+            for waiting in self.queued { waiting.promise.fail(RedisError.connectionClosed) }
+            self.queued.removeAll()
+            for index in self.awaiting.indices {
+                for waiting in self.awaiting[index].values { waiting.fail(RedisError.connectionClosed) }
+                self.awaiting[index].removeAll()
+            }
+        }
+    }
+
+    /// A copy of the figures, from any thread.
+    public var currentStatistics: RedisStreamsStatistics { published.withLockedValue { $0 } }
+
+    private func publishStatistics() {
+        statistics.commands = commands?.statistics ?? .init()
+        statistics.follower = follower?.statistics ?? .init()
+        published.withLockedValue { $0 = statistics }
+    }
+
+    // MARK: publishing
+
+    public func publish(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
+        let promise = self.eventLoop.makePromise(of: AppendResults.self)
+        self.eventLoop.execute {
+            self.queued.append((batches, promise, .now() + self.configuration.writeTimeout))
+            self.sendQueued()
+            if !self.queued.isEmpty {
+                self.eventLoop.scheduleTask(in: self.configuration.writeTimeout) { self.expireQueued() }
+            }
+        }
+        return promise.futureResult.hop(to: eventLoop)
+    }
+
+    private func sendQueued() {
+        guard let commands, commands.isReady, verified else { return }
+        let sending = queued
+        queued.removeAll()
+        for waiting in sending { send(waiting.batches, promise: waiting.promise) }
+    }
+
+    private func expireQueued() {
+        let now = NIODeadline.now()
+        queued.removeAll { waiting in
+            guard waiting.deadline <= now else { return false }
+            refuse(
+                waiting.batches, waiting.promise, kind: "unavailable",
+                "Redis unavailable: nothing of this batch was kept")
+            return true
+        }
+        publishStatistics()
+    }
+
+    private func refuse(_ batches: [NewBatch], _ promise: EventLoopPromise<AppendResults>, kind: String, _ why: String)
+    {
+        statistics.refusedWrites[kind, default: 0] += 1
+        promise.succeed([.failure(.storage(why))])
+    }
+
+    private func send(_ batches: [NewBatch], promise: EventLoopPromise<AppendResults>) {
+        if !statistics.divergedStreams.isEmpty {
+            let names = statistics.divergedStreams.map(\.rawValue).joined(separator: ", ")
+            return refuse(
+                batches, promise, kind: "diverged",
+                "Redis lost rows this sidecar stored (\(names)): writes refused until an operator acts")
+        }
+        let perBatch = Array(batches.lazy.map(StreamEntries.additions(of:)).prefix { $0 != nil }.map { $0! })
+        let additions = perBatch.flatMap { $0 }
+        let entriesPerBatch = perBatch.map(\.count)
+        guard !additions.isEmpty, let hub else { return promise.succeed([]) }
+        let floors = StreamName.all.map { hub.log.currentToken(of: $0) }
+        for addition in additions { inFlight[addition.stream.index] += 1 }
+        let command = AppendScript.arguments(
+            sha: scriptSHA, additions, entries: configuration.entries, keep: configuration.keepEntries, floors: floors)
+        let sent = NIODeadline.now()
+        commands.pipeline([command])[0].whenComplete { result in
+            self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
+            for addition in additions { self.inFlight[addition.stream.index] -= 1 }
+            defer { self.forgetStoredMeanwhile() }
+            switch result {
+            case .failure(RedisError.server(let message)) where message.hasPrefix("NOSCRIPT"):
+                self.scriptSHA = nil
+                self.send(batches, promise: promise)
+            case .failure(let error):
+                self.statistics.errors["script", default: 0] += 1
+                self.refuse(batches, promise, kind: "failed", "Redis did not confirm the batch: \(error)")
+            case .success(let value):
+                guard let reply = AppendScript.reply(value) else {
+                    self.statistics.errors["script", default: 0] += 1
+                    return self.refuse(batches, promise, kind: "failed", "unexpected reply from Redis: \(value)")
+                }
+                self.accepted(
+                    reply, additions: additions, entriesPerBatch: entriesPerBatch, batches: batches, promise: promise)
+            }
+        }
+    }
+
+    /// Waits for the follower to store every added entry, then answers each batch.
+    private func accepted(
+        _ reply: AppendScript.Reply, additions: [StreamEntries.Addition], entriesPerBatch: [Int], batches: [NewBatch],
+        promise: EventLoopPromise<AppendResults>
+    ) {
+        var stored: [EventLoopFuture<AppendedBatch>] = []
+        for (addition, token) in zip(additions, reply.added) {
+            statistics.entriesWritten[addition.stream.index] += 1
+            if let batch = storedMeanwhile[addition.stream.index].removeValue(forKey: token) {
+                stored.append(eventLoop.makeSucceededFuture(batch))
+            } else {
+                let waiting = eventLoop.makePromise(of: AppendedBatch.self)
+                awaiting[addition.stream.index][token] = waiting
+                stored.append(waiting.futureResult)
+            }
+        }
+        let refusal = reply.refusal.map { message, lastToken -> StreamLogError in
+            let tokenTaken = message.contains("equal or smaller")
+            statistics.refusedWrites[tokenTaken ? "token_taken" : "failed", default: 0] += 1
+            return tokenTaken
+                ? .tokenNotAfterCurrent(current: lastToken) : .storage("Redis refused the batch: \(message)")
+        }
+        publishStatistics()
+        EventLoopFuture.whenAllComplete(stored, on: eventLoop).whenSuccess { outcomes in
+            var results: AppendResults = []
+            var next = 0
+            for count in entriesPerBatch where next + count <= outcomes.count {
+                // A batch of several entries (a run) is answered by its last.
+                let last = outcomes[next + count - 1]
+                next += count
+                switch last {
+                case .success(let batch): results.append(.success(batch))
+                case .failure(let error): results.append(.failure(.storage("\(error)")))
+                }
+            }
+            if let refusal { results.append(.failure(refusal)) }
+            promise.succeed(Array(results.prefix(batches.count)))
+        }
+    }
+
+    private func forgetStoredMeanwhile() {
+        for stream in StreamName.all where inFlight[stream.index] == 0 { storedMeanwhile[stream.index].removeAll() }
+    }
+
+    private func commandsConnected(_ connected: Bool) {
+        guard connected else { return publishStatistics() }
+        commands.send(["SCRIPT", "LOAD", AppendScript.source]).whenComplete { result in
+            if case .success(let value) = result { self.scriptSHA = value.string }
+            self.sendQueued()
+            self.publishStatistics()
+        }
+    }
+
+    // MARK: following
+
+    private func followerConnected(_ connected: Bool) {
+        verified = false
+        publishStatistics()
+        guard connected else { return }
+        checkDivergence()
+    }
+
+    /// Redis must hold at least what this hub stored: a key missing or behind it means Redis lost data
+    /// (restarted without persistence, flushed, or another Redis), and tokens would be handed out twice.
+    private func checkDivergence() {
+        guard let hub else { return }
+        let streams = StreamName.all.filter { hub.log.currentToken(of: $0) > 0 }
+        let replies = follower.pipeline(
+            streams.map { ["XINFO", "STREAM", configuration.entries.key($0)].map { Array($0.utf8) } })
+        EventLoopFuture.whenAllComplete(replies, on: eventLoop).whenSuccess { results in
+            var diverged: [StreamName] = []
+            for (stream, result) in zip(streams, results) {
+                let redisToken = Self.lastToken(ofInfo: result)
+                self.statistics.redisTokens[stream.index] = redisToken
+                let stored = hub.log.currentToken(of: stream)
+                if redisToken < stored {
+                    diverged.append(stream)
+                    self.logger.error(
+                        "Redis is behind this sidecar's log: it lost data; writes are refused until an operator acts",
+                        metadata: ["stream": "\(stream)", "redis_token": "\(redisToken)", "stored_token": "\(stored)"])
+                }
+            }
+            self.statistics.divergedStreams = diverged
+            self.verified = true
+            self.sendQueued()
+            self.publishStatistics()
+            self.read()
+        }
+    }
+
+    /// The last token of an `XINFO STREAM` reply; 0 for a missing key.
+    static func lastToken(ofInfo result: Result<RedisValue, any Error>) -> Int64 {
+        guard case .success(.array(let fields)) = result else { return 0 }
+        for index in stride(from: 0, to: fields.count - 1, by: 2) where fields[index].string == "last-generated-id" {
+            return fields[index + 1].string.flatMap { Int64($0.prefix { $0 != "-" }) } ?? 0
+        }
+        return 0
+    }
+
+    private func read() {
+        guard let hub, !reading, !stopped, follower.isReady else { return }
+        reading = true
+        let tokens = StreamName.all.map { hub.log.currentToken(of: $0) }
+        let command = configuration.entries.readCommand(
+            after: tokens, count: configuration.readCount, blockMillis: configuration.blockMillis)
+        follower.send(command).whenComplete { result in
+            switch result {
+            case .success(let reply):
+                self.store(reply).whenComplete { _ in
+                    self.reading = false
+                    self.read()
+                }
+            case .failure where self.stopped:
+                self.reading = false
+            case .failure(let error):
+                self.reading = false
+                self.statistics.errors["read", default: 0] += 1
+                self.logger.warning("reading from Redis failed: \(error)")
+                self.publishStatistics()
+            // A lost connection reconnects and starts reading again; a refused read is retried then.
+            }
+        }
+    }
+
+    /// Stores what one `XREAD` returned, then hands each stored entry to the publish waiting for it.
+    private func store(_ reply: RedisValue) -> EventLoopFuture<Void> {
+        guard let hub else { return eventLoop.makeSucceededVoidFuture() }
+        var batches: [NewBatch] = []
+        for (stream, id, fields) in configuration.entries.entries(ofReadReply: reply) {
+            switch StreamEntries.batch(stream: stream, id: id, fields: fields) {
+            case .success(let batch):
+                batches.append(batch)
+                statistics.entriesRead[stream.index] += 1
+                if let token = StreamEntries.token(ofID: id) {
+                    statistics.redisTokens[stream.index] = max(statistics.redisTokens[stream.index], token)
+                }
+            case .failure(let error):
+                // Not ours (another program wrote to the key): counted and logged, never stored.
+                statistics.errors["entry", default: 0] += 1
+                logger.error("an entry in Redis is not a batch: \(error)", metadata: ["stream": "\(stream)"])
+            }
+        }
+        guard !batches.isEmpty else { return eventLoop.makeSucceededVoidFuture() }
+        return hub.store(batches, on: eventLoop).map { results in
+            for result in results {
+                switch result {
+                case .success(let batch):
+                    if let waiting = self.awaiting[batch.stream.index].removeValue(forKey: batch.token) {
+                        waiting.succeed(batch)
+                    } else if self.inFlight[batch.stream.index] > 0 {
+                        self.storedMeanwhile[batch.stream.index][batch.token] = batch
+                    }
+                case .failure(let error):
+                    self.statistics.errors["store", default: 0] += 1
+                    self.logger.error("storing what Redis holds failed: \(error)")
+                }
+            }
+            self.publishStatistics()
+        }
+    }
+}
+
+/// Hears one Redis client's connection changes.
+private final class ClientEvents: RedisClientDelegate {
+    let onConnection: (Bool) -> Void
+
+    init(onConnection: @escaping (Bool) -> Void) { self.onConnection = onConnection }
+
+    func redisClient(received message: RedisMessage) {}
+    func redisClient(connected: Bool, retryInMillis: Int64?, reason: String?) { onConnection(connected) }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import ReplicationTestSupport
+import XCTest
+
+/// Sidecars sharing their streams through a real Redis (Debian's redis-server, append-only file fsynced on
+/// every write), each a real `replication-sidecar serve` process.
+final class SharedStreamsTests: XCTestCase {
+    private var redis: RedisServer!
+
+    override func setUpWithError() throws {
+        redis = try RedisServer(appendOnly: true)
+    }
+
+    override func tearDown() {
+        redis = nil
+    }
+
+    private func sidecar(_ extra: [String] = [], writeTimeout: String = "5") throws -> SidecarProcess {
+        try SidecarProcess(
+            serve: [
+                "--redis", redis.url, "--server-name", "test.local", "--writer", "pub", "--redis-write-timeout",
+                writeTimeout,
+            ]
+                + (extra.contains("--data-dir") ? extra : ["--in-memory"] + extra))
+    }
+
+    /// A connection that has read the greeting and sent `NAME`.
+    private func connect(_ sidecar: SidecarProcess, name: String) throws -> LineSocket {
+        let socket = try LineSocket(port: sidecar.port)
+        _ = try socket.readLines(2)
+        try socket.send("NAME \(name)\n")
+        return socket
+    }
+
+    /// Subscribes to `events` after `token` and reads up to the `POSITION` that ends catch-up.
+    private func subscribe(_ sidecar: SidecarProcess, after token: Int = 0) throws -> (LineSocket, [String]) {
+        let socket = try connect(sidecar, name: "worker")
+        try socket.send("REPLICATE events \(token)\n")
+        let caughtUp = try socket.readLines { $0.hasPrefix("POSITION events") }
+        return (socket, caughtUp.filter { $0.hasPrefix("RDATA") })
+    }
+
+    /// Reads `count` `RDATA` lines, skipping `PING`s.
+    private func readRows(_ socket: LineSocket, _ count: Int) throws -> [String] {
+        var rows: [String] = []
+        while rows.count < count {
+            guard let line = try socket.readLine() else { throw SocketError("closed after \(rows.count) rows") }
+            if line.hasPrefix("RDATA") { rows.append(line) }
+        }
+        return rows
+    }
+
+    /// Publishes one row per token and waits for each acknowledgement.
+    private func publish(_ writer: LineSocket, tokens: ClosedRange<Int>) throws {
+        for token in tokens { try writer.send("RDATA events \(token) \(eventRow(token))\n") }
+        let acknowledged = try writer.readLines {
+            $0 == "POSITION events \(tokens.upperBound)" || $0.hasPrefix("ERROR")
+        }
+        XCTAssertEqual(acknowledged.last, "POSITION events \(tokens.upperBound)", "\(acknowledged)")
+    }
+
+    /// The value of one sample on a sidecar's metrics endpoint, e.g. `entries_read_total{stream_name="events"}`.
+    private func metric(_ sidecar: SidecarProcess, _ sample: String) throws -> Double? {
+        let socket = try LineSocket(port: sidecar.metricsPort)
+        defer { socket.close() }
+        let name = "replication_sidecar_redis_streams_" + sample + " "
+        let line = try socket.http("GET", "/metrics").text.split(separator: "\n").first { $0.hasPrefix(name) }
+        return line.flatMap { Double($0.dropFirst(name.count)) }
+    }
+
+    private func rowLines(_ tokens: ClosedRange<Int>) -> [String] {
+        tokens.map { "RDATA events \($0) \(eventRow($0))" }
+    }
+
+    func testRowsOfAWriterOnOneSidecarReachAWorkerOnAnother() throws {
+        let a = try sidecar()
+        let b = try sidecar()
+        let (worker, caughtUp) = try subscribe(b)
+        XCTAssertEqual(caughtUp, [])
+        let writer = try connect(a, name: "pub")
+        try writer.send("RDATA events batch \(eventRow(1))\nRDATA events 2 \(eventRow(2))\n")
+        XCTAssertEqual(try writer.readLine(), "POSITION events 2")
+        try publish(writer, tokens: 3...200)
+        XCTAssertEqual(
+            try readRows(worker, 200), ["RDATA events batch \(eventRow(1))"] + rowLines(2...200))
+        // One entry per batch, under its token.
+        XCTAssertEqual(
+            try redis.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
+                in: .whitespacesAndNewlines), "199")
+        // A worker on the writer's own sidecar sees the same rows, from its log (catch-up gives every row its
+        // batch's token).
+        let (_, onA) = try subscribe(a)
+        XCTAssertEqual(onA, ["RDATA events 2 \(eventRow(1))"] + rowLines(2...200))
+        XCTAssertEqual(try metric(a, #"entries_written_total{stream_name="events"}"#), 199)
+        XCTAssertEqual(try metric(a, #"entries_read_total{stream_name="events"}"#), 199)
+        XCTAssertEqual(try metric(b, #"entries_written_total{stream_name="events"}"#), 0)
+        XCTAssertEqual(try metric(b, #"entries_read_total{stream_name="events"}"#), 199)
+        XCTAssertEqual(try metric(b, #"lag_tokens{stream_name="events"}"#), 0)
+        XCTAssertEqual(try metric(b, #"connected{role="follower"}"#), 1)
+        XCTAssertEqual(try metric(a, "command_seconds_count"), try metric(a, #"command_seconds_bucket{le="+Inf"}"#))
+        XCTAssertGreaterThan(try XCTUnwrap(try metric(a, "command_seconds_count")), 0)
+    }
+
+    func testTwoWritersRacingForTheSameTokensTakeEachOnce() throws {
+        let a = try sidecar()
+        let b = try sidecar()
+        let writerA = try connect(a, name: "pub")
+        let writerB = try connect(b, name: "pub")
+        // Both claim tokens 1...50 at once; each token is taken by exactly one of them.
+        try writerA.send(
+            (1...50).map { "RDATA events \($0) [\"a\", [\"$\($0)\", \"!r\", \"m\", null, null, null]]\n" }.joined())
+        try writerB.send(
+            (1...50).map { "RDATA events \($0) [\"b\", [\"$\($0)\", \"!r\", \"m\", null, null, null]]\n" }.joined())
+        let answersA = try writerA.readLines { $0.hasPrefix("ERROR") || $0 == "POSITION events 50" }
+        let answersB = try writerB.readLines { $0.hasPrefix("ERROR") || $0 == "POSITION events 50" }
+        // The first batch to reach Redis wins every token: the other's first token is already taken.
+        let (winner, loser) = answersA.last == "POSITION events 50" ? ("a", answersB) : ("b", answersA)
+        XCTAssertEqual(
+            [answersA, answersB].filter { $0.last == "POSITION events 50" }.count, 1, "\(answersA) \(answersB)")
+        XCTAssertEqual(loser.filter { $0.hasPrefix("POSITION") }, [], "nothing of the loser's acknowledged")
+        let refusal = try XCTUnwrap(loser.last)
+        XCTAssertTrue(
+            refusal.hasPrefix("ERROR rejected RDATA events 1: token must be greater than the stream's current token "),
+            refusal)
+        let (_, onA) = try subscribe(a)
+        let (_, onB) = try subscribe(b)
+        let expected = (1...50).map {
+            "RDATA events \($0) [\"\(winner)\", [\"$\($0)\", \"!r\", \"m\", null, null, null]]"
+        }
+        XCTAssertEqual(onA, expected)
+        XCTAssertEqual(onB, expected)
+    }
+
+    func testASidecarKilledAndRestartedResumesWithNoGapAndNoDuplicate() throws {
+        let directory = redis.directory.appendingPathComponent("sidecar-b").path
+        let a = try sidecar()
+        var b = try sidecar(["--data-dir", directory, "--sync", "normal"])
+        let writer = try connect(a, name: "pub")
+        try publish(writer, tokens: 1...100)
+        try waitUntilTrue { (try? self.subscribe(b).1.count) == 100 }
+        let (worker, _) = try subscribe(b)
+        try publish(writer, tokens: 101...150)
+        XCTAssertEqual(try readRows(worker, 50), rowLines(101...150))
+        b.kill()
+        // B is gone while A goes on writing.
+        try publish(writer, tokens: 151...300)
+        b = try sidecar(["--data-dir", directory, "--sync", "normal"])
+        let (resumed, caughtUp) = try subscribe(b, after: 150)
+        let live = caughtUp.count < 150 ? try readRows(resumed, 150 - caughtUp.count) : []
+        XCTAssertEqual(caughtUp + live, rowLines(151...300))
+        try publish(writer, tokens: 301...310)
+        XCTAssertEqual(try readRows(resumed, 10), rowLines(301...310))
+    }
+
+    func testRedisRestartedMidStreamLosesNothingAcknowledged() throws {
+        let a = try sidecar()
+        let b = try sidecar()
+        let (worker, _) = try subscribe(b)
+        let writer = try connect(a, name: "pub")
+        try publish(writer, tokens: 1...100)
+        redis.stop()
+        try redis.start()
+        // Both sidecars reconnect (back-off from 1 s); the writer's next rows wait for that, then go through.
+        try publish(writer, tokens: 101...200)
+        XCTAssertEqual(try readRows(worker, 200), rowLines(1...200))
+        XCTAssertEqual(
+            try redis.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
+                in: .whitespacesAndNewlines),
+            "200")
+    }
+
+    func testAWriterIsRefusedWhenRedisStaysUnreachableAndNothingOfItsBatchIsKept() throws {
+        let a = try sidecar(writeTimeout: "0.5")
+        let writer = try connect(a, name: "pub")
+        try publish(writer, tokens: 1...3)
+        let (worker, _) = try subscribe(a)
+        redis.stop()
+        try writer.send("RDATA events batch \(eventRow(4))\nRDATA events 4 \(eventRow(5))\n")
+        let refused = try writer.readLines { $0.hasPrefix("ERROR") }
+        XCTAssertEqual(
+            refused, ["ERROR rejected RDATA events 4: not stored: Redis unavailable: nothing of this batch was kept"])
+        // Local workers keep being served what is stored; the refused batch never reaches them.
+        let (_, caughtUp) = try subscribe(a)
+        XCTAssertEqual(caughtUp, rowLines(1...3))
+        XCTAssertEqual(try metric(a, #"refused_writes_total{reason="unavailable"}"#), 1)
+        XCTAssertEqual(try metric(a, #"connected{role="commands"}"#), 0)
+        try redis.start()
+        // Once A has reconnected (its back-off decides when), the next writer's rows go through.
+        try waitUntilTrue(seconds: 40) {
+            guard let next = try? self.connect(a, name: "pub"),
+                (try? next.send("RDATA events 4 \(eventRow(4))\n")) != nil
+            else { return false }
+            return (try? next.readLines { $0.hasPrefix("ERROR") || $0.hasPrefix("POSITION") }.last)
+                == "POSITION events 4"
+        }
+        XCTAssertEqual(try readRows(worker, 1), rowLines(4...4))
+    }
+
+    func testRedisThatLostTheStreamsMakesTheSidecarRefuseWritesRatherThanGoBackwards() throws {
+        let a = try sidecar()
+        let writer = try connect(a, name: "pub")
+        try publish(writer, tokens: 1...20)
+        // Redis restarted without its data: the key is gone, A's log holds token 20.
+        redis.stop()
+        try FileManager.default.removeItem(at: redis.directory.appendingPathComponent("appendonlydir"))
+        try redis.start()
+        // The write waits for A to reconnect and compare (well within the 5 s write timeout), then is refused.
+        let next = try connect(a, name: "pub")
+        try next.send("RDATA events 21 \(eventRow(21))\n")
+        let answer = try next.readLines { $0.hasPrefix("ERROR") || $0.hasPrefix("POSITION") }
+        XCTAssertEqual(
+            answer.last,
+            "ERROR rejected RDATA events 21: not stored: Redis lost rows this sidecar stored (events): writes refused until an operator acts"
+        )
+        XCTAssertEqual(
+            try redis.cli(["EXISTS", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
+                in: .whitespacesAndNewlines), "0")
+    }
+}
