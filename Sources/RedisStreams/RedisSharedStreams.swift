@@ -14,6 +14,8 @@ public struct RedisStreamsConfiguration: Sendable {
     public var writeTimeout: TimeAmount
     /// Entries kept per key (`XADD … MAXLEN ~`), from `--retain-rows`.
     public var keepEntries: Int
+    /// Replicas that must have a publish (`WAIT`) before its writer is acknowledged; 0 does not wait.
+    public var waitReplicas = 0
     /// Entries one `XREAD` returns at most.
     public var readCount = 1_000
     /// How long one `XREAD` blocks (below the client's command timeout).
@@ -35,7 +37,7 @@ public struct RedisStreamsStatistics: Sendable, Equatable {
     public var entriesRead = [Int](repeating: 0, count: StreamName.all.count)
     /// The last token Redis holds per stream, as last seen, and the one this hub has stored.
     public var redisTokens = [Int64](repeating: 0, count: StreamName.all.count)
-    /// Publishes refused, by why: `token_taken`, `unavailable`, `diverged`, `failed`.
+    /// Publishes refused, by why: `token_taken`, `unavailable`, `diverged`, `not_replicated`, `failed`.
     public var refusedWrites: [String: Int] = [:]
     /// Errors by kind: `read`, `entry`, `store`, `script`.
     public var errors: [String: Int] = [:]
@@ -105,9 +107,11 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             self.hub = hub
             self.commandEvents = ClientEvents { [unowned self] connected in self.commandsConnected(connected) }
             self.followerEvents = ClientEvents { [unowned self] connected in self.followerConnected(connected) }
+            // `WAIT` holds the connection up to the write timeout: the command timeout leaves room for it.
             self.commands = RedisClient(
                 configuration: RedisClientConfiguration(
-                    endpoint: self.configuration.endpoint, clientName: "replication-sidecar"),
+                    endpoint: self.configuration.endpoint, clientName: "replication-sidecar",
+                    commandTimeout: self.configuration.writeTimeout + .seconds(5)),
                 eventLoop: self.eventLoop, delegate: self.commandEvents, logger: self.logger)
             self.follower = RedisClient(
                 configuration: RedisClientConfiguration(
@@ -178,6 +182,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private func refuse(_ batches: [NewBatch], _ promise: EventLoopPromise<AppendResults>, kind: String, _ why: String)
     {
         statistics.refusedWrites[kind, default: 0] += 1
+        publishStatistics()
         promise.succeed([.failure(.storage(why))])
     }
 
@@ -197,24 +202,46 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let command = AppendScript.arguments(
             sha: scriptSHA, additions, entries: configuration.entries, keep: configuration.keepEntries, floors: floors)
         let sent = NIODeadline.now()
-        commands.pipeline([command])[0].whenComplete { result in
+        let waitReplicas = configuration.waitReplicas
+        let waitCommand = ["WAIT", "\(waitReplicas)", "\(configuration.writeTimeout.nanoseconds / 1_000_000)"]
+        let replies = commands.pipeline([command] + (waitReplicas > 0 ? [waitCommand.map { Array($0.utf8) }] : []))
+        replies[0].whenComplete { result in
             self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
-            for addition in additions { self.inFlight[addition.stream.index] -= 1 }
-            defer { self.forgetStoredMeanwhile() }
             switch result {
             case .failure(RedisError.server(let message)) where message.hasPrefix("NOSCRIPT"):
+                self.settle(additions)
                 self.scriptSHA = nil
                 self.send(batches, promise: promise)
             case .failure(let error):
                 self.statistics.errors["script", default: 0] += 1
                 self.refuse(batches, promise, kind: "failed", "Redis did not confirm the batch: \(error)")
+                self.settle(additions)
             case .success(let value):
                 guard let reply = AppendScript.reply(value) else {
                     self.statistics.errors["script", default: 0] += 1
-                    return self.refuse(batches, promise, kind: "failed", "unexpected reply from Redis: \(value)")
+                    self.refuse(batches, promise, kind: "failed", "unexpected reply from Redis: \(value)")
+                    return self.settle(additions)
                 }
-                self.accepted(
-                    reply, additions: additions, entriesPerBatch: entriesPerBatch, batches: batches, promise: promise)
+                guard waitReplicas > 0 else {
+                    self.accepted(
+                        reply, additions: additions, entriesPerBatch: entriesPerBatch, batches: batches,
+                        promise: promise)
+                    return self.settle(additions)
+                }
+                replies[1].whenComplete { replicated in
+                    defer { self.settle(additions) }
+                    guard case .success(.integer(let count)) = replicated, count >= waitReplicas else {
+                        let count = if case .success(.integer(let count)) = replicated { "\(count)" } else { "none" }
+                        // WAIT cannot take a write back: say so, since the rows may still reach workers.
+                        return self.refuse(
+                            batches, promise, kind: "not_replicated",
+                            "Redis has the batch but \(count) of \(waitReplicas) replicas confirmed it in time; "
+                                + "it may still be delivered")
+                    }
+                    self.accepted(
+                        reply, additions: additions, entriesPerBatch: entriesPerBatch, batches: batches,
+                        promise: promise)
+                }
             }
         }
     }
@@ -257,6 +284,13 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             if let refusal { results.append(.failure(refusal)) }
             promise.succeed(Array(results.prefix(batches.count)))
         }
+    }
+
+    /// A publish has registered what it waits for (or given up): the follower no longer keeps what it stores
+    /// for it.
+    private func settle(_ additions: [StreamEntries.Addition]) {
+        for addition in additions { inFlight[addition.stream.index] -= 1 }
+        forgetStoredMeanwhile()
     }
 
     private func forgetStoredMeanwhile() {

@@ -34,7 +34,7 @@ public enum SharedStreamsMetricFamilies {
         help: "Errors by kind: read (XREAD failed), entry (not a batch), store (local log), script (append failed).")
     public static let refusedWrites = MetricFamily(
         name: prefix + "refused_writes", kind: .counter,
-        help: "Publishes refused, by reason: token_taken, unavailable, diverged, failed.")
+        help: "Publishes refused, by reason: token_taken, unavailable, diverged, not_replicated, failed.")
 }
 
 /// What one scrape of `serve --redis` shows of the shared streams.

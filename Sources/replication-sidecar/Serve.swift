@@ -105,6 +105,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "With --redis: seconds a writer's rows wait for an unreachable Redis before the writer is refused.")
     var redisWriteTimeout: Double = 5
 
+    @Option(help: "With --redis: Redis replicas that must confirm a writer's batch (WAIT) before it is acknowledged.")
+    var redisWaitReplicas = 0
+
     @Option(help: "Directory of the durable stream log (created if missing).")
     var dataDir = "./replication-data"
 
@@ -173,8 +176,11 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError(
                     "--redis-write-timeout must be a positive number of seconds, got \(redisWriteTimeout)")
             }
-        } else if redisPrefix != nil {
-            throw ValidationError("--redis-prefix needs --redis URL")
+            guard redisWaitReplicas >= 0 else {
+                throw ValidationError("--redis-wait-replicas must be 0 or more, got \(redisWaitReplicas)")
+            }
+        } else if redisPrefix != nil || redisWaitReplicas != 0 {
+            throw ValidationError("--redis-prefix and --redis-wait-replicas need --redis URL")
         }
         if let redisPrefix, redisPrefix.isEmpty || redisPrefix.contains(where: \.isWhitespace) {
             throw ValidationError("--redis-prefix must be non-empty, without spaces")
@@ -271,11 +277,13 @@ struct Serve: AsyncParsableCommand {
                 eventLoop: group.next(), logger: logger)
         }
         let shared = try redis.redis.map { _ in
-            RedisSharedStreams(
-                configuration: RedisStreamsConfiguration(
-                    endpoint: try redis.endpoint(),
-                    entries: StreamEntries(prefix: redisPrefix ?? StreamEntries.defaultPrefix(serverName: serverName)),
-                    writeTimeout: .nanoseconds(Int64(redisWriteTimeout * 1e9)), keepEntries: retainRows),
+            var redisConfiguration = RedisStreamsConfiguration(
+                endpoint: try redis.endpoint(),
+                entries: StreamEntries(prefix: redisPrefix ?? StreamEntries.defaultPrefix(serverName: serverName)),
+                writeTimeout: .nanoseconds(Int64(redisWriteTimeout * 1e9)), keepEntries: retainRows)
+            redisConfiguration.waitReplicas = redisWaitReplicas
+            return RedisSharedStreams(
+                configuration: redisConfiguration,
                 eventLoop: group.next(), latencyBuckets: SharedStreamsFigures.commandBuckets, logger: logger)
         }
         let server = ReplicationServer(

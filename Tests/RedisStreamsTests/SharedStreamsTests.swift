@@ -216,4 +216,24 @@ final class SharedStreamsTests: XCTestCase {
             try redis.cli(["EXISTS", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
                 in: .whitespacesAndNewlines), "0")
     }
+
+    func testWithWaitReplicasAWriterIsAcknowledgedOnlyOnceAReplicaHasTheBatch() throws {
+        let replica = try RedisServer(replicaOf: redis.port)
+        try waitUntilTrue { (try? replica.cli(["INFO", "replication"]))?.contains("master_link_status:up") == true }
+        let a = try sidecar(["--redis-wait-replicas", "1"], writeTimeout: "1")
+        let writer = try connect(a, name: "pub")
+        try publish(writer, tokens: 1...5)
+        XCTAssertEqual(
+            try replica.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
+                in: .whitespacesAndNewlines), "5")
+        // Without the replica, the writer is told its batch is not replicated (and that it may still arrive).
+        replica.stop()
+        try writer.send("RDATA events 6 \(eventRow(6))\n")
+        let refused = try writer.readLines { $0.hasPrefix("ERROR") || $0.hasPrefix("POSITION") }
+        XCTAssertEqual(
+            refused.last,
+            "ERROR rejected RDATA events 6: not stored: Redis has the batch but 0 of 1 replicas confirmed it in time; "
+                + "it may still be delivered")
+        XCTAssertEqual(try metric(a, #"refused_writes_total{reason="not_replicated"}"#), 1)
+    }
 }

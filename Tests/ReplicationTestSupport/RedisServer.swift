@@ -10,9 +10,13 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
     private let appendOnly: Bool
     private var process: Process?
 
-    public init(password: String? = nil, appendOnly: Bool = false) throws {
+    /// The port of the Redis this one replicates (`--replicaof`).
+    private let primaryPort: Int?
+
+    public init(password: String? = nil, appendOnly: Bool = false, replicaOf primaryPort: Int? = nil) throws {
         self.password = password
         self.appendOnly = appendOnly
+        self.primaryPort = primaryPort
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // Another test may take the port between freePort() and Redis binding it: try a few.
@@ -39,6 +43,7 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
                 "--appendfsync", "always", "--dir", directory.path,
                 "--logfile", directory.appendingPathComponent("redis.log").path, "--enable-debug-command", "yes",
             ] + (password.map { ["--requirepass", $0] } ?? [])
+            + (primaryPort.map { ["--replicaof", "127.0.0.1", "\($0)"] } ?? [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
