@@ -1,4 +1,4 @@
-/// The protocol's limits and timers. Every default is the value Synapse 1.6 used.
+/// The protocol's limits and timers. Every default is the value Synapse 1.6 used, unless it says otherwise.
 public struct ProtocolConfiguration: Sendable, Equatable {
     /// Longest line in either direction, delimiter excluded.
     public var maxLineLength: Int
@@ -14,6 +14,10 @@ public struct ProtocolConfiguration: Sendable, Equatable {
     /// `INVALIDATE_CACHE`/`REMOVE_PUSHER` one connection may send per second, in bursts of up to ten
     /// seconds' worth: each makes every worker do work, so one client must not flood them.
     public var hubRowsPerSecond: Int
+    /// Bytes of a writer's rows handed to the log and not yet stored, past which the writer is not read
+    /// from until commits catch up (TCP pushes back on it): what waits for a commit stays bounded however
+    /// fast a writer sends. Not a Synapse setting: Synapse has no log to wait for.
+    public var maxUnstoredWriterBytes: Int
 
     public init(
         maxLineLength: Int = 16384,
@@ -21,7 +25,8 @@ public struct ProtocolConfiguration: Sendable, Equatable {
         pingIntervalMillis: Int64 = 5_000,
         pingTimeoutMillis: Int64 = 25_000,
         maxBatchRows: Int = 10_000,
-        hubRowsPerSecond: Int = 100
+        hubRowsPerSecond: Int = 100,
+        maxUnstoredWriterBytes: Int = 8 << 20
     ) {
         self.maxLineLength = maxLineLength
         self.maxPendingCommands = maxPendingCommands
@@ -29,5 +34,6 @@ public struct ProtocolConfiguration: Sendable, Equatable {
         self.pingTimeoutMillis = pingTimeoutMillis
         self.maxBatchRows = maxBatchRows
         self.hubRowsPerSecond = hubRowsPerSecond
+        self.maxUnstoredWriterBytes = maxUnstoredWriterBytes
     }
 }

@@ -68,6 +68,10 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     private var heldAcknowledgements: [StreamName: Int64] = [:]
     public private(set) var syncingUsers: Set<String> = []
     public private(set) var readsFromPeer = true
+    private var isWritable = true
+    /// Bytes of the writer's rows handed to the log and not yet stored.
+    private var unstoredWriterBytes = 0
+    private let maxUnstoredWriterBytes: Int
     private let routing: any CommandRouting
     /// `INVALIDATE_CACHE`/`REMOVE_PUSHER` this connection may still send.
     private var hubCommands: TokenBucket
@@ -82,6 +86,7 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         self.routing = routing
         self.hubCommands = TokenBucket(
             perSecond: configuration.hubRowsPerSecond, capacity: configuration.hubRowsPerSecond * 10, now: now)
+        self.maxUnstoredWriterBytes = configuration.maxUnstoredWriterBytes
     }
 
     /// Whether an `AUTH` is being verified: the connection's further lines wait until it is.
@@ -92,7 +97,8 @@ public struct ServerSession<Lines: Sendable>: Sendable {
 
     /// What the metrics show of this connection; the transport adds what only it knows.
     public func snapshot(
-        peer: String, connectedAtMillis: Int64, bufferedWritableBytes: Int, kernelSendQueue: Int, kernelReceiveQueue: Int
+        peer: String, connectedAtMillis: Int64, bufferedWritableBytes: Int, kernelSendQueue: Int,
+        kernelReceiveQueue: Int
     ) -> ConnectionSnapshot {
         ConnectionSnapshot(
             name: machine.name, peer: peer, isWriter: machine.isWriter, connectedAtMillis: connectedAtMillis,
@@ -145,11 +151,19 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         perform(machine.fail(rejection, now: now), now: now)
     }
 
-    /// The writer's batches were stored (`positions`, one per batch, in order), up to a refusal if any.
-    public mutating func writerBatchesStored(_ positions: [StreamPosition], refusal: ClosingError?, now: Int64)
-        -> [Action]
-    {
-        var actions: [Action] = []
+    /// The writer's batches, `bytes` of rows, were handed to the log.
+    public mutating func writerBatchesSubmitted(bytes: Int) -> [Action] {
+        unstoredWriterBytes += bytes
+        return readingFollows()
+    }
+
+    /// The writer's batches of `bytes` were stored (`positions`, one per batch, in order), up to a refusal
+    /// if any.
+    public mutating func writerBatchesStored(
+        _ positions: [StreamPosition], refusal: ClosingError?, bytes: Int, now: Int64
+    ) -> [Action] {
+        unstoredWriterBytes -= bytes
+        var actions = readingFollows()
         if !positions.isEmpty {
             if machine.isEstablished {
                 machine.recordSent(.POSITION, count: positions.count, now: now)
@@ -166,16 +180,24 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     public mutating func writabilityChanged(isWritable: Bool, now: Int64) -> [Action] {
         var actions = machine.writabilityChanged(isWritable: isWritable, now: now).map(Action.write)
         if machine.isEstablished, !heldAcknowledgements.isEmpty {
-            let held = StreamName.all.compactMap { stream in heldAcknowledgements[stream].map { StreamPosition(stream, $0) } }
+            let held = StreamName.all.compactMap { stream in
+                heldAcknowledgements[stream].map { StreamPosition(stream, $0) }
+            }
             heldAcknowledgements = [:]
             machine.recordSent(.POSITION, count: held.count, now: now)
             actions.append(.acknowledge(held))
         }
-        if machine.isWriter, readsFromPeer != isWritable {
-            readsFromPeer = isWritable
-            actions.append(.readFromPeer(isWritable))
-        }
-        return actions
+        self.isWritable = isWritable
+        return actions + readingFollows()
+    }
+
+    /// A writer is read from while it takes its acknowledgements and while what it sent before is not
+    /// piling up waiting for commits.
+    private mutating func readingFollows() -> [Action] {
+        let reads = isWritable && unstoredWriterBytes < maxUnstoredWriterBytes
+        guard machine.isWriter, readsFromPeer != reads else { return [] }
+        readsFromPeer = reads
+        return [.readFromPeer(reads)]
     }
 
     /// The secret asked about with ``Action/verifySecret(writer:secret:)`` was checked. A wrong one ends

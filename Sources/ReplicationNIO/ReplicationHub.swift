@@ -164,16 +164,16 @@ public final class ReplicationHub: Sendable {
         shared?.publish(batches, on: eventLoop) ?? store(batches, on: eventLoop)
     }
 
-    /// Stores batches in the log; once stored, every event loop is handed the accepted ones at once.
+    /// Stores batches in the log; once stored, every event loop is handed the accepted ones at once, from
+    /// the thread that stored them (one hop per loop, none through the appending connection's loop).
     public func store(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
-        log.append(batches, on: eventLoop).map { results in
+        log.append(batches, on: eventLoop) { results in
             let accepted = results.compactMap { try? $0.get() }
-            guard !accepted.isEmpty else { return results }
+            guard !accepted.isEmpty else { return }
             self.counters.withLockedValue { counters in
                 for batch in accepted { counters.streamUpdates[batch.stream.index] += batch.rowCount }
             }
             for loop in self.fanouts.withLockedValue({ Array($0.values) }) { loop.hand(accepted) }
-            return results
         }
     }
 

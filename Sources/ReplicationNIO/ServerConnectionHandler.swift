@@ -175,11 +175,11 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     private func writerAppendsCompleted(
-        _ outcome: Result<AppendResults, any Error>, _ submitted: [WriterIngest.Submitted]
+        _ outcome: Result<AppendResults, any Error>, _ submitted: [WriterIngest.Submitted], bytes: Int
     ) {
         let (positions, refusal) = WriterIngest.acknowledgements(of: outcome, submitted)
         if !positions.isEmpty { hub.count { $0.writerAppends += positions.count } }
-        run(session.writerBatchesStored(positions, refusal: refusal, now: clock.monotonicMillis))
+        run(session.writerBatchesStored(positions, refusal: refusal, bytes: bytes, now: clock.monotonicMillis))
         // Acknowledgements completing together (a group commit) leave in one write.
         if let context { output.flushSoon(context) { [self] in eventHandled() } }
     }
@@ -318,9 +318,11 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     /// acknowledges each with `POSITION` once stored.
     private func submitWriterAppends() {
         guard !ingest.isEmpty, let context else { return }
+        let bytes = ingest.completedBytes
         let submitted = ingest.take()
+        run(session.writerBatchesSubmitted(bytes: bytes))
         hub.append(submitted.map(\.batch), on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
-            writerAppendsCompleted(outcome, submitted)
+            writerAppendsCompleted(outcome, submitted, bytes: bytes)
         }
     }
 }

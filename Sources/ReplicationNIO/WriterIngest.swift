@@ -35,6 +35,9 @@ struct WriterIngest {
 
     var isEmpty: Bool { completed.isEmpty }
 
+    /// Bytes of the rows of the batches completed since the last ``take()``.
+    var completedBytes: Int { completedRows.readableBytes }
+
     /// What became of one line on the fast path.
     private enum RowLineOutcome {
         /// Not a row in its common form: the general path reads it.

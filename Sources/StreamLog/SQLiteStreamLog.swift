@@ -5,7 +5,7 @@ import NIOPosix
 import ReplicationCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The durable stream log: one SQLite database (WAL mode) in the data directory.
@@ -77,6 +77,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private struct Completion {
         var promise: EventLoopPromise<AppendResults>
         var results: AppendResults
+        var stored: (@Sendable (AppendResults) -> Void)?
     }
 
     private struct WriterState {
@@ -182,7 +183,9 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         do {
             applicationID = try connection.integer("PRAGMA application_id")
         } catch {
-            throw OpenError(description: "\(path) is not a replication-sidecar stream log (\(error.message)); it was left untouched")
+            throw OpenError(
+                description: "\(path) is not a replication-sidecar stream log (\(error.message)); it was left untouched"
+            )
         }
         let version = Int(try connection.integer("PRAGMA user_version"))
         let objects = try connection.integer("SELECT count(*) FROM sqlite_master")
@@ -191,7 +194,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         }
         guard version <= schemaVersion else {
             throw OpenError(
-                description: "\(path) has schema version \(version), newer than this build supports (\(schemaVersion)); "
+                description:
+                    "\(path) has schema version \(version), newer than this build supports (\(schemaVersion)); "
                     + "run a newer replication-sidecar")
         }
         let mode = try connection.prepare("PRAGMA journal_mode = WAL")
@@ -208,7 +212,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
             } catch {
                 try? connection.execute("ROLLBACK")
                 throw OpenError(
-                    description: "cannot migrate \(path) to schema version \(next + 1): \(error); it was left as it was")
+                    description: "cannot migrate \(path) to schema version \(next + 1): \(error); it was left as it was"
+                )
             }
         }
     }
@@ -220,6 +225,19 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     }
 
     public func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults> {
+        append(batches, on: eventLoop, stored: nil)
+    }
+
+    public func append(
+        _ batches: [NewBatch], on eventLoop: any EventLoop,
+        whenStored stored: @escaping @Sendable (AppendResults) -> Void
+    ) -> EventLoopFuture<AppendResults> {
+        append(batches, on: eventLoop, stored: .some(stored))
+    }
+
+    private func append(
+        _ batches: [NewBatch], on eventLoop: any EventLoop, stored: (@Sendable (AppendResults) -> Void)?
+    ) -> EventLoopFuture<AppendResults> {
         let promise = eventLoop.makePromise(of: AppendResults.self)
         let startCommit = writerState.withLockedValue { state -> Bool in
             guard !state.closed else {
@@ -250,7 +268,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                 promise.succeed(results)  // all refused: nothing to store
                 return false
             }
-            state.queue[lastQueued].completion = Completion(promise: promise, results: results)
+            state.queue[lastQueued].completion = Completion(promise: promise, results: results, stored: stored)
             defer { state.committing = true }
             return !state.committing
         }
@@ -272,7 +290,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     package func read(_ stream: StreamName, after token: Int64, maxBytes: Int) throws(StreamLogError) -> LogPage {
         let connection: SQLiteConnection
         do {
-            connection = try readers.withLockedValue { $0.popLast() } ?? SQLiteConnection(path: path, access: .readWrite)
+            connection =
+                try readers.withLockedValue { $0.popLast() } ?? SQLiteConnection(path: path, access: .readWrite)
         } catch {
             throw .storage("\(error)")
         }
@@ -344,10 +363,15 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                 heads.withLockedValue { heads in
                     for pending in round {
                         heads.current[pending.batch.stream.index] = pending.token
-                        if pending.batch.forgetsEarlier { heads.oldestServable[pending.batch.stream.index] = pending.token }
+                        if pending.batch.forgetsEarlier {
+                            heads.oldestServable[pending.batch.stream.index] = pending.token
+                        }
                     }
                 }
-                for completion in round.compactMap(\.completion) { completion.promise.succeed(completion.results) }
+                for completion in round.compactMap(\.completion) {
+                    completion.stored?(completion.results)
+                    completion.promise.succeed(completion.results)
+                }
             } catch {
                 try? writerConnection.execute("ROLLBACK")
                 let durable = heads.withLockedValue { $0.current }
@@ -357,7 +381,8 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
                     }
                 }
                 for completion in round.compactMap(\.completion) {
-                    completion.promise.succeed(completion.results.map { $0.flatMap { _ in .failure(.storage("\(error)")) } })
+                    completion.promise.succeed(
+                        completion.results.map { $0.flatMap { _ in .failure(.storage("\(error)")) } })
                 }
             }
             maintainIfDue()

@@ -206,6 +206,15 @@ public protocol StreamLog: Sendable {
     /// after a gap may be kept). The future completes, on `eventLoop`, once the accepted ones are stored.
     func append(_ batches: [NewBatch], on eventLoop: any EventLoop) -> EventLoopFuture<AppendResults>
 
+    /// As ``append(_:on:)``, and `stored` gets the results as soon as the accepted batches are stored, on
+    /// the thread that stored them, before the future completes: the fan-out of a group commit leaves from
+    /// the commit itself instead of waiting for `eventLoop`, which a busy writer keeps reading. When
+    /// nothing is stored, `stored` may not be called at all.
+    func append(
+        _ batches: [NewBatch], on eventLoop: any EventLoop,
+        whenStored stored: @escaping @Sendable (AppendResults) -> Void
+    ) -> EventLoopFuture<AppendResults>
+
     /// Reads the rows after `token`, at most about `maxBytes` of lines (always at least one batch), away
     /// from the event loop when that takes I/O; the future completes on `eventLoop`, failing with a
     /// ``StreamLogError``.
@@ -214,6 +223,19 @@ public protocol StreamLog: Sendable {
 
     /// Refuses further appends and returns once everything appended before is stored.
     func close() async
+}
+
+extension StreamLog {
+    /// A log that stores on the caller's thread has nothing to save: `stored` runs as the future completes.
+    public func append(
+        _ batches: [NewBatch], on eventLoop: any EventLoop,
+        whenStored stored: @escaping @Sendable (AppendResults) -> Void
+    ) -> EventLoopFuture<AppendResults> {
+        append(batches, on: eventLoop).map { results in
+            stored(results)
+            return results
+        }
+    }
 }
 
 extension StreamLogError {
@@ -258,7 +280,9 @@ public enum RowLines {
     }
 
     /// One line: `RDATA <stream> <token> <row>\n`, the row given as its UTF-8 bytes.
-    static func write(_ row: UnsafeRawBufferPointer, stream: StreamName, tokenText: String, into buffer: inout ByteBuffer) {
+    static func write(
+        _ row: UnsafeRawBufferPointer, stream: StreamName, tokenText: String, into buffer: inout ByteBuffer
+    ) {
         buffer.writeStaticString("RDATA ")
         buffer.writeString(stream.rawValue)
         buffer.writeInteger(UInt8(ascii: " "))

@@ -219,8 +219,31 @@ import Testing
         var session = session()
         _ = receive(&session, "NAME pub")
         let positions = [StreamPosition(.events, 3), StreamPosition(.events, 4), StreamPosition(.caches, 1)]
-        #expect(session.writerBatchesStored(positions, refusal: nil, now: 2) == [.acknowledge(positions)])
+        #expect(session.writerBatchesStored(positions, refusal: nil, bytes: 0, now: 2) == [.acknowledge(positions)])
         #expect(session.machine.counters.outbound(.POSITION) == 3)
+    }
+
+    @Test func aWriterIsNotReadFromWhileTooManyOfItsBytesWaitForACommit() {
+        var session = Session(
+            serverName: "test.local", writers: ["pub"],
+            configuration: ProtocolConfiguration(maxUnstoredWriterBytes: 100),
+            routing: HubRouting(), now: 0)
+        _ = session.connectionActive(now: 0, wallMillis: 0)
+        _ = receive(&session, "NAME pub")
+        #expect(session.writerBatchesSubmitted(bytes: 60) == [])
+        #expect(session.writerBatchesSubmitted(bytes: 40) == [.readFromPeer(false)])
+        #expect(session.readsFromPeer == false)
+        let first = [StreamPosition(.events, 1)]
+        // Still 60 bytes unstored, under the bound: reading resumes with the acknowledgement.
+        #expect(
+            session.writerBatchesStored(first, refusal: nil, bytes: 40, now: 2) == [
+                .readFromPeer(true), .acknowledge(first),
+            ])
+        // Both reasons to stop: reading resumes only once neither holds.
+        #expect(session.writerBatchesSubmitted(bytes: 50) == [.readFromPeer(false)])
+        #expect(session.writabilityChanged(isWritable: false, now: 3) == [])
+        #expect(session.writerBatchesStored([], refusal: nil, bytes: 110, now: 4) == [])
+        #expect(session.writabilityChanged(isWritable: true, now: 5) == [.readFromPeer(true)])
     }
 
     @Test func aPausedWriterHoldsOnlyTheNewestAcknowledgementPerStreamAndIsNotReadFrom() {
@@ -229,9 +252,11 @@ import Testing
         #expect(session.writabilityChanged(isWritable: false, now: 2) == [.readFromPeer(false)])
         // Far more acknowledgements than the pending-command limit: held, one per stream, never queued.
         for token in 1...1_000 {
-            #expect(session.writerBatchesStored([StreamPosition(.events, Int64(token))], refusal: nil, now: 3) == [])
+            #expect(
+                session.writerBatchesStored([StreamPosition(.events, Int64(token))], refusal: nil, bytes: 0, now: 3)
+                    == [])
         }
-        #expect(session.writerBatchesStored([StreamPosition(.typing, 8)], refusal: nil, now: 3) == [])
+        #expect(session.writerBatchesStored([StreamPosition(.typing, 8)], refusal: nil, bytes: 0, now: 3) == [])
         #expect(session.machine.state == .paused)
         #expect(
             session.writabilityChanged(isWritable: true, now: 4) == [
@@ -271,12 +296,12 @@ import Testing
         let refusal = ClosingError.tokenNotAfterCurrent(.RDATA, stream: .events, token: 3, current: 5)
         #expect(refusal.text == "rejected RDATA events 3: token must be greater than the stream's current token 5")
         #expect(
-            session.writerBatchesStored([StreamPosition(.events, 2)], refusal: refusal, now: 2) == [
+            session.writerBatchesStored([StreamPosition(.events, 2)], refusal: refusal, bytes: 0, now: 2) == [
                 .acknowledge([StreamPosition(.events, 2)]), .submitWriterBatches, .leaveFanout,
                 .writeErrorAndClose(.error(refusal.text), reason: .writerRejected),
             ])
         // Nothing more once closing.
-        #expect(session.writerBatchesStored([StreamPosition(.events, 9)], refusal: nil, now: 3) == [])
+        #expect(session.writerBatchesStored([StreamPosition(.events, 9)], refusal: nil, bytes: 0, now: 3) == [])
     }
 
     @Test func writerLinesAreHandedOverAndTheirRejectionsClose() {

@@ -70,6 +70,42 @@ import Testing
         try await fixture.stop()
     }
 
+    @Test func aWriterIsNotReadFromWhileTooManyOfItsRowsWaitForACommit() async throws {
+        var configuration = configuration
+        configuration.protocolLimits.maxUnstoredWriterBytes = 64 * 1024
+        let log = GatedStreamLog(holdingAppends: true)
+        let fixture = try await ServerFixture.start(configuration, log: log)
+        let writer = try fixture.connect(name: "pub")
+        // Far more than the kernel's buffers hold: a server that kept reading would hold most of it.
+        let rows = 200_000
+        let lines = Array((1...rows).map { "RDATA events \($0) \(eventRow($0))\n" }.joined().utf8)
+        var sent = 0
+        // Sends until the kernel takes no more while the server is not reading from the writer.
+        try await waitUntil(seconds: 30) {
+            var taken = 1
+            while taken > 0, sent < lines.count {
+                taken = writer.sendWithoutBlocking(Array(lines[sent..<min(sent + 65536, lines.count)]))
+                sent += taken
+            }
+            guard sent < lines.count else { return true }
+            let snapshot = try? await snapshots(fixture).first { $0.name == "pub" }
+            return (snapshot?.kernelReceiveQueue ?? 0) > 0
+                && log.heldAppendBytes >= configuration.protocolLimits.maxUnstoredWriterBytes
+        }
+        #expect(sent < lines.count)
+        // What waits for a commit is the bound and at most a few reads past it.
+        #expect(log.heldAppendBytes < 1024 * 1024)
+        log.releaseAppends()
+        let rest = Array(lines[sent...])
+        let sender = Task.detached { try writer.send(rest) }
+        let acknowledgements = try writer.readLines(
+            until: { $0 == "POSITION events \(rows)" || $0.hasPrefix("ERROR") }, timeoutMillis: 30_000)
+        try await sender.value
+        #expect(acknowledgements.last == "POSITION events \(rows)")
+        #expect(fixture.server.hub.countersSnapshot.writerAppends == rows)
+        try await fixture.stop()
+    }
+
     @Test func aCatchUpFromASlowLogDoesNotDelayLiveRowsOnTheSameEventLoop() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let log = GatedStreamLog()
