@@ -170,7 +170,12 @@ import Testing
     }
 
     @Test func aSubscriberThatStopsReadingCostsNoMemoryAndDoesNotSlowOthers() async throws {
-        let fixture = try await ServerFixture.start(writerConfiguration)
+        // No keepalive PING may join the rows (or the slow connection's queue) however long a sanitizer
+        // build takes to move 30,000 rows.
+        var configuration = writerConfiguration
+        configuration.protocolLimits.pingIntervalMillis = 600_000
+        configuration.protocolLimits.pingTimeoutMillis = 3_000_000
+        let fixture = try await ServerFixture.start(configuration)
         let slow = try fixture.connect(name: "slow", receiveBuffer: 4096)
         try slow.send("REPLICATE events NOW\n")
         #expect(try slow.readLine() == "POSITION events 0")
@@ -194,7 +199,7 @@ import Testing
 
         // The slow subscriber holds at most a page beyond the write-buffer mark in user space, whatever is published.
         let slowSnapshot = try #require(try await snapshots(fixture).first { $0.name == "slow" })
-        let bound = writerConfiguration.writeBufferHighWater + writerConfiguration.catchUpPageBytes
+        let bound = configuration.writeBufferHighWater + configuration.catchUpPageBytes
         #expect(slowSnapshot.bufferedWritableBytes > 0)
         #expect(slowSnapshot.bufferedWritableBytes <= bound)
         #expect(slowSnapshot.pendingCommands == 0)
