@@ -32,6 +32,10 @@ public enum SharedStreamsMetricFamilies {
     public static let errors = MetricFamily(
         name: prefix + "errors", kind: .counter,
         help: "Errors by kind: read (XREAD failed), entry (not a batch), store (local log), script (append failed).")
+    /// Label values exported from 0, so that `increase()` sees the first one happen.
+    public static let errorKinds = ["read", "entry", "store", "script"]
+    public static let refusalReasons = ["token_taken", "unavailable", "diverged", "not_replicated", "failed"]
+
     public static let refusedWrites = MetricFamily(
         name: prefix + "refused_writes", kind: .counter,
         help: "Publishes refused, by reason: token_taken, unavailable, diverged, not_replicated, failed.")
@@ -93,11 +97,11 @@ extension Exposition {
         func perStream(_ family: MetricFamily, _ value: (StreamName) -> Double) -> FamilySamples {
             FamilySamples(family: family, samples: streams.map { .init(labels: $0.1, value: value($0.0)) })
         }
-        func perLabel(_ family: MetricFamily, _ label: String, _ counts: [String: Int]) -> FamilySamples {
+        func perLabel(_ family: MetricFamily, _ label: String, known: [String], _ counts: [String: Int]) -> FamilySamples {
             FamilySamples(
                 family: family,
-                samples: counts.keys.sorted().map {
-                    .init(labels: "\(label)=\"\(escape($0, quotes: true))\"", value: Double(counts[$0]!))
+                samples: Set(known).union(counts.keys).sorted().map {
+                    .init(labels: "\(label)=\"\(escape($0, quotes: true))\"", value: Double(counts[$0, default: 0]))
                 })
         }
         var histogram: [FamilySamples.Sample] = []
@@ -124,8 +128,10 @@ extension Exposition {
                 Double(max(0, figures.redisTokens[$0.index] - figures.localTokens[$0.index]))
             },
             perStream(SharedStreamsMetricFamilies.diverged) { figures.diverged.contains($0) ? 1 : 0 },
-            perLabel(SharedStreamsMetricFamilies.errors, "kind", figures.errors),
-            perLabel(SharedStreamsMetricFamilies.refusedWrites, "reason", figures.refusedWrites),
+            perLabel(SharedStreamsMetricFamilies.errors, "kind", known: SharedStreamsMetricFamilies.errorKinds, figures.errors),
+            perLabel(
+                SharedStreamsMetricFamilies.refusedWrites, "reason", known: SharedStreamsMetricFamilies.refusalReasons,
+                figures.refusedWrites),
         ]
     }
 }

@@ -6,8 +6,8 @@ import SidecarMetrics
 import Synchronization
 import Testing
 
-/// The sidecar with a writer and several workers (one slow, one that disconnects), a real Prometheus
-/// scraping it every second with the project's rules, and every dashboard and rule expression evaluated
+/// The sidecar with a writer and several workers (one slow, one that disconnects), a relay behind it and a
+/// sidecar sharing its streams through Redis, a real Prometheus scraping them every second with the project's rules, and every dashboard and rule expression evaluated
 /// through Prometheus's HTTP API.
 @Suite(.serialized) struct LiveDashboardTests {
     @Test func everyDashboardQueryReturnsDataAndEveryRuleIsValid() async throws {
@@ -65,12 +65,22 @@ import Testing
         _ = try behindRelay.readLines { $0.hasPrefix("POSITION events ") }
         #expect(relay.link.currentStatus.backfills == 1)
 
-        let prometheus = try PrometheusProcess(scraping: [metricsPort, relayMetricsPort])
+        // A sidecar sharing its streams through a real Redis, with a writer's rows on it: the Redis row of
+        // the dashboard and its alerts need one.
+        let redis = try RedisServer()
+        let shared = try SidecarProcess(serve: ["--redis", redis.url, "--server-name", "test.local", "--writer", "pub", "--in-memory"])
+        defer { shared.kill() }
+        let sharedWriter = try LineSocket(port: shared.port)
+        try sharedWriter.send("NAME pub\nRDATA events 1 \(eventRow(1))\n")
+        _ = try sharedWriter.readLines { $0 == "POSITION events 1" }
+
+        let prometheus = try PrometheusProcess(scraping: [metricsPort, relayMetricsPort, shared.metricsPort])
         defer { prometheus.stop() }
 
         let dashboard = try Dashboard.load()
         var missing: [String] = []
-        try await waitUntil(seconds: 90) {
+        // A wait that runs out still reports which queries had no data.
+        try? await waitUntil(seconds: 90) {
             missing = dashboard.panels.flatMap { panel in
                 panel.expressions.compactMap { expression in
                     (try? prometheus.query(Dashboard.resolve(expression)).hasData) == true ? nil : "\(panel.title): \(expression)"
@@ -80,13 +90,13 @@ import Testing
         }
         #expect(missing.isEmpty, "queries without data: \(missing)")
 
-        // Every rule watches series that exist on a hub and a relay: recording rules return data, and so does
+        // Every rule watches series that exist on a hub, a relay and a Redis-backed sidecar: recording rules return data, and so does
         // every alert's expression without its threshold (absent() aside, which has data only when its
         // target is gone).
         let rules = try PrometheusRules.load()
         #expect(rules.recordings.count >= 4 && rules.alerts.count >= 10)
         var silent: [String] = []
-        try await waitUntil(seconds: 60) {
+        try? await waitUntil(seconds: 60) {
             silent = rules.recordings.map(\.expression).filter { (try? prometheus.query($0).hasData) != true }
             return silent.isEmpty
         }

@@ -115,6 +115,22 @@ func golden(_ name: String, actual: String) throws -> String {
         #expect(text.contains("synapse_replication_tcp_protocol_inbound_rdata_count_total{stream_name=\"events\"} 12\n"))
     }
 
+    @Test func sharedStreamsErrorsAndRefusalsAreExportedBeforeTheyHappen() {
+        let empty = [Int](repeating: 0, count: StreamName.all.count)
+        let tokens = [Int64](repeating: 0, count: StreamName.all.count)
+        let figures = SharedStreamsFigures(
+            links: [], commandCounts: [], commandSecondsSum: 0, entriesWritten: empty, entriesRead: empty,
+            redisTokens: tokens, localTokens: tokens, diverged: [], errors: ["read": 2], refusedWrites: [:])
+        let text = Exposition.render(Exposition.families(figures), as: .text)
+        for kind in ["entry", "store", "script"] {
+            #expect(text.contains("replication_sidecar_redis_streams_errors_total{kind=\"\(kind)\"} 0\n"))
+        }
+        #expect(text.contains("replication_sidecar_redis_streams_errors_total{kind=\"read\"} 2\n"))
+        for reason in ["token_taken", "unavailable", "diverged", "not_replicated", "failed"] {
+            #expect(text.contains("replication_sidecar_redis_streams_refused_writes_total{reason=\"\(reason)\"} 0\n"))
+        }
+    }
+
     @Test func commandCountersKeepClosedConnectionsAndStartTimesAreTimestamps() {
         let text = Exposition.render(families, as: .text)
         #expect(text.contains(#"replication_sidecar_outbound_commands_total{command="RDATA",name="gone"} 4"#))
