@@ -14,19 +14,23 @@ public final class HubMetricsSource: MetricsSource {
     private let upstream: (@Sendable () -> UpstreamStatus)?
     private let upstreamAddress: String
     private let moreFamilies: (@Sendable () -> [FamilySamples])?
+    private let sharedStreamsConnected: (@Sendable () -> Bool)?
     private let clock: ConnectionClock
     private let scrapes = Mutex(ScrapeStatistics())
 
     /// `upstream` reports a relay's upstream connection at `upstreamAddress` (nil for a hub); `moreFamilies`
-    /// adds what the server's other parts show (the Redis of shared streams).
+    /// adds what the server's other parts show (the Redis of shared streams), and `sharedStreamsConnected`
+    /// says whether that Redis is connected.
     public init(
         server: ReplicationServer, upstream: (@Sendable () -> UpstreamStatus)? = nil, upstreamAddress: String = "",
-        moreFamilies: (@Sendable () -> [FamilySamples])? = nil, clock: ConnectionClock = .system
+        moreFamilies: (@Sendable () -> [FamilySamples])? = nil, sharedStreamsConnected: (@Sendable () -> Bool)? = nil,
+        clock: ConnectionClock = .system
     ) {
         self.server = server
         self.upstream = upstream
         self.upstreamAddress = upstreamAddress
         self.moreFamilies = moreFamilies
+        self.sharedStreamsConnected = sharedStreamsConnected
         self.clock = clock
     }
 
@@ -52,8 +56,11 @@ public final class HubMetricsSource: MetricsSource {
 
     public var isHealthy: Bool { server.localAddress != nil }
 
-    /// Listening, and in relay mode connected upstream: before that a worker would get no new rows.
-    public var isReady: Bool { isHealthy && (upstream?().connected ?? true) }
+    /// Listening, and connected upstream in relay mode or to Redis with shared streams: before that a worker
+    /// would get no new rows.
+    public var isReady: Bool {
+        isHealthy && (upstream?().connected ?? true) && (sharedStreamsConnected?() ?? true)
+    }
 
     public func statusPage(telemetryPath: String) throws -> String {
         let hub = server.hub

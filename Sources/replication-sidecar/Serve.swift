@@ -293,7 +293,14 @@ struct Serve: AsyncParsableCommand {
         var upstreamStatus: (@Sendable () -> UpstreamStatus)?
         if let link { upstreamStatus = { link.currentStatus } }
         var sharedFamilies: (@Sendable () -> [FamilySamples])?
-        if let shared { sharedFamilies = { shared.metricFamilies(log: log) } }
+        var sharedConnected: (@Sendable () -> Bool)?
+        if let shared {
+            sharedFamilies = { shared.metricFamilies(log: log) }
+            sharedConnected = {
+                let statistics = shared.currentStatistics
+                return statistics.commands.connected && statistics.follower.connected
+            }
+        }
         // Trapped before either listener says it is ready: a signal from then on shuts down gracefully.
         let signals = await ShutdownSignals.trap()
         let exporter: MetricsHTTPServer
@@ -303,7 +310,7 @@ struct Serve: AsyncParsableCommand {
                 source: HubMetricsSource(
                     server: server, upstream: upstreamStatus,
                     upstreamAddress: upstream.map { "\($0.host):\($0.port)" } ?? "",
-                    moreFamilies: sharedFamilies),
+                    moreFamilies: sharedFamilies, sharedStreamsConnected: sharedConnected),
                 logger: logger)
         } catch {
             try? await commitThread.shutdownGracefully()

@@ -68,6 +68,13 @@ final class SharedStreamsTests: XCTestCase {
         return line.flatMap { Double($0.dropFirst(name.count)) }
     }
 
+    /// The status code of a probe on a sidecar's metrics endpoint.
+    private func probe(_ sidecar: SidecarProcess, _ path: String) throws -> Int {
+        let socket = try LineSocket(port: sidecar.metricsPort)
+        defer { socket.close() }
+        return try socket.http("GET", path).status
+    }
+
     private func rowLines(_ tokens: ClosedRange<Int>) -> [String] {
         tokens.map { "RDATA events \($0) \(eventRow($0))" }
     }
@@ -184,6 +191,9 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(caughtUp, rowLines(1...3))
         XCTAssertEqual(try metric(a, #"refused_writes_total{reason="unavailable"}"#), 1)
         XCTAssertEqual(try metric(a, #"connected{role="commands"}"#), 0)
+        // Not ready without Redis (new rows could not arrive), while still alive.
+        XCTAssertEqual(try probe(a, "/readyz"), 503)
+        XCTAssertEqual(try probe(a, "/healthz"), 200)
         try redis.start()
         // Once A has reconnected (its back-off decides when), the next writer's rows go through.
         try waitUntilTrue(seconds: 40) {
@@ -194,6 +204,7 @@ final class SharedStreamsTests: XCTestCase {
                 == "POSITION events 4"
         }
         XCTAssertEqual(try readRows(worker, 1), rowLines(4...4))
+        try waitUntilTrue { (try? self.probe(a, "/readyz")) == 200 }
     }
 
     func testRedisThatLostTheStreamsMakesTheSidecarRefuseWritesRatherThanGoBackwards() throws {
