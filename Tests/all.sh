@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, as CI runs it: the Swift test suite, then the hardening stages (fuzzing,
 # AddressSanitizer, ThreadSanitizer, soak). Runs every stage even after a failure, prints one line per
-# stage and ends with `N passed, N failed`; exits non-zero when any stage failed.
+# stage, repeats the failure lines of each failed stage (so they are not lost above a long log) and
+# ends with `N passed, N failed`; exits non-zero when any stage failed.
 #
 #   bash Tests/all.sh                 every stage
 #   bash Tests/all.sh asan fuzz ...   only the named stages (tests, fuzz, asan, tsan, soak)
@@ -30,20 +31,26 @@ run_stage() {  # NAME
     esac
 }
 
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 passed=0
 failed=0
 summary=()
+failures=()
 for stage in "${stages[@]}"; do
     echo "=== $stage" >&2
     start=$SECONDS
-    if run_stage "$stage"; then
+    if run_stage "$stage" 2>&1 | tee "$logs/$stage"; then
         passed=$((passed + 1))
         summary+=("$stage: passed in $((SECONDS - start)) s")
     else
         failed=$((failed + 1))
         summary+=("$stage: FAILED after $((SECONDS - start)) s")
+        # Swift Testing marks failures with ✘, XCTest and the compiler with "error:", libFuzzer with ==ERROR.
+        failures+=("--- $stage" "$(grep -aE '✘|error:|==[0-9]+==ERROR|FAIL' "$logs/$stage" | head -40)")
     fi
 done
+printf '%s\n' "${failures[@]}"
 printf '%s\n' "${summary[@]}"
 echo "$passed passed, $failed failed"
 ((failed == 0))
