@@ -18,6 +18,11 @@ public struct ProtocolConfiguration: Sendable, Equatable {
     /// from until commits catch up (TCP pushes back on it): what waits for a commit stays bounded however
     /// fast a writer sends. Not a Synapse setting: Synapse has no log to wait for.
     public var maxUnstoredWriterBytes: Int
+    /// How far above a stream's current token one writer's batch (or `POSITION`) may go. Not a Synapse
+    /// setting: it keeps one bad batch from moving a stream to the end of the token range, where no later
+    /// token fits. The default, 2^40, is far above any real stream's step, even a first batch on an empty
+    /// log carrying a large deployment's whole history.
+    public var maxTokenStep: Int64
 
     public init(
         maxLineLength: Int = 16384,
@@ -26,7 +31,8 @@ public struct ProtocolConfiguration: Sendable, Equatable {
         pingTimeoutMillis: Int64 = 25_000,
         maxBatchRows: Int = 10_000,
         hubRowsPerSecond: Int = 100,
-        maxUnstoredWriterBytes: Int = 8 << 20
+        maxUnstoredWriterBytes: Int = 8 << 20,
+        maxTokenStep: Int64 = 1 << 40
     ) {
         self.maxLineLength = maxLineLength
         self.maxPendingCommands = maxPendingCommands
@@ -35,5 +41,6 @@ public struct ProtocolConfiguration: Sendable, Equatable {
         self.maxBatchRows = maxBatchRows
         self.hubRowsPerSecond = hubRowsPerSecond
         self.maxUnstoredWriterBytes = maxUnstoredWriterBytes
+        self.maxTokenStep = maxTokenStep
     }
 }

@@ -4,7 +4,8 @@
 /// `batch` rows wait until the row with the numeric token that closes them arrives; only then is the batch
 /// handed to the log, so a batch is stored whole or not at all. Rows are checked here, once, at ingest:
 /// after that they are trusted bytes on the fan-out path. The rows' bytes are the caller's to keep; this
-/// counts them.
+/// counts them. A batch's token may be at most ``ProtocolConfiguration/maxTokenStep`` above the stream's
+/// current token (whether it is after it is the log's to decide, when it stores the batch).
 public struct WriterBatches: Sendable {
     /// A batch the last row completed: its rows are the ones held for the stream plus that row.
     public struct Closed: Equatable, Sendable {
@@ -19,6 +20,9 @@ public struct WriterBatches: Sendable {
     }
 
     private var open = [Open](repeating: Open(), count: StreamName.all.count)
+    /// Per stream, the highest token of this writer's batches let through: the stream's token once they
+    /// are stored. A token within the step of it needs no look at the log's head.
+    private var reached = [Int64?](repeating: nil, count: StreamName.all.count)
     private let configuration: ProtocolConfiguration
 
     public init(configuration: ProtocolConfiguration) {
@@ -29,17 +33,22 @@ public struct WriterBatches: Sendable {
     package var heldRows: Int { open.reduce(0) { $0 + $1.rows } }
 
     /// Adds one row of a stream named on the wire; returns the batch it closes, if its token is numeric.
-    public mutating func add(stream name: String, token: RowToken, row: RowJSON) -> Result<Closed?, ClosingError> {
+    /// `head` gives a stream's current token in the log.
+    public mutating func add(
+        stream name: String, token: RowToken, row: RowJSON, head: (StreamName) -> Int64
+    ) -> Result<Closed?, ClosingError> {
         guard let stream = StreamName(name) else {
             return .failure(.writerRejected(.RDATA, stream: name, token: token.wireText, "unknown stream"))
         }
-        return add(stream, token: token, shape: row.shape, byteCount: row.text.utf8.count)
+        return add(stream, token: token, shape: row.shape, byteCount: row.text.utf8.count, head: head)
     }
 
     /// Adds one row of `byteCount` bytes whose JSON has `shape`; returns the batch it closes, if its token
-    /// is numeric. On a refusal the stream's unfinished batch is dropped.
+    /// is numeric. On a refusal the stream's unfinished batch is dropped. `head` gives a stream's current
+    /// token in the log.
     public mutating func add(
-        _ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, byteCount: Int
+        _ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, byteCount: Int,
+        head: (StreamName) -> Int64
     ) -> Result<Closed?, ClosingError> {
         let reject = { (why: String) in ClosingError.writerRejected(.RDATA, stream: stream.rawValue, token: token.wireText, why) }
         guard shape == .array(count: stream.fieldCount) else {
@@ -68,15 +77,38 @@ public struct WriterBatches: Sendable {
                 reject(
                     "row of \(batch.longestRow) bytes does not fit the \(configuration.maxLineLength)-byte line limit"))
         }
+        if let tooFar = step(stream, to: closingToken, head: head) { return .failure(reject(tooFar)) }
         return .success(Closed(stream: stream, token: closingToken, rowCount: batch.rows))
     }
 
     /// A writer's `POSITION`: advances a stream without a row. Not allowed inside an unfinished batch.
-    public func position(stream name: String, token: Int64) -> Result<StreamName, ClosingError> {
+    /// `head` gives a stream's current token in the log.
+    public mutating func position(
+        stream name: String, token: Int64, head: (StreamName) -> Int64
+    ) -> Result<StreamName, ClosingError> {
         let reject = { (why: String) in ClosingError.writerRejected(.POSITION, stream: name, token: String(token), why) }
         guard let stream = StreamName(name) else { return .failure(reject("unknown stream")) }
         let held = open[stream.index].rows
         guard held == 0 else { return .failure(reject("the stream has an unfinished batch of \(held) rows")) }
+        if let tooFar = step(stream, to: token, head: head) { return .failure(reject(tooFar)) }
         return .success(stream)
+    }
+
+    /// Why `token` is too far above the stream's current token (the log's head, or this writer's batches
+    /// on their way to it), if it is. The head is looked up only when the token is beyond the step from
+    /// this writer's last batch, so a writer going one step at a time never asks.
+    private mutating func step(_ stream: StreamName, to token: Int64, head: (StreamName) -> Int64) -> String? {
+        let maxStep = configuration.maxTokenStep
+        let isWithinStep = { (current: Int64) in
+            let (limit, overflow) = current.addingReportingOverflow(maxStep)
+            return overflow || token <= limit
+        }
+        let known = reached[stream.index]
+        let current = if let known, isWithinStep(known) { known } else { max(head(stream), known ?? .min) }
+        guard isWithinStep(current) else {
+            return "token must be at most \(maxStep) above the stream's current token \(current)"
+        }
+        reached[stream.index] = max(current, token)
+        return nil
     }
 }

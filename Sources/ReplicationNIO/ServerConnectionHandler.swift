@@ -99,7 +99,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     /// many per call: one access to the handler's state per run of rows, not several per row.
     private func nextGeneralFrame(_ bytes: inout ByteBuffer, now: Int64) -> InboundFrame? {
         while session.takesWriterRows {
-            let (taken, stop) = ingest.takeRows(from: &bytes, framer: &framer)
+            let (taken, stop) = ingest.takeRows(from: &bytes, framer: &framer, head: hub.log.currentToken(of:))
             if taken > 0 { session.writerRowsReceived(taken, now: now) }
             switch stop {
             case nil: return nil
@@ -217,7 +217,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .submitWriterBatches:
             submitWriterAppends()
         case .ingest(let command):
-            if let rejection = ingest.take(command) {
+            if let rejection = ingest.take(command, head: hub.log.currentToken(of:)) {
                 run(session.writerLineRejected(rejection, now: clock.monotonicMillis))
             }
         case .writeErrorAndClose(let error, let reason):

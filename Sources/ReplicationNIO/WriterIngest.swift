@@ -56,9 +56,10 @@ struct WriterIngest {
 
     /// Takes a writer's lines from `buffer` while they are rows in their common form (``WriterRowLine``),
     /// in one pass with no per-line call back into the connection. Returns how many it took and, unless
-    /// it used up every complete line, why it stopped.
-    mutating func takeRows(from buffer: inout ByteBuffer, framer: inout LineFramer) -> (taken: Int, stop: Interruption?)
-    {
+    /// it used up every complete line, why it stopped. `head` gives a stream's current token in the log.
+    mutating func takeRows(
+        from buffer: inout ByteBuffer, framer: inout LineFramer, head: (StreamName) -> Int64
+    ) -> (taken: Int, stop: Interruption?) {
         var taken = 0
         while let frame = framer.nextFrame(&buffer) {
             guard case .line(let line) = frame else { return (taken, .generalPath(frame)) }
@@ -68,7 +69,7 @@ struct WriterIngest {
                 let prefix = row.token == .batch ? nil : UnsafeRawBufferPointer(rebasing: bytes[..<row.rowOffset])
                 let rejection = self.row(
                     row.stream, token: row.token, shape: .array(count: row.stream.fieldCount),
-                    bytes: UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...]), linePrefix: prefix)
+                    bytes: UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...]), linePrefix: prefix, head: head)
                 return rejection.map(RowLineOutcome.rejected) ?? .taken
             }
             switch outcome {
@@ -85,9 +86,9 @@ struct WriterIngest {
     /// so that a batch of this row alone keeps the line as it came.
     mutating func row(
         _ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, bytes: UnsafeRawBufferPointer,
-        linePrefix: UnsafeRawBufferPointer? = nil
+        linePrefix: UnsafeRawBufferPointer? = nil, head: (StreamName) -> Int64
     ) -> ClosingError? {
-        switch rules.add(stream, token: token, shape: shape, byteCount: bytes.count) {
+        switch rules.add(stream, token: token, shape: shape, byteCount: bytes.count, head: head) {
         case .failure(let rejection):
             openRows[stream.index] = nil
             return rejection
@@ -135,29 +136,35 @@ struct WriterIngest {
     }
 
     /// A writer's `RDATA` or `POSITION` that took the general path; the error that closes the writer, if
-    /// refused. Nothing else is a writer's to store.
-    mutating func take(_ command: Command) -> ClosingError? {
+    /// refused. Nothing else is a writer's to store. `head` gives a stream's current token in the log.
+    mutating func take(_ command: Command, head: (StreamName) -> Int64) -> ClosingError? {
         switch command {
-        case .rdata(let stream, let token, let row): return self.row(named: stream, token: token, row: row)
-        case .position(let stream, let token): return position(named: stream, token: token)
+        case .rdata(let stream, let token, let row): return self.row(named: stream, token: token, row: row, head: head)
+        case .position(let stream, let token): return position(named: stream, token: token, head: head)
         default: return nil
         }
     }
 
     /// A row that took the general path: its stream as named on the wire, its JSON already checked.
-    private mutating func row(named name: String, token: RowToken, row: RowJSON) -> ClosingError? {
+    private mutating func row(
+        named name: String, token: RowToken, row: RowJSON, head: (StreamName) -> Int64
+    ) -> ClosingError? {
         guard let stream = StreamName(name) else {
             // The rules word the refusal of a stream they do not know.
-            if case .failure(let rejection) = rules.add(stream: name, token: token, row: row) { return rejection }
+            if case .failure(let rejection) = rules.add(stream: name, token: token, row: row, head: head) {
+                return rejection
+            }
             return nil
         }
         var text = row.text
-        return text.withUTF8 { self.row(stream, token: token, shape: row.shape, bytes: UnsafeRawBufferPointer($0)) }
+        return text.withUTF8 {
+            self.row(stream, token: token, shape: row.shape, bytes: UnsafeRawBufferPointer($0), head: head)
+        }
     }
 
     /// A writer's `POSITION`; the error that closes the writer, if refused.
-    private mutating func position(named name: String, token: Int64) -> ClosingError? {
-        switch rules.position(stream: name, token: token) {
+    private mutating func position(named name: String, token: Int64, head: (StreamName) -> Int64) -> ClosingError? {
+        switch rules.position(stream: name, token: token, head: head) {
         case .failure(let rejection):
             return rejection
         case .success(let stream):

@@ -138,6 +138,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Rows a writer may hold in one unfinished batch.")
     var maxBatchRows = 10_000
 
+    @Option(help: "How far above a stream's current token a writer's batch or POSITION may go.")
+    var maxTokenStep: Int64 = ProtocolConfiguration().maxTokenStep
+
     @Option(help: "SO_SNDBUF in bytes for worker connections (default: the kernel's autotuning).")
     var socketSendBuffer: Int?
 
@@ -229,6 +232,9 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--max-hub-rows-per-second must be at least 1, got \(maxHubRowsPerSecond)")
         }
         guard maxBatchRows > 0 else { throw ValidationError("--max-batch-rows must be at least 1, got \(maxBatchRows)") }
+        guard maxTokenStep > 0 else {
+            throw ValidationError("--max-token-step must be at least 1, got \(maxTokenStep)")
+        }
         if let socketSendBuffer, socketSendBuffer < 1024 {
             throw ValidationError("--socket-send-buffer must be at least 1024 bytes, got \(socketSendBuffer)")
         }
@@ -245,7 +251,7 @@ struct Serve: AsyncParsableCommand {
             protocolLimits: ProtocolConfiguration(
                 maxLineLength: maxLineLength, maxPendingCommands: maxPendingCommands,
                 pingIntervalMillis: pingIntervalMs, pingTimeoutMillis: pingTimeoutMs, maxBatchRows: maxBatchRows,
-                hubRowsPerSecond: maxHubRowsPerSecond),
+                hubRowsPerSecond: maxHubRowsPerSecond, maxTokenStep: maxTokenStep),
             socketSendBuffer: socketSendBuffer)
         let metricsConfiguration = try metrics.exporterConfiguration()
         let log: any StreamLog

@@ -86,6 +86,43 @@ import Testing
         }
     }
 
+    @Test func aBatchTooFarAboveTheStreamsTokenIsRefusedAndNothingOfItIsStored() async throws {
+        var limited = ServerConfiguration(serverName: "test.local", writers: ["pub"])
+        limited.protocolLimits.pingIntervalMillis = 600_000
+        limited.protocolLimits.maxTokenStep = 1_000
+        let fixture = try await ServerFixture.start(limited)
+        let subscriber = try fixture.connect(name: "worker")
+        try subscriber.send("REPLICATE events NOW\n")
+        #expect(try subscriber.readLine() == "POSITION events 0")
+
+        let writer = try fixture.connect(name: "pub")
+        try writer.send("RDATA events 5 \(eventRow(1))\n")
+        #expect(try writer.readLine() == "POSITION events 5")
+        // The batch's first row is within the step; the token that closes it is not.
+        try writer.send("RDATA events batch \(eventRow(2))\nRDATA events 1006 \(eventRow(3))\n")
+        #expect(
+            try writer.readLine()
+                == "ERROR rejected RDATA events 1006: token must be at most 1000 above the stream's current token 5")
+        #expect(try writer.readsEndOfStream())
+        let positioner = try fixture.connect(name: "pub")
+        try positioner.send("POSITION typing 999999\n")
+        #expect(
+            try positioner.readLine()
+                == "ERROR rejected POSITION typing 999999: "
+                + "token must be at most 1000 above the stream's current token 0")
+        #expect(try positioner.readsEndOfStream())
+        #expect(fixture.log.currentToken(of: .events) == 5)
+        #expect(fixture.log.currentToken(of: .typing) == 0)
+
+        // A step of exactly the maximum is taken, and is the subscriber's next row after the first.
+        let next = try fixture.connect(name: "pub")
+        try next.send("RDATA events 1005 \(eventRow(4))\n")
+        #expect(try next.readLine() == "POSITION events 1005")
+        #expect(try subscriber.readLine() == "RDATA events 5 \(eventRow(1))")
+        #expect(try subscriber.readLine() == "RDATA events 1005 \(eventRow(4))")
+        try await fixture.stop()
+    }
+
     @Test func hubRowsBeyondTheConnectionsRateAreRefused() async throws {
         // A clock that never moves: the bucket's burst (ten seconds' worth) is all there is.
         let clock = ManualClock()
