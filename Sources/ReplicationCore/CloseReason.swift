@@ -93,13 +93,15 @@ extension ClosingError {
             reason: .replicateFailed)
     }
 
-    /// A writer's batch whose token is not after the stream's current one.
+    /// A writer's batch whose token is not after the stream's current one, and that does not repeat what the
+    /// log stores there: `difference` says how, when the two could be compared.
     public static func tokenNotAfterCurrent(
-        _ command: CommandName, stream: StreamName, token: Int64, current: Int64
+        _ command: CommandName, stream: StreamName, token: Int64, current: Int64, difference: String? = nil
     ) -> ClosingError {
         writerRejected(
             command, stream: stream.rawValue, token: String(token),
-            "token must be greater than the stream's current token \(current)")
+            "token must be greater than the stream's current token \(current)"
+                + (difference.map { ", or repeat what is stored: \($0)" } ?? ""))
     }
 
     /// A writer's batch the log could not store.

@@ -10,6 +10,9 @@ public struct HubCounters: Sendable, Equatable {
     /// Batches (or position advances) stored for writers, and writer lines refused.
     public var writerAppends = 0
     public var writerRejections = 0
+    /// Batches a writer sent again (after a lost connection) that the log already stored as sent: acknowledged
+    /// again, stored once.
+    public var writerResentBatches = 0
     /// Catch-up pages the stream log failed to read (not "fallen behind": storage that cannot be read).
     public var storageReadErrors = 0
     /// The last token a `FEDERATION_ACK` carried, if any arrived.

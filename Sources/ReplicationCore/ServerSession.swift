@@ -69,6 +69,8 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     public private(set) var syncingUsers: Set<String> = []
     public private(set) var readsFromPeer = true
     private var isWritable = true
+    /// Whether a writer's batch the log already has tokens for is being compared with what it stores.
+    public private(set) var isCheckingResentBatch = false
     /// Bytes of the writer's rows handed to the log and not yet stored.
     private var unstoredWriterBytes = 0
     private let maxUnstoredWriterBytes: Int
@@ -91,6 +93,10 @@ public struct ServerSession<Lines: Sendable>: Sendable {
 
     /// Whether an `AUTH` is being verified: the connection's further lines wait until it is.
     public var isVerifyingSecret: Bool { machine.authentication == .verifying }
+
+    /// Whether the connection's further lines wait: an `AUTH` being verified, or a re-sent batch being
+    /// compared (what follows it must reach the log after it).
+    public var holdsLines: Bool { isVerifyingSecret || isCheckingResentBatch }
 
     /// The last token written per stream (by ``StreamName/index``), `nil` where not subscribed.
     public var sentTokens: [Int64?] { subscriptions.map { $0?.cursor } }
@@ -176,6 +182,23 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         return actions
     }
 
+    /// The log refused a writer's batch whose tokens it already has: it is compared with what the log
+    /// stores, and nothing more is read from the writer or handed to the log until that is answered with
+    /// ``resentBatchChecked(_:refusal:now:)``.
+    public mutating func resentBatchCheckStarted() -> [Action] {
+        isCheckingResentBatch = true
+        return readingFollows()
+    }
+
+    /// The re-sent batch is what the log stores (`positions` acknowledge it again, as the original was),
+    /// or it is not (`refusal` closes the writer).
+    public mutating func resentBatchChecked(_ positions: [StreamPosition], refusal: ClosingError?, now: Int64)
+        -> [Action]
+    {
+        isCheckingResentBatch = false
+        return writerBatchesStored(positions, refusal: refusal, bytes: 0, now: now)
+    }
+
     /// The transport's writability changed.
     public mutating func writabilityChanged(isWritable: Bool, now: Int64) -> [Action] {
         var actions = machine.writabilityChanged(isWritable: isWritable, now: now).map(Action.write)
@@ -194,7 +217,7 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     /// A writer is read from while it takes its acknowledgements and while what it sent before is not
     /// piling up waiting for commits.
     private mutating func readingFollows() -> [Action] {
-        let reads = isWritable && unstoredWriterBytes < maxUnstoredWriterBytes
+        let reads = isWritable && unstoredWriterBytes < maxUnstoredWriterBytes && !isCheckingResentBatch
         guard machine.isWriter, readsFromPeer != reads else { return [] }
         readsFromPeer = reads
         return [.readFromPeer(reads)]

@@ -115,6 +115,7 @@ public enum Exposition {
             perName(MetricFamilies.connectionStartTime) { Double($0.oldestConnectedAtMillis) / 1000 },
             single(MetricFamilies.writerAppends, Double(counters.writerAppends)),
             single(MetricFamilies.writerRejections, Double(counters.writerRejections)),
+            single(MetricFamilies.writerResentBatches, Double(counters.writerResentBatches)),
             single(MetricFamilies.storageReadErrors, Double(counters.storageReadErrors)),
             single(MetricFamilies.scrapeDuration, snapshot.scrapes.lastDurationSeconds),
             single(MetricFamilies.scrapeErrors, Double(snapshot.scrapes.errors)),

@@ -20,7 +20,7 @@ public enum MetricFamilies {
         pendingCommands, transportSendBuffer, kernelSendBuffer, kernelReadBuffer, inboundCommands, outboundCommands,
         inboundCommandsTotal, outboundCommandsTotal, closeReason, inboundRDATA, streamUpdates, userSync, federationAck, removePusher, invalidateCache, userIPCache,
         totalConnections, connectionsPerStream, streamHeadToken, sentToken, lagTokens, syncingUsers,
-        lastFederationAck, connectionStartTime, writerAppends, writerRejections, storageReadErrors, scrapeDuration, scrapeErrors, processCPU,
+        lastFederationAck, connectionStartTime, writerAppends, writerRejections, writerResentBatches, storageReadErrors, scrapeDuration, scrapeErrors, processCPU,
         processResident, processVirtual, processOpenFDs, processMaxFDs, processStart, upstreamConnected,
         upstreamReconnects, upstreamReceivedToken, upstreamLagTokens, upstreamForwarded, upstreamQueued,
         upstreamDropped, upstreamBackfills, buildInfo,
@@ -103,6 +103,9 @@ public enum MetricFamilies {
         name: ours + "writer_appends", kind: .counter, help: "Batches (or position advances) stored for writers.")
     public static let writerRejections = MetricFamily(
         name: ours + "writer_rejections", kind: .counter, help: "Writer lines refused with an ERROR.")
+    public static let writerResentBatches = MetricFamily(
+        name: ours + "writer_resent_batches", kind: .counter,
+        help: "Batches a writer sent again that were already stored as sent: acknowledged again, stored once.")
     public static let storageReadErrors = MetricFamily(
         name: ours + "storage_read_errors", kind: .counter,
         help: "Catch-up reads the stream log failed (damaged or unreadable storage); the worker got an ERROR.")

@@ -82,7 +82,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         guard let context else { return }
         var bytes = unfinishedLine.prepended(to: read)
         let now = clock.monotonicMillis
-        while !session.isVerifyingSecret, let frame = nextGeneralFrame(&bytes, now: now) {
+        while !session.holdsLines, let frame = nextGeneralFrame(&bytes, now: now) {
             switch frame.text() {
             case .failure(let error):
                 run(session.lineRejected(error, now: now))
@@ -177,11 +177,41 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private func writerAppendsCompleted(
         _ outcome: Result<AppendResults, any Error>, _ submitted: [WriterIngest.Submitted], bytes: Int
     ) {
-        let (positions, refusal) = WriterIngest.acknowledgements(of: outcome, submitted)
+        let (positions, refusal, resent) = WriterIngest.acknowledgements(of: outcome, submitted)
         if !positions.isEmpty { hub.count { $0.writerAppends += positions.count } }
         run(session.writerBatchesStored(positions, refusal: refusal, bytes: bytes, now: clock.monotonicMillis))
+        if let resent { compare(resent) }
         // Acknowledgements completing together (a group commit) leave in one write.
         if let context { output.flushSoon(context) { [self] in eventHandled() } }
+    }
+
+    /// A batch sent again after a lost connection, whose tokens the log already has: compared with what the
+    /// log stores under them, while the writer's further lines wait (what follows must be stored after it).
+    private func compare(_ resent: WriterIngest.Resent) {
+        guard let context else { return }
+        run(session.resentBatchCheckStarted())
+        hub.log.compare(
+            resent.batch, pageBytes: configuration.catchUpPageBytes, patience: Self.resentBatchPatience,
+            on: context.eventLoop
+        ).assumeIsolated().whenComplete { [self] in resentBatchCompared(resent, $0) }
+    }
+
+    /// How long a re-sent batch waits for the rows it repeats to be committed (accepted from the writer's
+    /// previous connection, their commit under way) before the writer is told to try again.
+    static let resentBatchPatience = TimeAmount.seconds(30)
+
+    private func resentBatchCompared(
+        _ resent: WriterIngest.Resent, _ compared: Result<ResentBatch.Verdict, any Error>
+    ) {
+        let refusal = resent.refusal(compared)
+        let positions = refusal == nil ? resent.batch.positions : []
+        if refusal == nil { hub.count { $0.writerResentBatches += 1 } }
+        run(session.resentBatchChecked(positions, refusal: refusal, now: clock.monotonicMillis))
+        if refusal == nil { append(resent.rest, bytes: 0) }
+        guard let context else { return }
+        process(context.channel.allocator.buffer(capacity: 0))
+        submitWriterAppends()
+        eventHandled()
     }
 
     func snapshot() -> ConnectionSnapshot {
@@ -315,11 +345,16 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     /// Appends the writer's batches completed so far (one append for all the rows of a read) and
-    /// acknowledges each with `POSITION` once stored.
+    /// acknowledges each with `POSITION` once stored; not while a re-sent batch is compared, since these
+    /// must be stored after it.
     private func submitWriterAppends() {
-        guard !ingest.isEmpty, let context else { return }
+        guard !ingest.isEmpty, !session.isCheckingResentBatch else { return }
         let bytes = ingest.completedBytes
-        let submitted = ingest.take()
+        append(ingest.take(), bytes: bytes)
+    }
+
+    private func append(_ submitted: [WriterIngest.Submitted], bytes: Int) {
+        guard !submitted.isEmpty, let context else { return }
         run(session.writerBatchesSubmitted(bytes: bytes))
         hub.append(submitted.map(\.batch), on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
             writerAppendsCompleted(outcome, submitted, bytes: bytes)

@@ -195,14 +195,45 @@ struct WriterIngest {
 }
 
 extension WriterIngest {
+    /// A submitted batch the log refused because its first token is not after the stream's head, with the
+    /// batches submitted after it (the log stored none of them).
+    struct Resent {
+        var batch: ResentBatch
+        var command: CommandName
+        var following: [Submitted]
+
+        /// What to append once the batch is found stored as re-sent: a run's rows after the head, then the
+        /// batches that followed.
+        var rest: [Submitted] { (batch.remainder.map { [($0, command)] } ?? []) + following }
+
+        /// The refusal that closes the writer when the batch is not what the log stores; `nil` when it is.
+        func refusal(_ compared: Result<ResentBatch.Verdict, any Error>) -> ClosingError? {
+            let (stream, head) = (batch.stream, batch.head)
+            switch compared {
+            case .success(.identical):
+                return nil
+            case .success(.differs(let token, let why)):
+                return .tokenNotAfterCurrent(command, stream: stream, token: token, current: head, difference: why)
+            case .failure(StreamLogError.fallenBehind(let oldest)):
+                return .tokenNotAfterCurrent(
+                    command, stream: stream, token: batch.firstToken, current: head,
+                    difference: "the log keeps only the rows after token \(oldest) to compare with")
+            case .failure(let error):
+                let why = if case StreamLogError.storage(let why) = error { why } else { "\(error)" }
+                return .notStored(command, stream: stream, token: batch.firstToken, why)
+            }
+        }
+    }
+
     /// What the log made of submitted batches: the acknowledgement of each stored one (a run's rows are
-    /// acknowledged one by one, as the writer sent them), and the refusal that closes the writer, if any.
+    /// acknowledged one by one, as the writer sent them), and either the refusal that closes the writer or
+    /// a batch to compare with what the log stores, if the log refused one.
     static func acknowledgements(
         of outcome: Result<AppendResults, any Error>, _ submitted: [Submitted]
-    ) -> (positions: [StreamPosition], refusal: ClosingError?) {
+    ) -> (positions: [StreamPosition], refusal: ClosingError?, resent: Resent?) {
         let results = (try? outcome.get()) ?? [.failure(.storage("\(outcome)"))]
         var positions: [StreamPosition] = []
-        for (result, (batch, command)) in zip(results, submitted) {
+        for (index, (result, (batch, command))) in zip(results, submitted).enumerated() {
             switch result {
             case .success(let appended) where batch.rowTokens.isEmpty:
                 positions.append(StreamPosition(appended.stream, appended.token))
@@ -210,15 +241,17 @@ extension WriterIngest {
                 for token in batch.rowTokens { positions.append(StreamPosition(appended.stream, token)) }
             case .failure(let error):
                 // The log stores nothing after a refusal: it is the last result.
-                guard case .exactly(let token) = batch.firstToken else { return (positions, nil) }
-                guard case .tokenNotAfterCurrent(let current) = error else {
-                    let why = if case .storage(let why) = error { why } else { "\(error)" }
-                    return (positions, .notStored(command, stream: batch.stream, token: token, why))
+                if case .tokenNotAfterCurrent(let current) = error, let resent = ResentBatch(batch, head: current) {
+                    let following = Array(submitted[(index + 1)...])
+                    return (positions, nil, Resent(batch: resent, command: command, following: following))
                 }
-                return (positions, .tokenNotAfterCurrent(command, stream: batch.stream, token: token, current: current))
+                // Rows the server makes itself take the next token: only a failure to store refuses them.
+                guard case .exactly(let token) = batch.firstToken else { return (positions, nil, nil) }
+                let why = if case .storage(let why) = error { why } else { "\(error)" }
+                return (positions, .notStored(command, stream: batch.stream, token: token, why), nil)
             }
         }
-        return (positions, nil)
+        return (positions, nil, nil)
     }
 }
 

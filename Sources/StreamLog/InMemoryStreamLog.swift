@@ -20,25 +20,16 @@ public final class InMemoryStreamLog: StreamLog {
         func lines(after: Int64) -> (lines: ByteBuffer, rowCount: Int) {
             guard let first = rowTokens.first, after >= first else { return (catchUpLines, rowCount) }
             let skipped = rowTokens.firstIndex { $0 > after } ?? rowTokens.count
-            return (Self.dropLines(skipped, of: catchUpLines), rowCount - skipped)
+            return (catchUpLines.droppingLines(skipped), rowCount - skipped)
         }
 
         /// Retention: a run's oldest `count` rows (fewer than all) go; returns the last token dropped.
         mutating func dropFirstRowsOfRun(_ count: Int) -> Int64 {
             let last = rowTokens[count - 1]
-            catchUpLines = Self.dropLines(count, of: catchUpLines)
+            catchUpLines = catchUpLines.droppingLines(count)
             rowTokens.removeFirst(count)
             rowCount -= count
             return last
-        }
-
-        private static func dropLines(_ count: Int, of lines: ByteBuffer) -> ByteBuffer {
-            var rest = lines
-            for _ in 0..<count {
-                let newline = rest.readableBytesView.firstIndex(of: UInt8(ascii: "\n"))!
-                rest.moveReaderIndex(to: newline + 1)
-            }
-            return rest
         }
     }
 

@@ -122,6 +122,15 @@ public enum NewBatch: Sendable {
         }
     }
 
+    /// A run without its rows of tokens up to `token`; `nil` when nothing is left, or for any other batch
+    /// (its rows share one token).
+    public func droppingRows(through token: Int64) -> NewBatch? {
+        guard case .run(let stream, let lines, let tokens) = self else { return nil }
+        let dropped = tokens.prefix { $0 <= token }.count
+        guard dropped < tokens.count else { return nil }
+        return .run(stream, lines: lines.droppingLines(dropped), tokens: Array(tokens[dropped...]))
+    }
+
     /// Whether readers behind this batch have fallen behind.
     public var forgetsEarlier: Bool {
         if case .advance(_, _, true) = self { true } else { false }
@@ -172,6 +181,18 @@ public enum NewBatch: Sendable {
         case .advance:
             break
         }
+    }
+}
+
+extension ByteBuffer {
+    /// The bytes after the first `count` lines (each ending with `\n`), sharing the storage.
+    func droppingLines(_ count: Int) -> ByteBuffer {
+        var rest = self
+        for _ in 0..<count {
+            let newline = rest.readableBytesView.firstIndex(of: UInt8(ascii: "\n"))!
+            rest.moveReaderIndex(to: newline + 1)
+        }
+        return rest
     }
 }
 

@@ -290,6 +290,29 @@ import Testing
         #expect(session.writabilityChanged(isWritable: true, now: 2) == [])
     }
 
+    @Test func aWriterIsNotReadFromWhileItsResentBatchIsCompared() {
+        var session = session()
+        _ = receive(&session, "NAME pub")
+        #expect(session.resentBatchCheckStarted() == [.readFromPeer(false)])
+        #expect(session.holdsLines)
+        let again = [StreamPosition(.events, 2), StreamPosition(.events, 3)]
+        #expect(session.resentBatchChecked(again, refusal: nil, now: 2) == [.readFromPeer(true), .acknowledge(again)])
+        #expect(!session.holdsLines)
+
+        _ = session.resentBatchCheckStarted()
+        let refusal = ClosingError.tokenNotAfterCurrent(
+            .RDATA, stream: .events, token: 2, current: 3, difference: "nothing is stored at token 2")
+        #expect(
+            refusal.text
+                == "rejected RDATA events 2: token must be greater than the stream's current token 3, or repeat what is "
+                + "stored: nothing is stored at token 2")
+        #expect(
+            session.resentBatchChecked([], refusal: refusal, now: 3) == [
+                .readFromPeer(true), .submitWriterBatches, .leaveFanout,
+                .writeErrorAndClose(.error(refusal.text), reason: .writerRejected),
+            ])
+    }
+
     @Test func aRefusedBatchClosesTheWriterAfterAcknowledgingWhatWasStored() {
         var session = session()
         _ = receive(&session, "NAME pub")

@@ -106,7 +106,8 @@ import Testing
         try writer2.send("RDATA events 1 \(ev(9))\n")
         #expect(
             try writer2.readLine()
-                == "ERROR rejected RDATA events 1: token must be greater than the stream's current token 1")
+                == "ERROR rejected RDATA events 1: token must be greater than the stream's current token 1, or repeat "
+                + "what is stored: row 1 of 1 at token 1 differs from the stored row at byte 11")
 
         let nonWriter = try fixture.connect(name: "sub2")
         try nonWriter.send("RDATA events 5 \(ev(5))\n")
