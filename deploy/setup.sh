@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(pkg-config libmicrohttpd-dev zlib1g-dev libsqlite3-dev libcrypt-dev libhiredis-dev prometheus netcat-openbsd
-    curl openssl chromium redis-server postgresql)
+    curl openssl chromium redis-server postgresql iproute2)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

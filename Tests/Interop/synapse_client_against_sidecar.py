@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -35,10 +36,12 @@ def check(name, ok, detail=""):
     print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + detail), flush=True)
 
 
-def start_sidecar(executable, arguments=("--writer", "pub", "--server-name", SERVER_NAME)):
-    """Starts `serve` on free ports with an in-memory log; returns the process and its two ports."""
+def start_sidecar(executable, arguments=("--writer", "pub", "--server-name", SERVER_NAME), log=("--in-memory",),
+                  runner=()):
+    """Starts `serve` on free ports (by default with an in-memory log), through `runner` if given (e.g.
+    `ip netns exec NAME`); returns the process and its two ports."""
     process = subprocess.Popen(
-        [executable, "serve", "--port", "0", "--metrics-port", "0", "--in-memory", *arguments],
+        [*runner, executable, "serve", "--port", "0", "--metrics-port", "0", *log, *arguments],
         stderr=subprocess.PIPE, text=True)
     ports = {}
     deadline = time.time() + 30
@@ -48,6 +51,8 @@ def start_sidecar(executable, arguments=("--writer", "pub", "--server-name", SER
             ports["metrics"] = int(re.search(r" port=(\d+)", line).group(1))
         if "replication listener ready" in line:
             ports["replication"] = int(re.search(r" port=(\d+)", line).group(1))
+    # Keep reading its log so that it never blocks on a full pipe.
+    threading.Thread(target=lambda: process.stderr.read(), daemon=True).start()
     return process, ports
 
 
@@ -138,6 +143,11 @@ def run_checks(checks, process):
     finally:
         process.terminate()
         process.wait(10)
+    return summary()
+
+
+def summary():
+    """Prints the closing line; the exit status says whether every check passed."""
     failed = results.count(False)
     print("%d passed, %d failed" % (len(results) - failed, failed))
     return 1 if failed or not results else 0

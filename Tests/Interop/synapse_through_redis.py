@@ -28,7 +28,7 @@ from synapse.replication.tcp.protocol import ClientReplicationStreamProtocol
 from synapse.util import Clock
 
 from synapse_client_against_sidecar import (
-    SERVER_NAME, Handler, Writer, cache, check, ev, parsed, results, start_sidecar, wait_for)
+    SERVER_NAME, Handler, Writer, cache, check, ev, parsed, start_sidecar, summary, wait_for)
 
 
 def free_port():
@@ -91,9 +91,7 @@ def main(executable):
         redis.kill()
         redis.wait()
         shutil.rmtree(directory, ignore_errors=True)
-    failed = results.count(False)
-    print("%d passed, %d failed" % (len(results) - failed, failed))
-    return 1 if failed or not results else 0
+    return summary()
 
 
 def run(redis_port, a_ports, restart_b, b, b_ports, processes):

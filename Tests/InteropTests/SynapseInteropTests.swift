@@ -30,6 +30,21 @@ import Testing
         try runScript("synapse_through_redis.py")
     }
 
+    /// Whether hosts can be made of network namespaces here: root, and `ip netns` working (a container
+    /// without the right to make namespaces has `ip` but fails there).
+    static let canMakeHosts: Bool = {
+        guard getuid() == 0 else { return false }
+        let probe = "rs-probe-\(getpid())"
+        guard (try? runProcess("/usr/bin/env", ["ip", "netns", "add", probe]))?.status == 0 else { return false }
+        _ = try? runProcess("/usr/bin/env", ["ip", "netns", "del", probe])
+        return true
+    }()
+
+    @Test(.enabled(if: canMakeHosts, "hosts in network namespaces need root and a working `ip netns` (iproute2)"))
+    func synapsesClientOnHostBRowsWrittenOnHostAThroughRedisOnAThirdHostAcrossALinkCut() throws {
+        try runScript("synapse_across_hosts.py")
+    }
+
     @Test func sameInputSameAnswerAsSynapsesServer() throws {
         try runScript("same_input_same_answer.py")
     }
