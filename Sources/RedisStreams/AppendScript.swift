@@ -6,8 +6,8 @@ import ReplicationCore
 /// an ID (a row the hub makes itself) takes the token after the key's last one, and after `floor` (this
 /// hub's own token, should Redis have lost the key).
 ///
-/// KEYS: one per entry. ARGV: the entries kept per key (`MAXLEN ~`), then four per entry: ID or '', floor,
-/// field, value. Reply: `{added IDs}`, or `{added IDs, error, the refusing key's last token}`.
+/// KEYS: one per entry. ARGV: four per entry: ID or '', floor, field, value. Reply: `{added IDs}`, or
+/// `{added IDs, error, the refusing key's last token}`. Nothing is trimmed here: that is ``TrimScript``'s.
 enum AppendScript {
     static let source = """
         local function last_token(key)
@@ -20,10 +20,10 @@ enum AppendScript {
         end
         local ids = {}
         for i, key in ipairs(KEYS) do
-          local base = 1 + (i - 1) * 4
+          local base = (i - 1) * 4
           local id = ARGV[base + 1]
           if id == '' then id = string.format('%d-0', math.max(last_token(key), tonumber(ARGV[base + 2])) + 1) end
-          local added = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[1], id, ARGV[base + 3], ARGV[base + 4])
+          local added = redis.pcall('XADD', key, id, ARGV[base + 3], ARGV[base + 4])
           if type(added) == 'table' and added.err then return {ids, added.err, last_token(key)} end
           ids[#ids + 1] = added
         end
@@ -32,13 +32,12 @@ enum AppendScript {
 
     /// The command that runs the script: `EVALSHA` once `SCRIPT LOAD` has answered its SHA-1, `EVAL` before.
     static func arguments(
-        sha: String?, _ additions: [StreamEntries.Addition], entries: StreamEntries, keep: Int, floors: [Int64]
+        sha: String?, _ additions: [StreamEntries.Addition], entries: StreamEntries, floors: [Int64]
     ) -> [[UInt8]] {
         var command: [[UInt8]] =
             sha.map { [Array("EVALSHA".utf8), Array($0.utf8)] } ?? [Array("EVAL".utf8), Array(source.utf8)]
         command.append(Array("\(additions.count)".utf8))
         for addition in additions { command.append(Array(entries.key(addition.stream).utf8)) }
-        command.append(Array("\(keep)".utf8))
         for addition in additions {
             command.append(Array((addition.token.map { "\($0)-0" } ?? "").utf8))
             command.append(Array("\(floors[addition.stream.index])".utf8))

@@ -12,8 +12,15 @@ public struct RedisStreamsConfiguration: Sendable {
     public var entries: StreamEntries
     /// How long a publish waits for Redis to be reachable before its writer is refused.
     public var writeTimeout: TimeAmount
-    /// Entries kept per key (`XADD … MAXLEN ~`), from `--retain-rows`.
+    /// Entries kept per key at least (``TrimScript``), from `--retain-rows`: one per batch, so as many rows.
     public var keepEntries: Int
+    /// Entries younger than this are kept too, from `--retain-age`.
+    public var keepAge: TimeAmount?
+    /// How often the keys are trimmed, and at most how many entries per key each time.
+    public var trimInterval = TimeAmount.seconds(1)
+    public var trimBatch = 1_000
+    /// Entries one `XRANGE` of a catch-up older than the local log returns at most.
+    public var backfillCount = 1_000
     /// Replicas that must have a publish (`WAIT`) before its writer is acknowledged; 0 does not wait.
     public var waitReplicas = 0
     /// Entries one `XREAD` returns at most.
@@ -75,6 +82,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var hub: ReplicationHub?
     private var scriptSHA: String?
     private var reading = false
+    private var trimming = false
+    private var trimTask: RepeatedTask?
+    private var entryAges: EntryAges?
     /// Whether Redis was found to hold at least what this hub stored, since the follower last connected:
     /// until then nothing is written (a Redis that lost data must not take tokens again).
     private var verified = false
@@ -120,12 +130,18 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                 eventLoop: self.eventLoop, delegate: self.followerEvents, logger: self.logger)
             self.commands.start()
             self.follower.start()
+            self.entryAges = self.configuration.keepAge.map { EntryAges(ageMillis: $0.nanoseconds / 1_000_000) }
+            let interval = self.configuration.trimInterval
+            self.trimTask = self.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                self.trim()
+            }
         }
     }
 
     public func stop() -> EventLoopFuture<Void> {
         eventLoop.submit {
             self.stopped = true
+            self.trimTask?.cancel()
             self.commands?.stop()
             self.follower?.stop()
             for waiting in self.queued { waiting.promise.fail(RedisError.connectionClosed) }
@@ -200,7 +216,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let floors = StreamName.all.map { hub.log.currentToken(of: $0) }
         for addition in additions { inFlight[addition.stream.index] += 1 }
         let command = AppendScript.arguments(
-            sha: scriptSHA, additions, entries: configuration.entries, keep: configuration.keepEntries, floors: floors)
+            sha: scriptSHA, additions, entries: configuration.entries, floors: floors)
         let sent = NIODeadline.now()
         let waitReplicas = configuration.waitReplicas
         let waitCommand = ["WAIT", "\(waitReplicas)", "\(configuration.writeTimeout.nanoseconds / 1_000_000)"]
@@ -306,6 +322,51 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         }
     }
 
+    // MARK: retention and older rows
+
+    /// Trims every key of what `--retain-rows` and `--retain-age` no longer keep; never while Redis has not
+    /// been compared with this hub's log, nor once it was found to have lost rows (an operator decides then).
+    private func trim() {
+        guard let commands, commands.isReady, verified, statistics.divergedStreams.isEmpty, !trimming, !stopped
+        else { return }
+        let now = Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)
+        entryAges?.record(tokens: statistics.redisTokens, at: now)
+        let streams = StreamName.all.filter { statistics.redisTokens[$0.index] > 0 }
+        guard !streams.isEmpty else { return }
+        trimming = true
+        let command = TrimScript.arguments(
+            keys: streams.map(configuration.entries.key), keep: configuration.keepEntries,
+            batch: configuration.trimBatch, oldThrough: streams.map { entryAges?.oldThrough($0, at: now) })
+        commands.send(command).whenComplete { result in
+            self.trimming = false
+            guard case .success(let value) = result, let removed = TrimScript.removed(value) else {
+                return self.logger.warning("trimming the streams in Redis failed: \(result)")
+            }
+            for (stream, count) in zip(streams, removed) where count > 0 {
+                self.logger.debug("trimmed Redis", metadata: ["stream": "\(stream)", "entries": "\(count)"])
+            }
+        }
+    }
+
+    /// The rows of `stream` after `token` through `through`, read from Redis (`XRANGE`): a catch-up older than
+    /// the local log. Fails with ``StreamLogError/fallenBehind(oldestServable:)`` when Redis no longer holds
+    /// them all either.
+    public func backfill(_ stream: StreamName, after token: Int64, through: Int64, on eventLoop: any EventLoop)
+        -> EventLoopFuture<LogPage>
+    {
+        let count = configuration.backfillCount
+        let command = BackfillScript.arguments(
+            key: configuration.entries.key(stream), after: token, through: through, count: count)
+        return self.eventLoop.flatSubmit {
+            guard let commands = self.commands, self.statistics.divergedStreams.isEmpty else {
+                return self.eventLoop.makeFailedFuture(StreamLogError.fallenBehind(oldestServable: through))
+            }
+            return commands.send(command).flatMapResult { reply in
+                BackfillScript.page(reply, stream: stream, through: through, count: count)
+            }
+        }.hop(to: eventLoop)
+    }
+
     // MARK: following
 
     private func followerConnected(_ connected: Bool) {
@@ -317,39 +378,73 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
 
     /// Redis must hold at least what this hub stored: a key missing or behind it means Redis lost data
     /// (restarted without persistence, flushed, or another Redis), and tokens would be handed out twice.
+    /// Entries after what this hub stored may have been trimmed meanwhile (a new sidecar, or one that was
+    /// away longer than the retention): the log then forgets what came before the first one left, so that a
+    /// worker asking for those rows is told it has fallen behind rather than handed a gap.
     private func checkDivergence() {
         guard let hub else { return }
-        let streams = StreamName.all.filter { hub.log.currentToken(of: $0) > 0 }
         let replies = follower.pipeline(
-            streams.map { ["XINFO", "STREAM", configuration.entries.key($0)].map { Array($0.utf8) } })
+            StreamName.all.map { ["XINFO", "STREAM", configuration.entries.key($0)].map { Array($0.utf8) } })
         EventLoopFuture.whenAllComplete(replies, on: eventLoop).whenSuccess { results in
             var diverged: [StreamName] = []
-            for (stream, result) in zip(streams, results) {
-                let redisToken = Self.lastToken(ofInfo: result)
-                self.statistics.redisTokens[stream.index] = redisToken
+            var forgotten: [NewBatch] = []
+            for (stream, result) in zip(StreamName.all, results) {
+                let key = KeyInfo(result)
+                self.statistics.redisTokens[stream.index] = key.lastToken
                 let stored = hub.log.currentToken(of: stream)
-                if redisToken < stored {
+                if key.lastToken < stored {
                     diverged.append(stream)
                     self.logger.error(
                         "Redis is behind this sidecar's log: it lost data; writes are refused until an operator acts",
-                        metadata: ["stream": "\(stream)", "redis_token": "\(redisToken)", "stored_token": "\(stored)"])
+                        metadata: [
+                            "stream": "\(stream)", "redis_token": "\(key.lastToken)", "stored_token": "\(stored)",
+                        ])
+                } else if key.trimmed, let first = key.firstToken, first > stored + 1 {
+                    forgotten.append(.advance(stream, to: first - 1, forgettingEarlier: true))
+                    self.logger.notice(
+                        "entries after this sidecar's log were trimmed from Redis: nothing before its first is served",
+                        metadata: ["stream": "\(stream)", "stored_token": "\(stored)", "first_token": "\(first)"])
                 }
             }
             self.statistics.divergedStreams = diverged
-            self.verified = true
-            self.sendQueued()
-            self.publishStatistics()
-            self.read()
+            let stored =
+                forgotten.isEmpty
+                ? self.eventLoop.makeSucceededVoidFuture() : hub.store(forgotten, on: self.eventLoop).map { _ in }
+            stored.whenComplete { _ in
+                self.verified = true
+                self.sendQueued()
+                self.publishStatistics()
+                self.read()
+            }
         }
     }
 
-    /// The last token of an `XINFO STREAM` reply; 0 for a missing key.
-    static func lastToken(ofInfo result: Result<RedisValue, any Error>) -> Int64 {
-        guard case .success(.array(let fields)) = result else { return 0 }
-        for index in stride(from: 0, to: fields.count - 1, by: 2) where fields[index].string == "last-generated-id" {
-            return fields[index + 1].string.flatMap { Int64($0.prefix { $0 != "-" }) } ?? 0
+    /// What an `XINFO STREAM` reply says of a key (a missing key: nothing).
+    struct KeyInfo {
+        var lastToken: Int64 = 0
+        var firstToken: Int64?
+        /// Whether entries were ever removed from the key (it holds fewer than were added).
+        var trimmed = false
+
+        init(_ result: Result<RedisValue, any Error>) {
+            guard case .success(.array(let fields)) = result else { return }
+            var added: Int64?
+            var length: Int64?
+            for index in stride(from: 0, to: fields.count - 1, by: 2) {
+                let value = fields[index + 1]
+                switch fields[index].string {
+                case "last-generated-id": lastToken = value.string.flatMap(Self.token) ?? 0
+                case "first-entry": firstToken = StreamEntries.entry(value).flatMap { Self.token($0.id) }
+                case "entries-added": if case .integer(let count) = value { added = count }
+                case "length": if case .integer(let count) = value { length = count }
+                default: break
+                }
+            }
+            trimmed = added != length
         }
-        return 0
+
+        /// The token of any entry ID (`<token>-<seq>`; a `POSITION`'s `0-0` on a fresh key is 0).
+        static func token(_ id: String) -> Int64? { Int64(id.prefix { $0 != "-" }) }
     }
 
     private func read() {

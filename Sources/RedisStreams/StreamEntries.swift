@@ -99,13 +99,19 @@ public struct StreamEntries: Sendable {
                 let stream = stream(ofKey: key), case .array(let items) = pair[1]
             else { continue }
             for item in items {
-                guard case .array(let entry) = item, entry.count == 2, let id = entry[0].string,
-                    case .array(let fields) = entry[1]
-                else { continue }
+                guard let (id, fields) = Self.entry(item) else { continue }
                 entries.append((stream, id, fields))
             }
         }
         return entries
+    }
+
+    /// One entry of an `XREAD` or `XRANGE` reply: its ID and fields.
+    static func entry(_ item: RedisValue) -> (id: String, fields: [RedisValue])? {
+        guard case .array(let entry) = item, entry.count == 2, let id = entry[0].string,
+            case .array(let fields) = entry[1]
+        else { return nil }
+        return (id, fields)
     }
 }
 

@@ -22,9 +22,14 @@ public enum RoutedCommand: Equatable, Sendable {
 }
 
 /// A hub: `REMOVE_PUSHER` becomes a `pushers` row and `INVALIDATE_CACHE` a `caches` row, as Synapse's
-/// master makes them; the rest is counted.
+/// master makes them; the rest is counted. A hub whose streams are shared with hubs on other hosts fetches
+/// rows older than its log from where they are shared.
 public struct HubRouting: CommandRouting {
-    public init() {}
+    public let fetchesRowsOlderThanTheLog: Bool
+
+    public init(fetchesRowsOlderThanTheLog: Bool = false) {
+        self.fetchesRowsOlderThanTheLog = fetchesRowsOlderThanTheLog
+    }
 
     public func route(_ command: Command, wallMillis: Int64) -> RoutedCommand {
         switch command {
@@ -37,7 +42,6 @@ public struct HubRouting: CommandRouting {
         }
     }
 
-    public var fetchesRowsOlderThanTheLog: Bool { false }
     public var endsSyncingUsersOnClose: Bool { false }
 }
 

@@ -136,14 +136,15 @@ public final class ReplicationHub: Sendable {
         self.log = log
         self.upstream = upstream
         self.shared = shared
-        self.routing = upstream == nil ? HubRouting() : RelayRouting()
+        self.routing = upstream == nil ? HubRouting(fetchesRowsOlderThanTheLog: shared != nil) : RelayRouting()
     }
 
-    /// Rows older than the log, from upstream; a hub has nowhere to fetch them from.
+    /// Rows older than the log, from upstream or the shared streams; a hub alone has nowhere to fetch them from.
     func olderRows(_ stream: StreamName, after token: Int64, through: Int64, on eventLoop: any EventLoop)
         -> EventLoopFuture<LogPage>
     {
         upstream?.backfill(stream, after: token, through: through, on: eventLoop)
+            ?? shared?.backfill(stream, after: token, through: through, on: eventLoop)
             ?? eventLoop.makeFailedFuture(StreamLogError.fallenBehind(oldestServable: through))
     }
 

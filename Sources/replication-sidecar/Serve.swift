@@ -288,6 +288,7 @@ struct Serve: AsyncParsableCommand {
                 entries: StreamEntries(prefix: redisPrefix ?? StreamEntries.defaultPrefix(serverName: serverName)),
                 writeTimeout: .nanoseconds(Int64(redisWriteTimeout * 1e9)), keepEntries: retainRows)
             redisConfiguration.waitReplicas = redisWaitReplicas
+            redisConfiguration.keepAge = retainAge.flatMap(parseDuration).map { .milliseconds($0) }
             return RedisSharedStreams(
                 configuration: redisConfiguration,
                 eventLoop: group.next(), latencyBuckets: SharedStreamsFigures.commandBuckets, logger: logger)

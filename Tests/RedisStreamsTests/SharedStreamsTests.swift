@@ -228,6 +228,64 @@ final class SharedStreamsTests: XCTestCase {
                 in: .whitespacesAndNewlines), "0")
     }
 
+    private func entriesInRedis() throws -> [String] {
+        try redis.cli(["XRANGE", "replication-sidecar:{test.local}:events", "-", "+"]).split(separator: "\n")
+            .filter { $0.hasSuffix("-0") }.map(String.init)
+    }
+
+    func testRetainRowsTrimsTheStreamInRedis() throws {
+        let a = try sidecar(["--retain-rows", "10"])
+        let writer = try connect(a, name: "pub")
+        try publish(writer, tokens: 1...50)
+        // Trimmed once a second (XTRIM MINID): the newest ten entries stay, and the one before them, which
+        // shows that nothing after token 40 was trimmed.
+        try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
+        XCTAssertEqual(try entriesInRedis(), (40...50).map { "\($0)-0" })
+        // What the sidecar keeps of its own is its log's business: a worker after 40 gets every row.
+        XCTAssertEqual(try subscribe(a, after: 40).1, rowLines(41...50))
+    }
+
+    /// Batch `token` of five rows, as a writer sends it, and as catch-up sends it back.
+    private func fiveRows(_ token: Int) -> (sent: String, caughtUp: [String]) {
+        let rows = (0..<5).map { eventRow(token * 10 + $0) }
+        let sent = rows.enumerated().map { "RDATA events \($0 == 4 ? "\(token)" : "batch") \($1)\n" }.joined()
+        return (sent, rows.map { "RDATA events \(token) \($0)" })
+    }
+
+    /// `REPLICATE events <token>` answered with `ERROR … has fallen behind`.
+    private func assertFallenBehind(_ sidecar: SidecarProcess, after token: Int) throws {
+        let socket = try connect(sidecar, name: "worker")
+        try socket.send("REPLICATE events \(token)\n")
+        let answer = try socket.readLines { $0.hasPrefix("ERROR") || $0.hasPrefix("POSITION") || $0.hasPrefix("RDATA") }
+        XCTAssertTrue(
+            answer.last?.hasPrefix("ERROR") == true && answer.last!.contains("has fallen behind"), "\(answer)")
+    }
+
+    func testACatchUpOlderThanTheLocalLogIsReadFromRedis() throws {
+        // Batches of five rows: ten rows are two batches in a log, while Redis keeps ten entries (fifty rows).
+        let a = try sidecar(["--retain-rows", "10"])
+        let b = try sidecar(["--retain-rows", "10"])
+        let writer = try connect(a, name: "pub")
+        for token in 1...30 {
+            try writer.send(fiveRows(token).sent)
+            XCTAssertEqual(try writer.readLine(), "POSITION events \(token)")
+        }
+        try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
+        try waitUntilTrue(seconds: 30) { (try? self.subscribe(b, after: 29).1.count) == 5 }
+        // B's log holds 29 and 30 only: 21...28 come from Redis (XRANGE), then the log takes over.
+        XCTAssertEqual(try subscribe(b, after: 20).1, (21...30).flatMap { fiveRows($0).caughtUp })
+        // Redis holds nothing before 20 either: fallen behind, never a gap.
+        try assertFallenBehind(b, after: 18)
+
+        // A sidecar started now finds entries trimmed before its first: it stores what Redis has from 20 on,
+        // and serves nothing older.
+        let c = try sidecar(["--retain-rows", "10"])
+        try waitUntilTrue(seconds: 30) { (try? self.subscribe(c, after: 29).1.count) == 5 }
+        XCTAssertEqual(try subscribe(c, after: 19).1, (20...30).flatMap { fiveRows($0).caughtUp })
+        try assertFallenBehind(c, after: 18)
+        try assertFallenBehind(c, after: 0)
+    }
+
     func testWithWaitReplicasAWriterIsAcknowledgedOnlyOnceAReplicaHasTheBatch() throws {
         let replica = try RedisServer(replicaOf: redis.port)
         try waitUntilTrue { (try? replica.cli(["INFO", "replication"]))?.contains("master_link_status:up") == true }

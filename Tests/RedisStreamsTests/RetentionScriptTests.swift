@@ -1,0 +1,131 @@
+import NIOCore
+import RedisClient
+import ReplicationCore
+import ReplicationTestSupport
+import StreamLog
+import XCTest
+
+@testable import RedisStreams
+
+/// The trimming and catch-up scripts run by a real `redis-server`, and the entry ages behind trimming by age.
+final class RetentionScriptTests: XCTestCase {
+    private var redis: RedisServer!
+    private let key = "replication-sidecar:{test.local}:events"
+
+    override func setUpWithError() throws {
+        redis = try RedisServer()
+    }
+
+    override func tearDown() {
+        redis = nil
+    }
+
+    /// Adds one entry per token, as sidecars do.
+    private func add(_ tokens: [Int]) throws {
+        for token in tokens { try redis.cli(["XADD", key, "\(token)-0", "rows", "[\"r\(token)\"]\n"]) }
+    }
+
+    private func trim(keep: Int, batch: Int = 1_000, oldThrough: Int64? = nil) throws -> String {
+        try redis.cli(TrimScript.arguments(keys: [key], keep: keep, batch: batch, oldThrough: [oldThrough]))
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The tokens the key holds, oldest first.
+    private func tokens() throws -> [Int] {
+        try redis.cli(["XRANGE", key, "-", "+"]).split(separator: "\n").compactMap {
+            $0.hasSuffix("-0") ? Int($0.dropLast(2)) : nil
+        }
+    }
+
+    func testTrimmingKeepsTheNewestEntriesAndTheLastOneTrimmable() throws {
+        try add(Array(1...50))
+        XCTAssertEqual(try trim(keep: 10), "39")
+        // 41...50 are the newest ten; 40 stays to show that nothing after it was trimmed.
+        XCTAssertEqual(try tokens(), Array(40...50))
+        XCTAssertEqual(try trim(keep: 10), "0", "nothing more to trim")
+    }
+
+    func testTrimmingByAgeKeepsEveryEntryNotYetOldEnough() throws {
+        try add(Array(1...50))
+        XCTAssertEqual(try trim(keep: 10, oldThrough: 0), "0", "no entry known to be old: none trimmed")
+        XCTAssertEqual(try trim(keep: 10, oldThrough: 30), "29")
+        XCTAssertEqual(try tokens(), Array(30...50))
+        // The rows bound still holds when age would let more go.
+        XCTAssertEqual(try trim(keep: 10, oldThrough: 48), "10")
+        XCTAssertEqual(try tokens(), Array(40...50))
+    }
+
+    func testTrimmingTakesAtMostABatchAtATime() throws {
+        try add(Array(1...50))
+        XCTAssertEqual(try trim(keep: 10, batch: 5), "4")
+        XCTAssertEqual(try tokens().first, 5)
+    }
+
+    /// Runs the catch-up script and makes a page of its reply.
+    private func backfill(after: Int64, through: Int64, count: Int = 100) throws -> Result<LogPage, StreamLogError> {
+        let reply = try send(BackfillScript.arguments(key: key, after: after, through: through, count: count))
+        return BackfillScript.page(reply, stream: .events, through: through, count: count)
+    }
+
+    /// One command on a connection of its own, its reply parsed as the sidecar's client parses it.
+    private func send(_ arguments: [String]) throws -> RedisValue {
+        let socket = try LineSocket(port: redis.port)
+        defer { socket.close() }
+        try socket.send(RESPCommand.encode(arguments))
+        let reader = RESPReader()
+        while true {
+            if let value = try reader.next() { return value }
+            try socket.readBytes(1).withUnsafeBytes { try reader.feed($0) }
+        }
+    }
+
+    private func refusal(_ result: Result<LogPage, StreamLogError>) -> StreamLogError? {
+        if case .failure(let error) = result { error } else { nil }
+    }
+
+    private func lines(_ page: LogPage) -> [String] {
+        page.lines.getString(at: page.lines.readerIndex, length: page.lines.readableBytes)!
+            .split(separator: "\n").map(String.init)
+    }
+
+    func testACatchUpIsReadFromRedisOnlyWhenNothingAfterItsTokenWasTrimmed() throws {
+        try add([5, 10, 15, 20])
+        // Nothing ever trimmed: everything after any token is there.
+        let whole = try backfill(after: 0, through: 15).get()
+        XCTAssertEqual(
+            lines(whole), ["RDATA events 5 [\"r5\"]", "RDATA events 10 [\"r10\"]", "RDATA events 15 [\"r15\"]"])
+        XCTAssertEqual(whole.rowCount, 3)
+        XCTAssertEqual(whole.endToken, 15)
+        // A page of at most `count` entries ends at its last one.
+        let first = try backfill(after: 0, through: 15, count: 2).get()
+        XCTAssertEqual(first.endToken, 10)
+        XCTAssertEqual(first.rowCount, 2)
+
+        XCTAssertEqual(try trim(keep: 1), "2")
+        XCTAssertEqual(try tokens(), [15, 20])
+        // After 15 or 14 nothing is missing; after 9, token 10 was trimmed.
+        XCTAssertEqual(lines(try backfill(after: 15, through: 20).get()), ["RDATA events 20 [\"r20\"]"])
+        XCTAssertEqual(try backfill(after: 14, through: 15).get().rowCount, 1)
+        XCTAssertEqual(try refusal(backfill(after: 9, through: 15)), .fallenBehind(oldestServable: 15))
+        // Redis must also reach what the local log had.
+        XCTAssertEqual(try refusal(backfill(after: 15, through: 25)), .fallenBehind(oldestServable: 25))
+    }
+
+    func testAnEntryIsOldOnceItsTokenWasSeenAtLeastTheAgeAgo() {
+        var ages = EntryAges(ageMillis: 6_400)
+        func tokens(_ events: Int64) -> [Int64] {
+            var tokens = [Int64](repeating: 0, count: StreamName.all.count)
+            tokens[StreamName.events.index] = events
+            return tokens
+        }
+        ages.record(tokens: tokens(10), at: 1_000)
+        XCTAssertEqual(ages.oldThrough(.events, at: 7_399), 0, "nothing is that old yet")
+        XCTAssertEqual(ages.oldThrough(.events, at: 7_400), 10)
+        // At most one sample per 64th of the age (100 ms): this one is not kept.
+        ages.record(tokens: tokens(20), at: 1_050)
+        ages.record(tokens: tokens(30), at: 2_000)
+        XCTAssertEqual(ages.oldThrough(.events, at: 8_399), 10)
+        XCTAssertEqual(ages.oldThrough(.events, at: 8_400), 30)
+        XCTAssertEqual(ages.oldThrough(.caches, at: 8_400), 0)
+    }
+}
