@@ -122,6 +122,9 @@ public enum RemoteError: Equatable, Sendable {
     case replicateRefused
     /// A writer's line refused; the stream and token it named, as written.
     case writerRejected(stream: String, token: String)
+    /// A writer's batch the server could not store for now (``ClosingError/notStored(_:stream:token:_:)``):
+    /// sending it again later may succeed.
+    case writerNotStored(stream: String, token: String)
     case other
 
     public init(_ text: String) {
@@ -132,7 +135,15 @@ public enum RemoteError: Equatable, Sendable {
         } else if text.hasPrefix("rejected "), let colon = text.firstIndex(of: ":") {
             // `rejected <command> <stream> <token>: <why>` (``ClosingError/writerRejected(_:stream:token:_:)``).
             let words = text[..<colon].split(separator: " ")
-            self = words.count == 4 ? .writerRejected(stream: String(words[2]), token: String(words[3])) : .other
+            guard words.count == 4 else {
+                self = .other
+                return
+            }
+            let (stream, token) = (String(words[2]), String(words[3]))
+            let notStored = text[text.index(after: colon)...].hasPrefix(" not stored: ")
+            self =
+                notStored
+                ? .writerNotStored(stream: stream, token: token) : .writerRejected(stream: stream, token: token)
         } else {
             self = .other
         }
@@ -142,7 +153,16 @@ public enum RemoteError: Equatable, Sendable {
     public var refusesReplicate: Bool {
         switch self {
         case .fallenBehind, .replicateRefused: true
-        case .serverShuttingDown, .writerRejected, .other: false
+        case .serverShuttingDown, .writerRejected, .writerNotStored, .other: false
+        }
+    }
+
+    /// Whether the same request may succeed on a later connection: the server was going away, or could
+    /// not store a writer's batch (a full disk, Redis unreachable).
+    public var isTransient: Bool {
+        switch self {
+        case .serverShuttingDown, .writerNotStored: true
+        case .fallenBehind, .replicateRefused, .writerRejected, .other: false
         }
     }
 

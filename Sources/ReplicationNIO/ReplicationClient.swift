@@ -121,12 +121,16 @@ public final class ReplicationClient {
     /// Sends a command now, or after reconnecting if disconnected. False if the offline queue is full.
     @discardableResult
     public func send(_ command: Command) -> Bool {
+        sendIfConnected(command) || session.queue(command)
+    }
+
+    /// Sends a command now; false, and nothing queued, if disconnected (for a caller that sends again
+    /// itself after reconnecting, in its own order).
+    public func sendIfConnected(_ command: Command) -> Bool {
         eventLoop.preconditionInEventLoop()
-        if let handler, handler.send(command) {
-            session.sent(command)
-            return true
-        }
-        return session.queue(command)
+        guard let handler, handler.send(command) else { return false }
+        session.sent(command)
+        return true
     }
 
     private func connect() {

@@ -11,9 +11,11 @@ struct Publish: AsyncParsableCommand {
         discussion: """
             Reads {"stream": …, "token": …, "row": …} lines from a file or stdin. Consecutive lines with the same \
             stream and token are one batch. Each batch is acknowledged by the server's POSITION before it counts \
-            as published; at most --window batches wait for theirs. Progress goes to stderr. Exits 1 with the line \
-            number and the server's ERROR text when a row is refused, or when the connection is lost (nothing \
-            acknowledged is ever sent again: start the next run after the last acknowledged line).
+            as published; at most --window batches wait for theirs. Progress goes to stderr. When the connection \
+            is lost, or the server answers with an ERROR that may pass (it is shutting down, it could not store a \
+            batch), it reconnects with back-off (1 s, then e times longer each time, up to 30 s) and sends every \
+            batch not yet acknowledged again: the server acknowledges again what it had already stored. Exits 1 \
+            with the line number and the server's ERROR text when a row is refused.
             """)
 
     @Option(help: "HOST:PORT of the replication server.")
@@ -47,7 +49,7 @@ struct Publish: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let configuration = ClientConfiguration(
             host: connect.host, port: connect.port, clientName: name, expectedServerName: serverName,
-            subscriptions: [], reconnect: false, secret: try passwordFile.map(readSecret), tls: try transport.context())
+            subscriptions: [], reconnect: true, secret: try passwordFile.map(readSecret), tls: try transport.context())
         let window = self.window
         let input = file
         let status = try await runClient(configuration) { loop, finish in
@@ -80,13 +82,15 @@ struct InputRow {
     }
 }
 
-/// Feeds batches from a reader thread to the client, keeping at most `window` unacknowledged.
+/// Feeds batches from a reader thread to the client, keeping at most `window` unacknowledged, and sends
+/// those again on every new connection until they are acknowledged.
 final class Publisher: ClientDriver {
     private struct Sent {
-        var stream: StreamName
-        var token: Int64
-        var lastLine: Int
+        var rows: [InputRow]
         var acknowledged = false
+        var stream: StreamName { rows[0].stream }
+        var token: Int64 { rows[0].token }
+        var lastLine: Int { rows[rows.count - 1].line }
     }
 
     private let window: Window
@@ -96,7 +100,10 @@ final class Publisher: ClientDriver {
     private var inFlight: [Sent] = []
     private var acknowledgedLine = 0
     private var rows = 0
+    private var readerStarted = false
     private var readerDone = false
+    /// Connected and greeted: batches go out as they are read.
+    private var sending = false
     private var finished = false
     private var lastProgress = Date()
     private weak var client: ReplicationClient?
@@ -111,13 +118,29 @@ final class Publisher: ClientDriver {
     func attach(_ client: ReplicationClient) { self.client = client }
 
     func replicationClient(connected: Bool, retryInMillis: Int64?) {
-        guard connected else {
-            stop(1, "connection lost; acknowledged through line \(acknowledgedLine)")
-            return
-        }
+        guard !connected else { return }
+        sending = false
+        let again = inFlight.first.map { "; sending again from line \($0.rows[0].line)" } ?? ""
+        status(
+            "connection lost; acknowledged through line \(acknowledgedLine)\(again)"
+                + (retryInMillis.map { " in \($0) ms" } ?? ""))
     }
 
     func replicationClientFinishedConnecting() {
+        // Called while the connection is being put in place: send once it is.
+        let this = NIOLoopBound(self, eventLoop: eventLoop)
+        eventLoop.execute { this.value.connectionReady() }
+    }
+
+    /// A new connection: every batch not acknowledged yet goes again, in order, then the input is read on.
+    private func connectionReady() {
+        guard !finished else { return }
+        sending = true
+        for batch in inFlight where !batch.acknowledged {
+            guard send(batch) else { return }
+        }
+        guard !readerStarted else { return }
+        readerStarted = true
         let loop = eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
         let window = self.window
@@ -125,6 +148,19 @@ final class Publisher: ClientDriver {
         Thread.detachNewThread {
             Publisher.read(input, window: window) { event in loop.execute { this.value.handle(event) } }
         }
+    }
+
+    /// Sends a batch if connected; false when the connection has gone (it is sent again on the next one).
+    private func send(_ batch: Sent) -> Bool {
+        guard sending, let client else { return false }
+        for (index, row) in batch.rows.enumerated() {
+            let token: RowToken = index == batch.rows.count - 1 ? .value(row.token) : .batch
+            guard client.sendIfConnected(.rdata(stream: row.stream.rawValue, token: token, row: row.row)) else {
+                sending = false
+                return false
+            }
+        }
+        return true
     }
 
     enum ReaderEvent {
@@ -171,7 +207,7 @@ final class Publisher: ClientDriver {
     }
 
     private func handle(_ event: ReaderEvent) {
-        guard !finished, let client else { return }
+        guard !finished else { return }
         switch event {
         case .invalid(let why):
             stop(1, why)
@@ -179,12 +215,9 @@ final class Publisher: ClientDriver {
             readerDone = true
             if inFlight.isEmpty { stop(0, "published \(rows) rows") }
         case .batch(let batch):
-            for (index, row) in batch.enumerated() {
-                let token: RowToken = index == batch.count - 1 ? .value(row.token) : .batch
-                client.send(.rdata(stream: row.stream.rawValue, token: token, row: row.row))
-            }
-            inFlight.append(Sent(stream: batch[0].stream, token: batch[0].token, lastLine: batch.last!.line))
+            inFlight.append(Sent(rows: batch))
             rows += batch.count
+            _ = send(inFlight[inFlight.count - 1])
         }
     }
 
@@ -207,12 +240,18 @@ final class Publisher: ClientDriver {
 
     func replicationClient(serverError text: String) {
         // The server names the stream and token it refused: find that batch's line.
+        let remote = RemoteError(text)
         var refused: Sent?
-        if case .writerRejected(let stream, let token) = RemoteError(text) {
+        switch remote {
+        case .writerRejected(let stream, let token), .writerNotStored(let stream, let token):
             refused = inFlight.first { "\($0.stream)" == stream && "\($0.token)" == token }
+        default:
+            break
         }
         let line = refused?.lastLine ?? inFlight.first?.lastLine ?? acknowledgedLine
-        stop(1, "line \(line): the server refused it: \(text)")
+        guard remote.isTransient else { return stop(1, "line \(line): the server refused it: \(text)") }
+        // The server closes the connection after it: the next one sends this line again.
+        status("line \(line): the server could not take it for now: \(text)")
     }
 
     func replicationClient(closingWithError text: String) { stop(1, text) }

@@ -15,6 +15,10 @@ import Testing
             RemoteError(ClosingError.writerRejected(.POSITION, stream: "x", token: "batch", "no").text)
                 == .writerRejected(stream: "x", token: "batch"))
         #expect(RemoteError(ClosingError.pingTimeout.text) == .other)
+        let notStored = ClosingError.notStored(.RDATA, stream: .events, token: 3, "database or disk is full")
+        #expect(RemoteError(notStored.text) == .writerNotStored(stream: "events", token: "3"))
+        #expect(RemoteError(notStored.text).isTransient && RemoteError(ClosingError.serverShutdown.text).isTransient)
+        #expect(!RemoteError(rejected.text).isTransient && !RemoteError(ClosingError.pingTimeout.text).isTransient)
     }
 
     @Test func synapsesRefusalAndAnythingElse() {

@@ -103,6 +103,88 @@ import Testing
                 "line 4: the server refused it: rejected RDATA caches 4: a caches row is a JSON array of 3 fields (got 2)"))
     }
 
+    @Test func publishResumesAfterItsConnectionIsCutAtRandomPoints() throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let server = try SidecarProcess(serve: ["--writer", "pub", "--data-dir", directory + "/data"])
+        defer { _ = server.terminate() }
+        // Six connections cut inside lines, batches and acknowledgements; the rows and acknowledgements
+        // (about 170 KB) go through more than the most the cuts can take (120 KB).
+        let proxy = try CuttingProxy(target: server.port, cuts: 6, bytesBeforeCut: 200...20_000)
+        defer { proxy.stop() }
+        let tail = try TailProcess(["--connect", "127.0.0.1:\(server.port)", "--streams", "caches", "--from", "0"])
+        defer { tail.stop() }
+
+        let text = input(1...1_500)
+        let published = try publish(text, port: proxy.port, options: ["--window", "32"])
+        #expect(published.status == 0, "seed \(proxy.seed): \(published.errors)")
+        #expect(proxy.cuts == 6, "seed \(proxy.seed)")
+        #expect(published.errors.contains("connection lost; acknowledged through line"), "\(published.errors)")
+        let expected = text.split(separator: "\n").map { parsed($0) }
+        try tail.waitForLines(expected.count)
+        #expect(tail.lines.map(parsed) == expected, "seed \(proxy.seed)")  // every row exactly once, in order
+    }
+
+    @Test func publishCarriesOnAcrossAServerRestart() throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let port = try freePort()
+        let arguments = ["--writer", "pub", "--data-dir", directory + "/data"]
+        var server = try SidecarProcess(serve: arguments, port: port)
+        let tail = try TailProcess(["--connect", "127.0.0.1:\(port)", "--streams", "caches", "--from", "0"])
+        defer { tail.stop() }
+        // The input comes through a pipe, so that the restart falls while publish is still running.
+        let fifo = directory + "/rows"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let publisher = try BackgroundProcess(
+            sidecarExecutable.path, ["publish", "--connect", "127.0.0.1:\(port)", "--name", "pub", fifo])
+        defer { publisher.terminate() }
+        let rows = try #require(FileHandle(forWritingAtPath: fifo))
+        let first = input(1...400)
+        rows.write(Data(first.utf8))
+        // Every row but token 400's two, which publish holds until the next line shows the batch has ended.
+        try tail.waitForLines(478)
+
+        #expect(server.terminate() == 0)  // publish hears `ERROR server shutting down`
+        server = try SidecarProcess(serve: arguments, port: port)
+        defer { _ = server.terminate() }
+        let second = input(401...800)
+        rows.write(Data(second.utf8))
+        try rows.close()
+        let deadline = Date().addingTimeInterval(60)
+        while publisher.process.isRunning, Date() < deadline { usleep(10_000) }
+        #expect(publisher.terminate() == 0, "\(publisher.errors)")
+        #expect(publisher.errors.contains("server shutting down"), "\(publisher.errors)")
+        try tail.waitForLines(960)
+        #expect(tail.lines.map(parsed) == (first + second).split(separator: "\n").map { parsed($0) })
+    }
+
+    @Test func publishingTheSameRowsAgainIsAcknowledgedAndADifferentRowIsRefusedWithItsLine() throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let server = try SidecarProcess(serve: ["--writer", "pub", "--in-memory"])
+        defer { _ = server.terminate() }
+        let text = input(1...10)
+        #expect(try publish(text, port: server.port).status == 0)
+        let again = try publish(text, port: server.port)
+        #expect(again.status == 0, "\(again.errors)")
+
+        // Token 7 is on line 8 (token 5 has two rows).
+        let changed = text.replacingOccurrences(of: "@u7-0:test.local", with: "@u7-0:other.local")
+        let refused = try publish(changed, port: server.port)
+        #expect(refused.status == 1)
+        #expect(
+            refused.errors.contains(
+                "line 8: the server refused it: rejected RDATA caches 7: token must be greater than the stream's "
+                    + "current token 10, or repeat what is stored: row 1 of 1 at token 7 differs from the stored row "
+                    + "at byte "),
+            "\(refused.errors)")
+        let tail = try TailProcess(["--connect", "127.0.0.1:\(server.port)", "--streams", "caches", "--from", "0"])
+        defer { tail.stop() }
+        try tail.waitForLines(12)
+        #expect(tail.lines.map(parsed) == text.split(separator: "\n").map { parsed($0) })  // stored once
+    }
+
     @Test func tailExitsWithTheServersRefusal() throws {
         let server = try SidecarProcess(serve: ["--writer", "pub", "--in-memory", "--retain-rows", "1"])
         defer { _ = server.terminate() }

@@ -59,18 +59,28 @@ private final class Collected: @unchecked Sendable {
 
 /// A port that was free a moment ago, for programs that cannot be told to pick one (Prometheus).
 public func freePort() throws -> Int {
+    let (fd, port) = try loopbackSocket(listening: false)
+    close(fd)
+    return port
+}
+
+/// A TCP socket bound to 127.0.0.1 on a port the kernel picks, listening if asked, and that port.
+func loopbackSocket(listening: Bool) throws -> (fd: Int32, port: Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw SocketError(system: "socket") }
-    defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafeMutablePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            bind(fd, $0, length) == 0 && (!listening || listen(fd, 16) == 0) && getsockname(fd, $0, &length) == 0
         }
     }
-    guard bound else { throw SocketError(system: "bind") }
-    return Int(UInt16(bigEndian: address.sin_port))
+    guard bound else {
+        let error = SocketError(system: "bind")
+        close(fd)
+        throw error
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
