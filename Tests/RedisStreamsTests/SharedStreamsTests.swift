@@ -138,6 +138,31 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(onB, expected)
     }
 
+    func testAWriterSendingAgainOnAnotherSidecarIsAcknowledgedAndStoredOnce() throws {
+        let a = try sidecar()
+        let b = try sidecar()
+        let (worker, _) = try subscribe(a)
+        let first = try connect(a, name: "pub")
+        try publish(first, tokens: 1...50)
+        first.close()
+        // The writer comes back on B, not knowing what was stored: everything again, then new rows.
+        let again = try connect(b, name: "pub")
+        try again.send((1...60).map { "RDATA events \($0) \(eventRow($0))\n" }.joined())
+        let acknowledged = try again.readLines { $0 == "POSITION events 60" || $0.hasPrefix("ERROR") }
+        XCTAssertEqual(acknowledged, (1...60).map { "POSITION events \($0)" })
+        XCTAssertEqual(try readRows(worker, 60), rowLines(1...60))
+        XCTAssertEqual(
+            try redis.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
+                in: .whitespacesAndNewlines), "60")
+        // A changed row is refused, naming it.
+        let changed = try connect(b, name: "pub")
+        try changed.send("RDATA events 7 \(eventRow(70))\n")
+        XCTAssertEqual(
+            try changed.readLine(),
+            "ERROR rejected RDATA events 7: token must be greater than the stream's current token 60, or repeat what "
+                + "is stored: row 1 of 1 at token 7 differs from the stored row at byte 12")
+    }
+
     func testASidecarKilledAndRestartedResumesWithNoGapAndNoDuplicate() throws {
         let directory = redis.directory.appendingPathComponent("sidecar-b").path
         let a = try sidecar()
