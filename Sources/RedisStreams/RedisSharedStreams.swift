@@ -399,11 +399,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                         metadata: [
                             "stream": "\(stream)", "redis_token": "\(key.lastToken)", "stored_token": "\(stored)",
                         ])
-                } else if key.trimmed, let first = key.firstToken, first > stored + 1 {
-                    forgotten.append(.advance(stream, to: first - 1, forgettingEarlier: true))
-                    self.logger.notice(
-                        "entries after this sidecar's log were trimmed from Redis: nothing before its first is served",
-                        metadata: ["stream": "\(stream)", "stored_token": "\(stored)", "first_token": "\(first)"])
+                } else if key.trimmed(after: stored), let first = key.firstToken {
+                    forgotten.append(self.forget(stream, before: first, stored: stored))
                 }
             }
             self.statistics.divergedStreams = diverged
@@ -419,12 +416,40 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         }
     }
 
+    /// The log forgets what came before `first`, the first entry left after entries were trimmed that this hub
+    /// never stored: a worker asking for those rows is told it has fallen behind rather than handed a gap.
+    private func forget(_ stream: StreamName, before first: Int64, stored: Int64) -> NewBatch {
+        logger.notice(
+            "entries after this sidecar's log were trimmed from Redis: nothing before the first left is served",
+            metadata: ["stream": "\(stream)", "stored_token": "\(stored)", "first_token": "\(first)"])
+        return .advance(stream, to: first - 1, forgettingEarlier: true)
+    }
+
+    /// For each stream whose first entry read does not follow the log's token, whether entries between were
+    /// trimmed (the follower was behind by more than the retention): then what comes before is forgotten.
+    private func forgettingTrimmed(before unsure: [(stream: StreamName, first: Int64)]) -> EventLoopFuture<[NewBatch]> {
+        guard let hub else { return eventLoop.makeSucceededFuture([]) }
+        let replies = follower.pipeline(
+            unsure.map { ["XINFO", "STREAM", configuration.entries.key($0.stream)].map { Array($0.utf8) } })
+        return EventLoopFuture.whenAllComplete(replies, on: eventLoop).map { results in
+            zip(unsure, results).compactMap { read, result in
+                let stored = hub.log.currentToken(of: read.stream)
+                // Trimming moves a key's first entry forward only: one at or before `stored + 1` now was then.
+                guard KeyInfo(result).trimmed(after: stored) else { return nil }
+                return self.forget(read.stream, before: read.first, stored: stored)
+            }
+        }
+    }
+
     /// What an `XINFO STREAM` reply says of a key (a missing key: nothing).
     struct KeyInfo {
         var lastToken: Int64 = 0
         var firstToken: Int64?
         /// Whether entries were ever removed from the key (it holds fewer than were added).
         var trimmed = false
+
+        /// Whether entries after `token` may have been trimmed: some were, and the first left is not the next.
+        func trimmed(after token: Int64) -> Bool { trimmed && (firstToken ?? .max) > token + 1 }
 
         init(_ result: Result<RedisValue, any Error>) {
             guard case .success(.array(let fields)) = result else { return }
@@ -476,6 +501,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private func store(_ reply: RedisValue) -> EventLoopFuture<Void> {
         guard let hub else { return eventLoop.makeSucceededVoidFuture() }
         var batches: [NewBatch] = []
+        // Streams whose first entry read is not the token after the log's: entries between may have been trimmed.
+        var unsure: [(stream: StreamName, first: Int64)] = []
+        var seen = [Bool](repeating: false, count: StreamName.all.count)
         for (stream, id, fields) in configuration.entries.entries(ofReadReply: reply) {
             switch StreamEntries.batch(stream: stream, id: id, fields: fields) {
             case .success(let batch):
@@ -483,6 +511,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                 statistics.entriesRead[stream.index] += 1
                 if let token = StreamEntries.token(ofID: id) {
                     statistics.redisTokens[stream.index] = max(statistics.redisTokens[stream.index], token)
+                    if !seen[stream.index], token > hub.log.currentToken(of: stream) + 1 {
+                        unsure.append((stream, token))
+                    }
+                    seen[stream.index] = true
                 }
             case .failure(let error):
                 // Not ours (another program wrote to the key): counted and logged, never stored.
@@ -491,7 +523,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             }
         }
         guard !batches.isEmpty else { return eventLoop.makeSucceededVoidFuture() }
-        return hub.store(batches, on: eventLoop).map { results in
+        let read = batches
+        let forgotten = unsure.isEmpty ? eventLoop.makeSucceededFuture([]) : forgettingTrimmed(before: unsure)
+        return forgotten.flatMap { forgotten in hub.store(forgotten + read, on: self.eventLoop) }.map { results in
             for result in results {
                 switch result {
                 case .success(let batch):

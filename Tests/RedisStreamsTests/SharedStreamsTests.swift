@@ -311,6 +311,29 @@ final class SharedStreamsTests: XCTestCase {
         try assertFallenBehind(c, after: 0)
     }
 
+    func testAFollowerBehindByMoreThanTheRetentionServesNoGap() throws {
+        // B's own log would keep every row: only what B stores can make a gap there.
+        let a = try sidecar(["--retain-rows", "10"])
+        let b = try sidecar(["--retain-rows", "1000"])
+        let writer = try connect(a, name: "pub")
+        try publish(writer, tokens: 1...5)
+        try waitUntilTrue(seconds: 30) { (try? self.subscribe(b, after: 4).1.count) == 1 }
+        // B stands still (its follower's connection open, an XREAD waiting) while A writes and trims.
+        let pid = b.process.processIdentifier
+        kill(pid, SIGSTOP)
+        var stopped = true
+        defer { if stopped { kill(pid, SIGCONT) } }
+        try publish(writer, tokens: 6...50)
+        try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
+        kill(pid, SIGCONT)
+        stopped = false
+        try waitUntilTrue(seconds: 30) { (try? self.subscribe(b, after: 49).1.count) == 1 }
+        // B read 6 before the trimming, then 40 on: a worker from before 40 is told it has fallen behind
+        // rather than handed 6, then 40.
+        XCTAssertEqual(try subscribe(b, after: 39).1, rowLines(40...50))
+        try assertFallenBehind(b, after: 5)
+    }
+
     func testWithWaitReplicasAWriterIsAcknowledgedOnlyOnceAReplicaHasTheBatch() throws {
         let replica = try RedisServer(replicaOf: redis.port)
         try waitUntilTrue { (try? replica.cli(["INFO", "replication"]))?.contains("master_link_status:up") == true }
