@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import ReplicationCore
 import ReplicationNIO
 import ReplicationTestSupport
@@ -33,6 +34,19 @@ import Testing
     }
 
     func positions(_ tokens: [Int]) -> [String] { tokens.map { "POSITION events \($0)" } }
+
+    /// Waits until the writer's connection (`nil` when there is none) is as wanted. A writer's rows are
+    /// taken and handed to the log in one turn of its event loop, which a snapshot waits for.
+    func waitForWriter(_ fixture: ServerFixture, until wanted: (ConnectionSnapshot?) -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !wanted(
+            try await fixture.server.hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).get()
+                .first { $0.name == "pub" })
+        {
+            guard ContinuousClock.now < deadline else { throw SocketError("the writer's connection never got there") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
 
     @Test(arguments: LogKind.allCases)
     func aBatchSentAgainIsAcknowledgedAgainAndStoredOnce(_ kind: LogKind) async throws {
@@ -119,6 +133,38 @@ import Testing
         #expect(try worker.readLines(expected.count) == expected)
         #expect(fixture.server.hub.countersSnapshot.writerRejections == cases.count)
         try await fixture.stop()
+    }
+
+    @Test func aBatchSentAgainWhileItsFirstSendingIsStillBeingCommittedIsAcknowledgedOnceCommitted() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // The commit thread is held, so that the first connection's rows are accepted but not committed.
+        let commits = NIOThreadPool(numberOfThreads: 1)
+        commits.start()
+        let gate = DispatchSemaphore(value: 0)
+        commits.submit { _ in gate.wait() }
+        defer { gate.signal() }  // whatever the test finds, the thread is let go
+        let log = try SQLiteStreamLog(
+            directory: directory, commitPool: commits, clock: { ConnectionClock.system.wallMillis })
+        let fixture = try await ServerFixture.start(configuration, log: log)
+        let rows = (1...3).map { "RDATA events \($0) \(ev($0))\n" }.joined()
+        let first = try fixture.connect(name: "pub")
+        try first.send(rows)
+        try await waitForWriter(fixture) { $0?.counters.inbound(.RDATA) == 3 }
+        first.close()
+        try await waitForWriter(fixture) { $0 == nil }
+        let second = try fixture.connect(name: "pub")
+        try second.send(rows)
+        // Refused against the accepted head, the rows are being compared: the comparison waits for the commit.
+        try await waitForWriter(fixture) { $0?.counters.inbound(.RDATA) == 3 }
+        gate.signal()
+        #expect(try answers(second, through: 3) == positions([1, 2, 3]))
+
+        let worker = try fixture.connect(name: "worker")
+        try worker.send("REPLICATE events 0\n")
+        let expected = (1...3).map { "RDATA events \($0) \(ev($0))" } + ["POSITION events 3"]
+        #expect(try worker.readLines(expected.count) == expected)
+        try await fixture.stop()
+        try await commits.shutdownGracefully()
     }
 
     @Test func aBatchSentAgainAfterItsRowsWerePrunedIsRefused() async throws {
