@@ -270,6 +270,18 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(try subscribe(a, after: 40).1, rowLines(41...50))
     }
 
+    func testRetainAgeKeepsEntriesYoungerThanItInRedis() throws {
+        let a = try sidecar(["--retain-rows", "1", "--retain-age", "3s"])
+        let writer = try connect(a, name: "pub")
+        let start = Date()
+        try publish(writer, tokens: 1...20)
+        // Once the sidecar has seen token 19 at least 3 s ago, the entries through it go but 19, which stays to
+        // show nothing after it was trimmed; never sooner, which the rows bound alone would allow.
+        try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 2 }
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(start), 3)
+        XCTAssertEqual(try entriesInRedis(), ["19-0", "20-0"])
+    }
+
     /// Batch `token` of five rows, as a writer sends it, and as catch-up sends it back.
     private func fiveRows(_ token: Int) -> (sent: String, caughtUp: [String]) {
         let rows = (0..<5).map { eventRow(token * 10 + $0) }
