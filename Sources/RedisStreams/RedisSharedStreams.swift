@@ -42,6 +42,9 @@ public struct RedisStreamsStatistics: Sendable, Equatable {
     public var follower = RedisConnectionStatistics()
     public var entriesWritten = [Int](repeating: 0, count: StreamName.all.count)
     public var entriesRead = [Int](repeating: 0, count: StreamName.all.count)
+    public var entriesTrimmed = [Int](repeating: 0, count: StreamName.all.count)
+    /// Pages of catch-up older than the local log read from Redis, by result: `ok`, `fallen_behind`, `failed`.
+    public var backfills: [String: Int] = [:]
     /// The last token Redis holds per stream, as last seen, and the one this hub has stored.
     public var redisTokens = [Int64](repeating: 0, count: StreamName.all.count)
     /// Publishes refused, by why: `token_taken`, `unavailable`, `diverged`, `not_replicated`, `failed`.
@@ -342,9 +345,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             guard case .success(let value) = result, let removed = TrimScript.removed(value) else {
                 return self.logger.warning("trimming the streams in Redis failed: \(result)")
             }
-            for (stream, count) in zip(streams, removed) where count > 0 {
-                self.logger.debug("trimmed Redis", metadata: ["stream": "\(stream)", "entries": "\(count)"])
-            }
+            for (stream, count) in zip(streams, removed) { self.statistics.entriesTrimmed[stream.index] += Int(count) }
+            self.publishStatistics()
         }
     }
 
@@ -358,11 +360,23 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let command = BackfillScript.arguments(
             key: configuration.entries.key(stream), after: token, through: through, count: count)
         return self.eventLoop.flatSubmit {
-            guard let commands = self.commands, self.statistics.divergedStreams.isEmpty else {
-                return self.eventLoop.makeFailedFuture(StreamLogError.fallenBehind(oldestServable: through))
-            }
-            return commands.send(command).flatMapResult { reply in
-                BackfillScript.page(reply, stream: stream, through: through, count: count)
+            let page: EventLoopFuture<LogPage> =
+                if let commands = self.commands, self.statistics.divergedStreams.isEmpty {
+                    commands.send(command).flatMapResult { reply in
+                        BackfillScript.page(reply, stream: stream, through: through, count: count)
+                    }
+                } else {
+                    self.eventLoop.makeFailedFuture(StreamLogError.fallenBehind(oldestServable: through))
+                }
+            return page.always { result in
+                let outcome =
+                    switch result {
+                    case .success: "ok"
+                    case .failure(StreamLogError.fallenBehind): "fallen_behind"
+                    case .failure: "failed"
+                    }
+                self.statistics.backfills[outcome, default: 0] += 1
+                self.publishStatistics()
             }
         }.hop(to: eventLoop)
     }

@@ -3,7 +3,8 @@ import ReplicationCore
 /// The families of `serve --redis`: the Redis the streams are shared through.
 public enum SharedStreamsMetricFamilies {
     public static let all: [MetricFamily] = [
-        connected, reconnects, commandSeconds, entriesWritten, entriesRead, lag, diverged, errors, refusedWrites,
+        connected, reconnects, commandSeconds, entriesWritten, entriesRead, entriesTrimmed, lag, diverged, errors,
+        refusedWrites, backfills,
     ]
 
     static let prefix = "replication_sidecar_redis_streams_"
@@ -23,6 +24,10 @@ public enum SharedStreamsMetricFamilies {
     public static let entriesRead = MetricFamily(
         name: prefix + "entries_read", kind: .counter,
         help: "Entries read back from Redis and stored in the local log, per stream (this sidecar's own included).")
+    public static let entriesTrimmed = MetricFamily(
+        name: prefix + "entries_trimmed", kind: .counter,
+        help: "Entries this sidecar trimmed from Redis (XTRIM) as --retain-rows and --retain-age no longer keep them, "
+            + "per stream.")
     public static let lag = MetricFamily(
         name: prefix + "lag_tokens", kind: .gauge,
         help: "Tokens the last entry seen in Redis is ahead of the local log, per stream.")
@@ -39,6 +44,11 @@ public enum SharedStreamsMetricFamilies {
     public static let refusedWrites = MetricFamily(
         name: prefix + "refused_writes", kind: .counter,
         help: "Publishes refused, by reason: token_taken, unavailable, diverged, not_replicated, failed.")
+    public static let backfillResults = ["ok", "fallen_behind", "failed"]
+    public static let backfills = MetricFamily(
+        name: prefix + "backfills", kind: .counter,
+        help: "Pages of catch-up older than the local log read from Redis, by result: ok, fallen_behind (Redis no "
+            + "longer has them either), failed.")
 }
 
 /// What one scrape of `serve --redis` shows of the shared streams.
@@ -67,6 +77,8 @@ public struct SharedStreamsFigures: Sendable {
     public var diverged: Set<StreamName>
     public var errors: [String: Int]
     public var refusedWrites: [String: Int]
+    public var entriesTrimmed: [Int]
+    public var backfills: [String: Int]
 
     /// Upper bounds in seconds.
     public static let commandBuckets: [Double] = [
@@ -76,7 +88,8 @@ public struct SharedStreamsFigures: Sendable {
     public init(
         links: [Link], commandCounts: [Int], commandSecondsSum: Double, entriesWritten: [Int], entriesRead: [Int],
         redisTokens: [Int64], localTokens: [Int64], diverged: Set<StreamName>, errors: [String: Int],
-        refusedWrites: [String: Int]
+        refusedWrites: [String: Int], entriesTrimmed: [Int] = Array(repeating: 0, count: StreamName.all.count),
+        backfills: [String: Int] = [:]
     ) {
         self.links = links
         self.commandCounts = commandCounts
@@ -88,6 +101,8 @@ public struct SharedStreamsFigures: Sendable {
         self.diverged = diverged
         self.errors = errors
         self.refusedWrites = refusedWrites
+        self.entriesTrimmed = entriesTrimmed
+        self.backfills = backfills
     }
 }
 
@@ -124,6 +139,7 @@ extension Exposition {
             FamilySamples(family: SharedStreamsMetricFamilies.commandSeconds, samples: histogram),
             perStream(SharedStreamsMetricFamilies.entriesWritten) { Double(figures.entriesWritten[$0.index]) },
             perStream(SharedStreamsMetricFamilies.entriesRead) { Double(figures.entriesRead[$0.index]) },
+            perStream(SharedStreamsMetricFamilies.entriesTrimmed) { Double(figures.entriesTrimmed[$0.index]) },
             perStream(SharedStreamsMetricFamilies.lag) {
                 Double(max(0, figures.redisTokens[$0.index] - figures.localTokens[$0.index]))
             },
@@ -132,6 +148,9 @@ extension Exposition {
             perLabel(
                 SharedStreamsMetricFamilies.refusedWrites, "reason", known: SharedStreamsMetricFamilies.refusalReasons,
                 figures.refusedWrites),
+            perLabel(
+                SharedStreamsMetricFamilies.backfills, "result", known: SharedStreamsMetricFamilies.backfillResults,
+                figures.backfills),
         ]
     }
 }

@@ -21,6 +21,7 @@ extension RedisSharedStreams {
                 entriesWritten: statistics.entriesWritten, entriesRead: statistics.entriesRead,
                 redisTokens: statistics.redisTokens, localTokens: StreamName.all.map { log.currentToken(of: $0) },
                 diverged: Set(statistics.divergedStreams), errors: statistics.errors,
-                refusedWrites: statistics.refusedWrites))
+                refusedWrites: statistics.refusedWrites, entriesTrimmed: statistics.entriesTrimmed,
+                backfills: statistics.backfills))
     }
 }

@@ -266,6 +266,7 @@ final class SharedStreamsTests: XCTestCase {
         // shows that nothing after token 40 was trimmed.
         try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
         XCTAssertEqual(try entriesInRedis(), (40...50).map { "\($0)-0" })
+        XCTAssertEqual(try metric(a, #"entries_trimmed_total{stream_name="events"}"#), 39)
         // What the sidecar keeps of its own is its log's business: a worker after 40 gets every row.
         XCTAssertEqual(try subscribe(a, after: 40).1, rowLines(41...50))
     }
@@ -313,6 +314,8 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(try subscribe(b, after: 20).1, (21...30).flatMap { fiveRows($0).caughtUp })
         // Redis holds nothing before 20 either: fallen behind, never a gap.
         try assertFallenBehind(b, after: 18)
+        XCTAssertEqual(try metric(b, #"backfills_total{result="ok"}"#), 1)
+        XCTAssertEqual(try metric(b, #"backfills_total{result="fallen_behind"}"#), 1)
 
         // A sidecar started now finds entries trimmed before its first: it stores what Redis has from 20 on,
         // and serves nothing older.
