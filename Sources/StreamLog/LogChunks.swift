@@ -234,6 +234,48 @@ enum LogChunks {
         return nil
     }
 
+    /// Removes every row of `stream` after `token`, in the caller's transaction: the chunks after it go,
+    /// and the one holding it keeps its lines up to it. Returns how many rows were removed.
+    static func removeRows(
+        _ connection: SQLiteConnection, stream: StreamName, after token: Int64
+    ) throws(SQLiteError) -> Int {
+        let id = Int64(stream.index)
+        let after = try connection.prepare("SELECT sum(row_count) FROM chunks WHERE stream = ? AND first_token > ?")
+            .bind(.integer(id), .integer(token))
+        var removed = try after.step() ? Int(after.integer(0)) : 0
+        after.finish()
+        try connection.prepare("DELETE FROM chunks WHERE stream = ? AND first_token > ?")
+            .bind(.integer(id), .integer(token)).run()
+        // Chunks do not overlap: at most one holds rows on both sides of the token.
+        let straddling = try connection.prepare(
+            """
+            SELECT first_token, last_token, row_count, appended_at, lines FROM chunks
+            WHERE stream = ? AND first_token <= ? AND last_token > ?
+            """)
+        try straddling.bind(.integer(id), .integer(token), .integer(token))
+        guard try straddling.step() else { return removed }
+        let (first, last, rows, appendedAt) = (
+            straddling.integer(0), straddling.integer(1), Int(straddling.integer(2)), straddling.integer(3)
+        )
+        let all = straddling.blobBytes(4)
+        let (length, kept) = offsetOfFirstRow(after: token, in: all)
+        let keptLines = ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: all[..<length]))
+        straddling.finish()
+        var keptThrough = first
+        keptLines.withUnsafeReadableBytes { lines in
+            forEachLine(of: lines) { _, lineToken, _ in keptThrough = lineToken ?? keptThrough }
+        }
+        try connection.prepare("DELETE FROM chunks WHERE stream = ? AND last_token = ?")
+            .bind(.integer(id), .integer(last)).run()
+        var writer = try ChunkWriter(connection)
+        try writer.add(stream, tokens: first...keptThrough, rowCount: kept, appendedAt: appendedAt, mayClose: false) {
+            $0.writeImmutableBuffer(keptLines)
+        }
+        try writer.finish()
+        removed += rows - kept
+        return removed
+    }
+
     /// Drops every chunk of `stream` up to and including `token`, in the caller's transaction.
     static func drop(_ connection: SQLiteConnection, stream: StreamName, through token: Int64) throws(SQLiteError) {
         try connection.prepare("DELETE FROM chunks WHERE stream = ? AND last_token <= ?")

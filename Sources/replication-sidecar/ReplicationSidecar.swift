@@ -8,7 +8,7 @@ struct ReplicationSidecar: AsyncParsableCommand {
         commandName: "replication-sidecar",
         abstract: "A Synapse replication server with per-connection metrics.",
         version: "replication-sidecar \(BuildInfo.version) (revision \(BuildInfo.revision))",
-        subcommands: [Serve.self, Observe.self, Tail.self, Publish.self, Demo.self, Check.self],
+        subcommands: [Serve.self, Observe.self, Tail.self, Publish.self, Demo.self, Check.self, Admin.self],
         defaultSubcommand: Serve.self
     )
 

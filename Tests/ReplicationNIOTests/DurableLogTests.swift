@@ -118,6 +118,74 @@ import Testing
         }
     }
 
+    /// `admin show` and `admin set-head` on a data directory written by the real server: a stream a writer
+    /// moved far ahead is moved back once the server is stopped (never while it runs), and the restarted
+    /// server serves the rows up to the new head and takes the writer's next token after it.
+    @Test func adminShowsEveryHeadAndMovesOneBackOnlyWithTheServerStopped() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let admin = { (arguments: [String]) in
+            try runProcess(sidecarExecutable.path, ["admin", "--data-dir", self.directory] + arguments)
+        }
+        /// The `show` line of a stream, split into its columns.
+        let shown = { (stream: String) -> [Substring] in
+            let output = try admin(["show"])
+            #expect(output.status == 0, "\(output.errors)")
+            let line = output.output.split(separator: "\n").first { $0.hasPrefix(stream + " ") } ?? ""
+            return line.split(separator: " ")
+        }
+        let sidecar = try SidecarProcess(serve: ["--writer", "pub", "--data-dir", directory])
+        let writer = try LineSocket(port: sidecar.port)
+        _ = try writer.readLines(2, timeoutMillis: 30_000)
+        // One read, so one chunk: set-head has to cut it between its rows.
+        try writer.send(
+            "NAME pub\nRDATA events batch \(eventRow(1))\nRDATA events 1 \(eventRow(2))\nRDATA events 2 \(eventRow(3))\n"
+                + "RDATA events 3 \(eventRow(4))\nRDATA events 1000000000000 \(eventRow(5))\n"
+                + "RDATA typing 7 [\"!r\", [\"@u\"]]\n")
+        #expect(try writer.readLines(5, timeoutMillis: 30_000).last == "POSITION typing 7")
+        #expect(try shown("events") == ["events", "1000000000000", "0", "5"])
+        #expect(try shown("typing") == ["typing", "7", "0", "1"])
+        #expect(try shown("caches") == ["caches", "0", "0", "0"])
+
+        let whileRunning = try admin(["set-head", "events", "2"])
+        #expect(whileRunning.status == 1)
+        #expect(
+            whileRunning.errors.contains("is in use (a running server, or `check`): stop the server"),
+            "\(whileRunning.errors)")
+        #expect(try shown("events") == ["events", "1000000000000", "0", "5"])
+        writer.close()
+        #expect(sidecar.terminate() == 0)
+
+        let moved = try admin(["set-head", "events", "2"])
+        #expect(moved.status == 0, "\(moved.errors)")
+        #expect(moved.output == "stream events: head moved from 1000000000000 to 2, 2 rows removed\n")
+        #expect(try shown("events") == ["events", "2", "0", "3"])
+        #expect(try shown("typing") == ["typing", "7", "0", "1"])
+        let forward = try admin(["set-head", "events", "5"])
+        #expect(forward.status == 1)
+        #expect(forward.errors.contains("stream events is at 2: set-head only moves a head back, to 2 or less"))
+        let unknown = try admin(["set-head", "nosuch", "1"])
+        #expect(unknown.status != 0)
+        #expect(unknown.errors.contains("unknown stream 'nosuch'"))
+        let check = try runProcess(sidecarExecutable.path, ["check", "--data-dir", directory])
+        #expect(check.output == "the stream log in \(directory) is sound: 2 streams, 4 rows\n")
+
+        let restarted = try SidecarProcess(serve: ["--writer", "pub", "--data-dir", directory])
+        defer { #expect(restarted.terminate() == 0) }
+        let worker = try LineSocket(port: restarted.port)
+        _ = try worker.readLines(2, timeoutMillis: 30_000)
+        try worker.send("NAME worker\nREPLICATE events 0\n")
+        #expect(
+            try worker.readLines(4, timeoutMillis: 30_000) == [
+                "RDATA events 1 \(eventRow(1))", "RDATA events 1 \(eventRow(2))", "RDATA events 2 \(eventRow(3))",
+                "POSITION events 2",
+            ])
+        let next = try LineSocket(port: restarted.port)
+        _ = try next.readLines(2, timeoutMillis: 30_000)
+        try next.send("NAME pub\nRDATA events 3 \(eventRow(6))\n")
+        #expect(try next.readLine(timeoutMillis: 30_000) == "POSITION events 3")
+        #expect(try worker.readLine(timeoutMillis: 30_000) == "RDATA events 3 \(eventRow(6))")
+    }
+
     @Test func checkFindsADamagedLogAndSaysWhatIsDamaged() async throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let check = { try runProcess(sidecarExecutable.path, ["check", "--data-dir", self.directory]) }

@@ -93,33 +93,33 @@ import Testing
         let fixture = try await ServerFixture.start(limited)
         let subscriber = try fixture.connect(name: "worker")
         try subscriber.send("REPLICATE events NOW\n")
-        #expect(try subscriber.readLine() == "POSITION events 0")
+        #expect(try subscriber.readLine(timeoutMillis: 30_000) == "POSITION events 0")
 
         let writer = try fixture.connect(name: "pub")
         try writer.send("RDATA events 5 \(eventRow(1))\n")
-        #expect(try writer.readLine() == "POSITION events 5")
+        #expect(try writer.readLine(timeoutMillis: 30_000) == "POSITION events 5")
         // The batch's first row is within the step; the token that closes it is not.
         try writer.send("RDATA events batch \(eventRow(2))\nRDATA events 1006 \(eventRow(3))\n")
         #expect(
-            try writer.readLine()
+            try writer.readLine(timeoutMillis: 30_000)
                 == "ERROR rejected RDATA events 1006: token must be at most 1000 above the stream's current token 5")
-        #expect(try writer.readsEndOfStream())
+        #expect(try writer.readsEndOfStream(timeoutMillis: 30_000))
         let positioner = try fixture.connect(name: "pub")
         try positioner.send("POSITION typing 999999\n")
         #expect(
-            try positioner.readLine()
+            try positioner.readLine(timeoutMillis: 30_000)
                 == "ERROR rejected POSITION typing 999999: "
                 + "token must be at most 1000 above the stream's current token 0")
-        #expect(try positioner.readsEndOfStream())
+        #expect(try positioner.readsEndOfStream(timeoutMillis: 30_000))
         #expect(fixture.log.currentToken(of: .events) == 5)
         #expect(fixture.log.currentToken(of: .typing) == 0)
 
         // A step of exactly the maximum is taken, and is the subscriber's next row after the first.
         let next = try fixture.connect(name: "pub")
         try next.send("RDATA events 1005 \(eventRow(4))\n")
-        #expect(try next.readLine() == "POSITION events 1005")
-        #expect(try subscriber.readLine() == "RDATA events 5 \(eventRow(1))")
-        #expect(try subscriber.readLine() == "RDATA events 1005 \(eventRow(4))")
+        #expect(try next.readLine(timeoutMillis: 30_000) == "POSITION events 1005")
+        #expect(try subscriber.readLine(timeoutMillis: 30_000) == "RDATA events 5 \(eventRow(1))")
+        #expect(try subscriber.readLine(timeoutMillis: 30_000) == "RDATA events 1005 \(eventRow(4))")
         try await fixture.stop()
     }
 
