@@ -2,27 +2,35 @@ import Logging
 import ReplicationCore
 
 /// What the server logs about one connection, every line carrying the peer's address and, once it has
-/// sent `NAME`, its name. One place for the wording operators search for.
+/// sent `NAME`, its name. One place for the wording operators search for. The lines every connection
+/// logs pass the server's flood gate.
 struct ConnectionLog {
     private var logger: Logger
+    private let gate: ConnectionLogGate
 
-    init(_ logger: Logger) { self.logger = logger }
+    init(_ gate: ConnectionLogGate) {
+        self.logger = gate.logger
+        self.gate = gate
+    }
 
     mutating func opened(peer: String) {
         logger[metadataKey: "peer"] = "\(peer)"
-        logger.info("connection opened")
+        if gate.admit(.opened) { logger.info("connection opened") }
     }
 
     mutating func named(_ name: String, isWriter: Bool) {
         logger[metadataKey: "name"] = "\(name)"
-        logger.info("connection named", metadata: ["writer": "\(isWriter)"])
+        if gate.admit(.named) { logger.info("connection named", metadata: ["writer": "\(isWriter)"]) }
     }
 
-    func closed(_ reason: CloseReason) { logger.info("connection closed", metadata: ["reason": "\(reason.rawValue)"]) }
+    func closed(_ reason: CloseReason) {
+        if gate.admit(.closed(reason)) { logger.info("connection closed", metadata: ["reason": "\(reason.rawValue)"]) }
+    }
 
     func transportError(_ error: any Error) { logger.debug("transport error", metadata: ["error": "\(error)"]) }
 
     func closing(with error: Command) {
+        guard gate.admit(.closingWithError) else { return }
         logger.warning("closing connection", metadata: ["error": "\(CommandCodec.encode(error))"])
     }
 

@@ -16,6 +16,8 @@ public final class ReplicationServer: Service, Sendable {
     private let clock: ConnectionClock
     private let logger: Logger
     private let listeners: Listeners
+    private let connectionLog: ConnectionLogGate
+    private let summaries = NIOLockedValueBox<RepeatedTask?>(nil)
 
     public init(
         configuration: ServerConfiguration, log: any StreamLog, group: any EventLoopGroup,
@@ -28,6 +30,9 @@ public final class ReplicationServer: Service, Sendable {
         self.clock = clock
         self.logger = logger
         self.listeners = Listeners()
+        self.connectionLog = ConnectionLogGate(
+            linesPerInterval: configuration.connectionLinesPerInterval, interval: configuration.connectionLogInterval,
+            clock: clock, logger: logger)
     }
 
     /// Binds the listener (and the TLS listener, when configured) and returns the address it listens on
@@ -41,6 +46,14 @@ public final class ReplicationServer: Service, Sendable {
             listeners.add(try await bind(port: tls.port, tls: tls.context, admission: admission))
         }
         let address = plain.localAddress!
+        let connectionLog = self.connectionLog
+        // Often enough that a summary follows its interval closely, whenever the flood stopped.
+        let period = TimeAmount.nanoseconds(min(configuration.connectionLogInterval.nanoseconds, 1_000_000_000))
+        summaries.withLockedValue {
+            $0 = group.next().scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+                connectionLog.summariseEndedIntervals()
+            }
+        }
         logger.info(
             "replication listener ready",
             metadata: [
@@ -58,6 +71,7 @@ public final class ReplicationServer: Service, Sendable {
         let configuration = self.configuration
         let clock = self.clock
         let logger = self.logger
+        let connectionLog = self.connectionLog
         var bootstrap = ServerBootstrap(group: group)
         if let size = configuration.socketSendBuffer {
             bootstrap = bootstrap.childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(size))
@@ -86,7 +100,7 @@ public final class ReplicationServer: Service, Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(
-                        ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock, logger: logger))
+                        ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock, log: connectionLog))
                 }
             }
             .bind(host: configuration.host, port: port)
@@ -118,6 +132,8 @@ public final class ReplicationServer: Service, Sendable {
         guard !channels.isEmpty else { return }
         for channel in channels { try? await channel.close() }
         try? await hub.shutDownAllConnections(grace: configuration.shutdownGrace, on: group.next()).get()
+        summaries.withLockedValue { $0.take()?.cancel() }
+        connectionLog.summariseEndedIntervals(atShutdown: true)
         logger.info("replication listener stopped")
     }
 }

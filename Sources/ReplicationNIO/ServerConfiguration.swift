@@ -35,6 +35,9 @@ public struct ServerConfiguration: Sendable {
     public var socketSendBuffer: Int?
     /// How long shutdown waits for connections to take their `ERROR` and go, before closing them.
     public var shutdownGrace: TimeAmount
+    /// Alike connection lines (opened, closed for one reason, …) logged per interval; more are summarised.
+    public var connectionLinesPerInterval = 20
+    public var connectionLogInterval = TimeAmount.seconds(10)
 
     public init(
         host: String = "127.0.0.1",

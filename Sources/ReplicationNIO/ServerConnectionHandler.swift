@@ -35,11 +35,11 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private var connectedAtMillis: Int64 = 0
     private var closeFuture: EventLoopFuture<Void>?
 
-    init(hub: ReplicationHub, configuration: ServerConfiguration, clock: ConnectionClock, logger: Logger) {
+    init(hub: ReplicationHub, configuration: ServerConfiguration, clock: ConnectionClock, log: ConnectionLogGate) {
         self.hub = hub
         self.configuration = configuration
         self.clock = clock
-        self.log = ConnectionLog(logger)
+        self.log = ConnectionLog(log)
         self.session = ServerSession(
             serverName: configuration.serverName, writers: configuration.writers,
             writersWithCredentials: configuration.writerCredentials.map { Set($0.hashes.keys) } ?? [],

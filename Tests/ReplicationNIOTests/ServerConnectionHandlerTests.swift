@@ -22,7 +22,9 @@ final class EmbeddedConnection {
         logger.logLevel = .critical
         channel = EmbeddedChannel(loop: loop)
         try channel.pipeline.syncOperations.addHandler(
-            ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock.clock, logger: logger))
+            ServerConnectionHandler(
+                hub: hub, configuration: configuration, clock: clock.clock,
+                log: ConnectionLogGate(linesPerInterval: 20, interval: .seconds(10), clock: clock.clock, logger: logger)))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 

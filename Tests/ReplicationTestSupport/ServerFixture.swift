@@ -14,7 +14,7 @@ public final class ServerFixture: Sendable {
     public static func start(
         _ configuration: ServerConfiguration = ServerConfiguration(), log: any StreamLog = InMemoryStreamLog(),
         port: Int = 0, upstream: (any Upstream)? = nil, clock: ConnectionClock = .system,
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger? = nil
     ) async throws -> ServerFixture {
         ignoreBrokenPipes()
         var configuration = configuration
@@ -22,8 +22,9 @@ public final class ServerFixture: Sendable {
         // Tests leave their clients open; don't wait the production grace period for them.
         if configuration.shutdownGrace == ServerConfiguration().shutdownGrace { configuration.shutdownGrace = .milliseconds(200) }
         configuration.port = port
-        var logger = Logger(label: "test-server")
-        logger.logLevel = .critical
+        var quiet = Logger(label: "test-server")
+        quiet.logLevel = .critical
+        let logger = logger ?? quiet
         let server = ReplicationServer(
             configuration: configuration, log: log, group: group, upstream: upstream,
             clock: clock, logger: logger)
