@@ -4,10 +4,13 @@ import ReplicationCore
 /// The Lua script that adds a publish's entries atomically, in order, stopping at the first one Redis
 /// refuses: a writer's batches after a refused one are never kept, as with a local log. An entry without
 /// an ID (a row the hub makes itself) takes the token after the key's last one, and after `floor` (this
-/// hub's own token, should Redis have lost the key).
+/// hub's own token, should Redis have lost the key). A run entry takes every token from its first to its
+/// ID's: Redis compares only the ID, so the script refuses it, in Redis's words, when the key's last token
+/// is not before its first.
 ///
-/// KEYS: one per entry. ARGV: four per entry: ID or '', floor, field, value. Reply: `{added IDs}`, or
-/// `{added IDs, error, the refusing key's last token}`. Nothing is trimmed here: that is ``TrimScript``'s.
+/// KEYS: one per entry. ARGV: four per entry: ID or '', the token the key may hold at most before it (the
+/// floor for an entry without an ID), field, value. Reply: `{added IDs}`, or `{added IDs, error, the
+/// refusing key's last token}`. Nothing is trimmed here: that is ``TrimScript``'s.
 enum AppendScript {
     static let source = """
         local function last_token(key)
@@ -22,8 +25,16 @@ enum AppendScript {
         for i, key in ipairs(KEYS) do
           local base = (i - 1) * 4
           local id = ARGV[base + 1]
-          if id == '' then id = string.format('%d-0', math.max(last_token(key), tonumber(ARGV[base + 2])) + 1) end
-          local added = redis.pcall('XADD', key, id, ARGV[base + 3], ARGV[base + 4])
+          local after = tonumber(ARGV[base + 2])
+          local added
+          if id == '' then
+            id = string.format('%d-0', math.max(last_token(key), after) + 1)
+          elseif tonumber(string.match(id, '^(%d+)')) > after + 1 and last_token(key) > after then
+            added = {err = 'ERR The ID specified in XADD is equal or smaller than the target stream top item'}
+          end
+          if not added then
+            added = redis.pcall('XADD', key, id, ARGV[base + 3], ARGV[base + 4])
+          end
           if type(added) == 'table' and added.err then return {ids, added.err, last_token(key)} end
           ids[#ids + 1] = added
         end
@@ -40,9 +51,9 @@ enum AppendScript {
         for addition in additions { command.append(Array(entries.key(addition.stream).utf8)) }
         for addition in additions {
             command.append(Array((addition.token.map { "\($0)-0" } ?? "").utf8))
-            command.append(Array("\(floors[addition.stream.index])".utf8))
+            command.append(Array("\(addition.firstToken.map { $0 - 1 } ?? floors[addition.stream.index])".utf8))
             command.append(Array(addition.field.utf8))
-            command.append(addition.value)
+            command.append(Array(addition.value.readableBytesView))
         }
         return command
     }

@@ -22,16 +22,18 @@ enum BackfillScript {
           for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
           if fields['entries-added'] ~= fields['length'] then return {0} end
         end
-        return {1, redis.call('XRANGE', key, '(' .. after .. '-0', through .. '-0', 'COUNT', ARGV[3])}
+        return {1, redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', ARGV[3])}
         """
 
     static func arguments(key: String, after: Int64, through: Int64, count: Int) -> [String] {
         ["EVAL", source, "1", key, "\(after)", "\(through)", "\(count)"]
     }
 
-    /// The catch-up page of a reply: every row of its entries as catch-up sends them, ending at the last entry
-    /// read, or at `through` once fewer than `count` entries came (the range was read to its end).
-    static func page(_ reply: RedisValue, stream: StreamName, through: Int64, count: Int) -> Result<
+    /// The catch-up page of a reply: every row after `after` through `through` of its entries as catch-up sends
+    /// them, ending at the last entry read, or at `through` once an entry goes past it or fewer than `count`
+    /// entries came (the key was read to its end). A run entry is read whole: it may begin at or before `after`
+    /// and end after `through` (its ID is its last token), so its rows are taken one by one.
+    static func page(_ reply: RedisValue, stream: StreamName, after: Int64, through: Int64, count: Int) -> Result<
         LogPage, StreamLogError
     > {
         guard case .array(let parts) = reply, case .integer(let servable) = parts.first else {
@@ -43,26 +45,41 @@ enum BackfillScript {
         var lines = ByteBufferAllocator().buffer(capacity: 0)
         var rowCount = 0
         var last = through
+        var readToEnd = items.count < count
         for item in items {
             guard let (id, fields) = StreamEntries.entry(item) else {
                 return .failure(.storage("unexpected entry from Redis: \(item)"))
             }
+            let batch: NewBatch
             switch StreamEntries.batch(stream: stream, id: id, fields: fields) {
-            case .success(.rows(_, let rows, .exactly(let token))):
+            case .success(let read): batch = read
+            case .failure(let error): return .failure(.storage("an entry in Redis is not a batch: \(error)"))
+            }
+            guard case .exactly(let first) = batch.firstToken, first <= through else {
+                readToEnd = true
+                break
+            }
+            switch batch {
+            case .rows(_, let rows, .exactly(let token)):
                 RowLines.catchUp(rows, stream: stream, token: token, into: &lines)
                 rowCount += rows.count
                 last = token
-            case .success(.advance(_, let token, _)):
+            case .run(_, var run, let tokens):
+                for token in tokens {
+                    let length = run.readableBytesView.firstIndex(of: UInt8(ascii: "\n"))! + 1 - run.readerIndex
+                    var line = run.readSlice(length: length)!
+                    guard token > after, token <= through else { continue }
+                    lines.writeBuffer(&line)
+                    rowCount += 1
+                }
+                last = min(tokens[tokens.count - 1], through)
+            case .advance(_, let token, _):
                 last = token
-            case .success(let batch):
+            default:
                 return .failure(.storage("unexpected entry \(id) in Redis: \(batch)"))
-            case .failure(let error):
-                return .failure(.storage("an entry in Redis is not a batch: \(error)"))
             }
         }
         return .success(
-            LogPage(
-                lines: lines, rowCount: rowCount, endToken: items.count < count ? through : last, reachedHead: false)
-        )
+            LogPage(lines: lines, rowCount: rowCount, endToken: readToEnd ? through : last, reachedHead: false))
     }
 }

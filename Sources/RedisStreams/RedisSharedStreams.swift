@@ -12,7 +12,8 @@ public struct RedisStreamsConfiguration: Sendable {
     public var entries: StreamEntries
     /// How long a publish waits for Redis to be reachable before its writer is refused.
     public var writeTimeout: TimeAmount
-    /// Entries kept per key at least (``TrimScript``), from `--retain-rows`: one per batch, so as many rows.
+    /// Entries kept per key at least (``TrimScript``), from `--retain-rows`: one per batch or per run of up to
+    /// ``StreamEntries/runEntryBytes``, so at least as many rows.
     public var keepEntries: Int
     /// Entries younger than this are kept too, from `--retain-age`.
     public var keepAge: TimeAmount?
@@ -23,8 +24,9 @@ public struct RedisStreamsConfiguration: Sendable {
     public var backfillCount = 1_000
     /// Replicas that must have a publish (`WAIT`) before its writer is acknowledged; 0 does not wait.
     public var waitReplicas = 0
-    /// Entries one `XREAD` returns at most.
-    public var readCount = 1_000
+    /// Entries one `XREAD` returns at most (a run entry holds up to ``StreamEntries/runEntryBytes`` of rows
+    /// and its last line).
+    public var readCount = 256
     /// How long one `XREAD` blocks (below the client's command timeout).
     public var blockMillis = 2_000
 
@@ -363,7 +365,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             let page: EventLoopFuture<LogPage> =
                 if let commands = self.commands, self.statistics.divergedStreams.isEmpty {
                     commands.send(command).flatMapResult { reply in
-                        BackfillScript.page(reply, stream: stream, through: through, count: count)
+                        BackfillScript.page(reply, stream: stream, after: token, through: through, count: count)
                     }
                 } else {
                     self.eventLoop.makeFailedFuture(StreamLogError.fallenBehind(oldestServable: through))
@@ -473,7 +475,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                 let value = fields[index + 1]
                 switch fields[index].string {
                 case "last-generated-id": lastToken = value.string.flatMap(Self.token) ?? 0
-                case "first-entry": firstToken = StreamEntries.entry(value).flatMap { Self.token($0.id) }
+                case "first-entry":
+                    firstToken = StreamEntries.entry(value).flatMap {
+                        StreamEntries.firstRunToken(fields: $0.fields) ?? Self.token($0.id)
+                    }
                 case "entries-added": if case .integer(let count) = value { added = count }
                 case "length": if case .integer(let count) = value { length = count }
                 default: break
@@ -523,10 +528,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             case .success(let batch):
                 batches.append(batch)
                 statistics.entriesRead[stream.index] += 1
-                if let token = StreamEntries.token(ofID: id) {
+                if let token = StreamEntries.token(ofID: id), case .exactly(let first) = batch.firstToken {
                     statistics.redisTokens[stream.index] = max(statistics.redisTokens[stream.index], token)
-                    if !seen[stream.index], token > hub.log.currentToken(of: stream) + 1 {
-                        unsure.append((stream, token))
+                    if !seen[stream.index], first > hub.log.currentToken(of: stream) + 1 {
+                        unsure.append((stream, first))
                     }
                     seen[stream.index] = true
                 }

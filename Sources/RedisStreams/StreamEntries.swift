@@ -3,10 +3,13 @@ import RedisClient
 import ReplicationCore
 import StreamLog
 
-/// How batches are kept in Redis: one stream key per replication stream, one entry per token with the
+/// How batches are kept in Redis: one stream key per replication stream, one entry per batch with the
 /// ID `<token>-0` (Redis refuses an ID that is not after the key's last one: that is what makes a token
 /// taken once across every host). The entry holds the batch's rows, each followed by `\n`, in its `rows`
-/// field, or an empty `position` field for a writer's `POSITION` without rows.
+/// field, or an empty `position` field for a writer's `POSITION` without rows. A writer's consecutive
+/// one-row batches (a run) are entries of up to ``runEntryBytes`` each, under their last token, holding the
+/// writer's `RDATA` lines in a `run` field: one entry per row cost Redis, and every sidecar reading it, a
+/// command and a stored batch per row. The append script refuses a run entry whose first token is taken.
 public struct StreamEntries: Sendable {
     /// Prefix of every key: the default's hash tag keeps a deployment's keys on one Redis Cluster slot,
     /// so that one `XREAD` covers them all.
@@ -25,36 +28,59 @@ public struct StreamEntries: Sendable {
         return StreamName.all.first { $0.rawValue == name }
     }
 
-    /// One entry to add: the ID (nil: the stream's next token, chosen by Redis) and its field and value.
+    /// Bytes of a writer's lines one run entry holds (the line that reaches it is the entry's last): large
+    /// enough that Redis's work per entry is spread over a hundred rows, small enough that one `XREAD` of
+    /// ``RedisStreamsConfiguration/readCount`` entries stays a few MiB.
+    public static let runEntryBytes = 16 * 1024
+
+    /// One entry to add: the ID (nil: the stream's next token, chosen by Redis), the first token it takes
+    /// (a run entry's tokens are all taken by it), and its field and value.
     public struct Addition: Sendable, Equatable {
         public var stream: StreamName
         public var token: Int64?
+        public var firstToken: Int64?
         public var field: String
-        public var value: [UInt8]
+        public var value: ByteBuffer
+
+        init(stream: StreamName, token: Int64?, firstToken: Int64? = nil, field: String, value: ByteBuffer) {
+            self.stream = stream
+            self.token = token
+            self.firstToken = firstToken ?? token
+            self.field = field
+            self.value = value
+        }
     }
 
-    /// The entries of one batch: a run's rows are one entry per token (each is its own batch on the wire).
-    /// A batch that forgets what came before has no place in a shared log (only a relay makes one).
+    /// The entries of one batch: a run's lines are cut into entries of about ``runEntryBytes``. A batch that
+    /// forgets what came before has no place in a shared log (only a relay makes one).
     public static func additions(of batch: NewBatch) -> [Addition]? {
         switch batch {
         case .rows(let stream, let rows, let token):
-            var bytes = rows.bytes
             let tokenValue: Int64? = if case .exactly(let value) = token { value } else { nil }
-            return [
-                Addition(
-                    stream: stream, token: tokenValue, field: "rows",
-                    value: bytes.readBytes(length: bytes.readableBytes)!)
-            ]
-        case .run(let stream, _, let tokens):
+            return [Addition(stream: stream, token: tokenValue, field: "rows", value: rows.bytes)]
+        case .run(let stream, let lines, let tokens):
             var additions: [Addition] = []
-            batch.forEachRow(storedAt: 0) { token, _, row in
-                additions.append(
-                    Addition(stream: stream, token: token, field: "rows", value: Array(row) + [UInt8(ascii: "\n")]))
+            var entryStart = 0
+            var firstRow = 0
+            var rows = 0
+            lines.withUnsafeReadableBytes { bytes in
+                var lineStart = 0
+                while lineStart < bytes.count {
+                    lineStart = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n"))! + 1
+                    rows += 1
+                    guard lineStart - entryStart >= runEntryBytes || lineStart == bytes.count else { continue }
+                    additions.append(
+                        Addition(
+                            stream: stream, token: tokens[rows - 1], firstToken: tokens[firstRow], field: "run",
+                            value: lines.getSlice(at: lines.readerIndex + entryStart, length: lineStart - entryStart)!))
+                    entryStart = lineStart
+                    firstRow = rows
+                }
             }
-            precondition(additions.count == tokens.count)
+            precondition(rows == tokens.count)
             return additions
         case .advance(let stream, let token, false):
-            return [Addition(stream: stream, token: token, field: "position", value: [])]
+            return [Addition(stream: stream, token: token, field: "position", value: ByteBuffer())]
         case .advance(_, _, true):
             return nil
         }
@@ -79,9 +105,49 @@ public struct StreamEntries: Sendable {
             let count = value.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
             let rows = RowTexts(bytes: ByteBuffer(bytes: value), count: count)
             return .success(.rows(stream, rows, token: .exactly(token)))
+        case "run":
+            guard let tokens = runTokens(value, stream: stream), tokens.last == token else {
+                return .failure(EntryError("entry \(id) is not a run of RDATA \(stream) lines ending at its token"))
+            }
+            return .success(.run(stream, lines: ByteBuffer(bytes: value), tokens: tokens))
         default:
             return .failure(EntryError("entry \(id) has an unknown field '\(field)' or a malformed value"))
         }
+    }
+
+    /// The first token of a run entry (its ID is its last), read from its first line; nil for another entry.
+    static func firstRunToken(fields: [RedisValue]) -> Int64? {
+        guard fields.count == 2, fields[0].string == "run", let value = fields[1].bytes,
+            let end = value.firstIndex(of: UInt8(ascii: "\n"))
+        else { return nil }
+        let words = value[..<end].split(separator: UInt8(ascii: " "), maxSplits: 3)
+        return words.count == 4 ? Int64(String(decoding: words[2], as: UTF8.self)) : nil
+    }
+
+    /// The tokens of a run entry's lines, each `RDATA <stream> <token> <row>\n` with tokens strictly
+    /// increasing; nil if a line is not.
+    static func runTokens(_ lines: [UInt8], stream: StreamName) -> [Int64]? {
+        let prefix = Array("RDATA \(stream.rawValue) ".utf8)
+        var tokens: [Int64] = []
+        var start = 0
+        while start < lines.count {
+            guard let end = lines[start...].firstIndex(of: UInt8(ascii: "\n")),
+                lines[start..<end].starts(with: prefix)
+            else { return nil }
+            var index = start + prefix.count
+            var token: Int64 = 0
+            while index < end, let digit = lines[index].asciiDigit, token < Int64.max / 10 - 9 {
+                token = token * 10 + digit
+                index += 1
+            }
+            // Digits, a space, then a row: what the log reads back as one row per line.
+            guard index > start + prefix.count, index + 1 < end, lines[index] == UInt8(ascii: " "),
+                token > (tokens.last ?? 0)
+            else { return nil }
+            tokens.append(token)
+            start = end + 1
+        }
+        return tokens.isEmpty ? nil : tokens
     }
 
     /// `XREAD` arguments that read every stream after the token this hub has stored for it.
@@ -118,4 +184,10 @@ public struct StreamEntries: Sendable {
 public struct EntryError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+extension UInt8 {
+    fileprivate var asciiDigit: Int64? {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self) ? Int64(self - UInt8(ascii: "0")) : nil
+    }
 }

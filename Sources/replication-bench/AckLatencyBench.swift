@@ -6,8 +6,9 @@ import Foundation
 #endif
 
 /// How long a writer waits for its acknowledgement: from sending a row's `RDATA` line to reading the
-/// `POSITION` that says it is stored (after an fsync with `--sync full`), at a steady light rate and
-/// with the writer sending as fast as the connection takes its lines.
+/// `POSITION` that says it is stored (after an fsync with `--sync full`; with `--through-redis`, once
+/// Redis has it and the sidecar has read it back and stored it), at a steady light rate and with the
+/// writer sending as fast as the connection takes its lines.
 struct AckLatencyBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ack-latency",
@@ -24,6 +25,11 @@ struct AckLatencyBench: ParsableCommand {
 
     @OptionGroup var logs: SidecarLogOptions
 
+    @Flag(
+        help: "Also measure a sidecar sharing its streams through a redis-server started for it, with Redis's CPU time."
+    )
+    var throughRedis = false
+
     @Option(help: "The package's root (unused; accepted so that `all` can pass it to every part).")
     var packageRoot = FileManager.default.currentDirectoryPath
 
@@ -37,22 +43,37 @@ struct AckLatencyBench: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         defer { logs.removeData() }
         print("acknowledgement latency of one writer (RDATA sent to its POSITION read), one token per row:")
-        print("  log            load                          rows     p50 ms     p99 ms     max ms")
+        print(
+            "  " + padded("log", 22) + padded("load", 24) + "      rows     p50 ms     p99 ms     max ms  Redis CPU s")
         let environment = BenchEnvironment(packageRoot: packageRoot)
-        for kind in logs.kinds! {
-            for paced in [true, false] {
-                let rows = paced ? steadyRows : fullSpeedRows
-                let server = try BenchSidecar(environment: environment, log: kind, options: logs, retainRows: rows)
-                defer { server.process.stop() }
-                let latencies = try measure(port: server.port, rows: rows, rate: paced ? Double(rate) : nil)
-                let load = paced ? "steady \(rate) rows/s" : "full speed"
-                print(
-                    "  " + padded(logs.label(kind), 14) + padded(load, 24)
-                        + String(
-                            format: "%10d %10.3f %10.3f %10.3f", rows, percentile(latencies, 0.50) * 1e3,
-                            percentile(latencies, 0.99) * 1e3, latencies.last! * 1e3))
+        for throughRedis in throughRedis ? [false, true] : [false] {
+            for kind in logs.kinds! {
+                for paced in [true, false] {
+                    try measure(environment: environment, log: kind, paced: paced, throughRedis: throughRedis)
+                }
             }
         }
+    }
+
+    private func measure(environment: BenchEnvironment, log kind: SidecarLogKind, paced: Bool, throughRedis: Bool)
+        throws
+    {
+        let rows = paced ? steadyRows : fullSpeedRows
+        let redis = throughRedis ? try BenchRedis() : nil
+        defer { redis?.stop() }
+        let server = try BenchSidecar(
+            environment: environment, log: kind, options: logs, retainRows: rows,
+            extraArguments: redis?.sidecarArguments ?? [])
+        defer { server.process.stop() }
+        let redisBefore = redis?.cpuSeconds
+        let latencies = try measure(port: server.port, rows: rows, rate: paced ? Double(rate) : nil)
+        let redisCPU = redis.map { String(format: "%13.2f", $0.cpuSeconds - redisBefore!) } ?? "            -"
+        let load = paced ? "steady \(rate) rows/s" : "full speed"
+        print(
+            "  " + padded(logs.label(kind) + (throughRedis ? " via Redis" : ""), 22) + padded(load, 24)
+                + String(
+                    format: "%10d %10.3f %10.3f %10.3f", rows, percentile(latencies, 0.50) * 1e3,
+                    percentile(latencies, 0.99) * 1e3, latencies.last! * 1e3) + redisCPU)
     }
 
     /// Sends `rows` lines (paced at `rate`, or as fast as the socket takes them in groups of 64) and

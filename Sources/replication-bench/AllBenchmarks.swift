@@ -18,7 +18,9 @@ struct AllBenchmarks: AsyncParsableCommand {
         try section { try FanoutBench.parse(root + fanout).run() }
         let restart = ["--rows", "1000000", "--subscribers", "16", "--catch-up", "--restart", "--without-synapse"]
         try section { try FanoutBench.parse(root + restart).run() }
-        try section { try AckLatencyBench.parse(root).run() }
+        let throughRedis = ["--rows", "100000", "--subscribers", "16", "--log", "memory", "--through-redis", "--without-synapse"]
+        try section { try FanoutBench.parse(root + throughRedis).run() }
+        try section { try AckLatencyBench.parse(root + ["--through-redis"]).run() }
         try section { try IdleMemoryBench.parse(root).run() }
         try section { try CodecBench.parse(root).run() }
         try await asyncSection { try await ScrapeBench.parse([]).run() }

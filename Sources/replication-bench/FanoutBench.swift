@@ -98,8 +98,10 @@ struct FanoutBench: ParsableCommand {
         print("ratios (rows/s delivered, same run):")
         for result in results {
             if let redis = result.throughRedis, redis.completed, let hub = result.sidecar.first(where: { $0.label.contains("memory") }) {
-                print(String(format: "  K=%-3d through Redis/one in-memory hub %.2fx", result.k,
-                    redis.rowsPerSecond / hub.live.rowsPerSecond))
+                // The writer's rows/s: every subscriber gets each row once.
+                let rowsPerSecond = redis.rowsPerSecond / Double(result.k)
+                print(String(format: "  K=%-3d through Redis/one in-memory hub %.2fx; writer's rows/s/redis-benchmark XADD %.2fx", result.k,
+                    redis.rowsPerSecond / hub.live.rowsPerSecond, rowsPerSecond / (redis.redisXADDRate ?? .nan)))
             }
             for sidecar in result.sidecar {
                 var line = String(format: "  K=%-3d %@ live/wire limit %.2fx", result.k, sidecar.label,
@@ -180,19 +182,9 @@ struct FanoutBench: ParsableCommand {
     private func measureThroughRedis(
         environment: BenchEnvironment, payload: FanoutPayload, subscribers k: Int
     ) throws -> FanoutResult {
-        let redisPort = try LoopbackSocket.freePort()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-redis-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let redis = try ServerProcess(
-            executable: "/usr/bin/redis-server",
-            arguments: [
-                "--port", "\(redisPort)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync",
-                "everysec", "--dir", directory.path, "--logfile", "/dev/null",
-            ])
-        defer { redis.stop(signal: SIGKILL) }
-        try redis.waitUntilListening(port: redisPort)
-        let shared = ["--redis", "redis://127.0.0.1:\(redisPort)", "--server-name", "bench.example.org"]
+        let redis = try BenchRedis()
+        defer { redis.stop() }
+        let shared = redis.sidecarArguments
         let a = try BenchSidecar(environment: environment, log: .memory, options: logs, retainRows: rows, extraArguments: shared)
         defer { a.process.stop() }
         let b = try BenchSidecar(environment: environment, log: .memory, options: logs, retainRows: rows, extraArguments: shared)
@@ -202,41 +194,21 @@ struct FanoutBench: ParsableCommand {
         }
         try waitForSubscriptions(counters)
         let writer = try LineCounter(port: a.port, greeting: "NAME bench-writer\n", expectedRows: 0)
-        let redisBefore = redis.usage
+        let redisBefore = redis.cpuSeconds
         let aBefore = a.process.usage
         let started = monotonicNow()
         let sent = send(payload, to: [writer.descriptor])
         var result = try collect(counters, started: started, server: (b.process, b.process.usage))
         sent.wait()
         writer.stop()
+        let redisCPU = redis.cpuSeconds - redisBefore
         let rowBytes = payload.bytes.count / rows
-        let xadd = try redisBenchmarkXADD(port: redisPort, valueBytes: rowBytes)
+        let xadd = try redis.xaddRate(requests: max(rows, 100_000), valueBytes: rowBytes)
         result.note = String(
             format: "CPU s: sidecar A %.2f, Redis %.2f; redis-benchmark XADD (%d-byte field, 1 client, 64 in flight): %.0f/s",
-            a.process.usage.cpuSeconds - aBefore.cpuSeconds, redis.usage.cpuSeconds - redisBefore.cpuSeconds, rowBytes,
-            xadd)
+            a.process.usage.cpuSeconds - aBefore.cpuSeconds, redisCPU, rowBytes, xadd)
+        result.redisXADDRate = xadd
         return result
-    }
-
-    /// `redis-benchmark`'s requests per second for `XADD` of one field of `valueBytes` bytes.
-    private func redisBenchmarkXADD(port: Int, valueBytes: Int) throws -> Double {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
-        process.arguments = [
-            "-p", "\(port)", "-q", "-c", "1", "-P", "64", "-n", "\(max(rows, 100_000))", "XADD", "redis-benchmark-stream",
-            "MAXLEN", "~", "\(rows)", "*", "rows", String(repeating: "x", count: valueBytes),
-        ]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        // "XADD …: 123456.79 requests per second, p50=…" (with \r progress lines before it).
-        guard let match = text.firstMatch(of: /([0-9.]+) requests per second/), let rate = Double(match.output.1) else {
-            throw LoopbackSocket.Failure(description: "redis-benchmark printed no rate: \(text.suffix(200))")
-        }
-        return rate
     }
 
     private func measureSynapse(environment: BenchEnvironment, subscribers k: Int) throws -> FanoutResult {
@@ -321,6 +293,8 @@ struct FanoutResult {
     var cpuSeconds: Double?
     var peakResidentBytes: Double?
     var note: String
+    /// redis-benchmark's XADD requests per second on the same Redis, for a run through Redis.
+    var redisXADDRate: Double?
 
     var rowsPerSecond: Double { Double(rowsDelivered) / seconds }
 

@@ -64,7 +64,7 @@ final class RetentionScriptTests: XCTestCase {
     /// Runs the catch-up script and makes a page of its reply.
     private func backfill(after: Int64, through: Int64, count: Int = 100) throws -> Result<LogPage, StreamLogError> {
         let reply = try send(BackfillScript.arguments(key: key, after: after, through: through, count: count))
-        return BackfillScript.page(reply, stream: .events, through: through, count: count)
+        return BackfillScript.page(reply, stream: .events, after: after, through: through, count: count)
     }
 
     /// One command on a connection of its own, its reply parsed as the sidecar's client parses it.
@@ -109,6 +109,22 @@ final class RetentionScriptTests: XCTestCase {
         XCTAssertEqual(try refusal(backfill(after: 9, through: 15)), .fallenBehind(oldestServable: 15))
         // Redis must also reach what the local log had.
         XCTAssertEqual(try refusal(backfill(after: 15, through: 25)), .fallenBehind(oldestServable: 25))
+    }
+
+    func testACatchUpFromRedisTakesOnlyTheRowsOfARunEntryAfterItsTokenThroughTheLocalLogs() throws {
+        try add([2])
+        let run = (3...8).map { "RDATA events \($0) [\"r\($0)\"]\n" }.joined()
+        try redis.cli(["XADD", key, "8-0", "run", run])
+        try add([9])
+        // After 4 through 6: the run entry 8-0 starts before and ends after; only its rows 5 and 6.
+        let inside = try backfill(after: 4, through: 6).get()
+        XCTAssertEqual(lines(inside), ["RDATA events 5 [\"r5\"]", "RDATA events 6 [\"r6\"]"])
+        XCTAssertEqual(inside.rowCount, 2)
+        XCTAssertEqual(inside.endToken, 6)
+        // A page of two entries ends at the run's last token.
+        let first = try backfill(after: 0, through: 9, count: 2).get()
+        XCTAssertEqual(lines(first), ["RDATA events 2 [\"r2\"]"] + run.split(separator: "\n").map(String.init))
+        XCTAssertEqual(first.endToken, 8)
     }
 
     func testAnEntryIsOldOnceItsTokenWasSeenAtLeastTheAgeAgo() {

@@ -59,6 +59,12 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(acknowledged.last, "POSITION events \(tokens.upperBound)", "\(acknowledged)")
     }
 
+    /// Publishes one row per token, each once the one before is acknowledged: one Redis entry per token (rows
+    /// sent together are a run, one entry per 16 KiB).
+    private func publishOneByOne(_ writer: LineSocket, tokens: ClosedRange<Int>) throws {
+        for token in tokens { try publish(writer, tokens: token...token) }
+    }
+
     /// The value of one sample on a sidecar's metrics endpoint, e.g. `entries_read_total{stream_name="events"}`.
     private func metric(_ sidecar: SidecarProcess, _ sample: String) throws -> Double? {
         let socket = try LineSocket(port: sidecar.metricsPort)
@@ -87,21 +93,25 @@ final class SharedStreamsTests: XCTestCase {
         let writer = try connect(a, name: "pub")
         try writer.send("RDATA events batch \(eventRow(1))\nRDATA events 2 \(eventRow(2))\n")
         XCTAssertEqual(try writer.readLine(), "POSITION events 2")
-        try publish(writer, tokens: 3...200)
+        // 598 one-row batches sent at once (about 60 KiB): runs of them are entries of about 16 KiB.
+        try publish(writer, tokens: 3...600)
         XCTAssertEqual(
-            try readRows(worker, 200), ["RDATA events batch \(eventRow(1))"] + rowLines(2...200))
-        // One entry per batch, under its token.
+            try readRows(worker, 600), ["RDATA events batch \(eventRow(1))"] + rowLines(2...600))
+        // The batch is one entry under its token, the runs fewer entries than rows, each under its last token.
+        let events = "replication-sidecar:{test.local}:events"
+        let entries = try XCTUnwrap(
+            Int(try redis.cli(["XLEN", events]).trimmingCharacters(in: .whitespacesAndNewlines)))
+        XCTAssertLessThan(entries, 100)
         XCTAssertEqual(
-            try redis.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
-                in: .whitespacesAndNewlines), "199")
+            try redis.cli(["XREVRANGE", events, "+", "-", "COUNT", "1"]).split(separator: "\n").first, "600-0")
         // A worker on the writer's own sidecar sees the same rows, from its log (catch-up gives every row its
         // batch's token).
         let (_, onA) = try subscribe(a)
-        XCTAssertEqual(onA, ["RDATA events 2 \(eventRow(1))"] + rowLines(2...200))
-        XCTAssertEqual(try metric(a, #"entries_written_total{stream_name="events"}"#), 199)
-        XCTAssertEqual(try metric(a, #"entries_read_total{stream_name="events"}"#), 199)
+        XCTAssertEqual(onA, ["RDATA events 2 \(eventRow(1))"] + rowLines(2...600))
+        XCTAssertEqual(try metric(a, #"entries_written_total{stream_name="events"}"#), Double(entries))
+        XCTAssertEqual(try metric(a, #"entries_read_total{stream_name="events"}"#), Double(entries))
         XCTAssertEqual(try metric(b, #"entries_written_total{stream_name="events"}"#), 0)
-        XCTAssertEqual(try metric(b, #"entries_read_total{stream_name="events"}"#), 199)
+        XCTAssertEqual(try metric(b, #"entries_read_total{stream_name="events"}"#), Double(entries))
         XCTAssertEqual(try metric(b, #"lag_tokens{stream_name="events"}"#), 0)
         XCTAssertEqual(try metric(b, #"connected{role="follower"}"#), 1)
         XCTAssertEqual(try metric(a, "command_seconds_count"), try metric(a, #"command_seconds_bucket{le="+Inf"}"#))
@@ -152,8 +162,8 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(acknowledged, (1...60).map { "POSITION events \($0)" })
         XCTAssertEqual(try readRows(worker, 60), rowLines(1...60))
         XCTAssertEqual(
-            try redis.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
-                in: .whitespacesAndNewlines), "60")
+            try redis.cli(["XREVRANGE", "replication-sidecar:{test.local}:events", "+", "-", "COUNT", "1"])
+                .split(separator: "\n").first, "60-0")
         // A changed row is refused, naming it.
         let changed = try connect(b, name: "pub")
         try changed.send("RDATA events 7 \(eventRow(70))\n")
@@ -161,6 +171,23 @@ final class SharedStreamsTests: XCTestCase {
             try changed.readLine(),
             "ERROR rejected RDATA events 7: token must be greater than the stream's current token 60, or repeat what "
                 + "is stored: row 1 of 1 at token 7 differs from the stored row at byte 12")
+    }
+
+    func testARunWhoseFirstTokenIsTakenIsRefusedThoughItsLastIsFree() throws {
+        let a = try sidecar()
+        let b = try sidecar()
+        try publish(try connect(a, name: "pub"), tokens: 1...10)
+        // One read, one run entry: Redis itself would take its ID 12-0 after 10-0; the script sees that 5 is
+        // taken.
+        let late = try connect(b, name: "pub")
+        try late.send(rowLines(5...5).joined() + "\n" + rowLines(12...12).joined() + "\n")
+        let refusal = try XCTUnwrap(try late.readLines { $0.hasPrefix("ERROR") || $0.hasPrefix("POSITION") }.last)
+        XCTAssertTrue(
+            refusal.hasPrefix("ERROR rejected RDATA events ")
+                && refusal.contains("token must be greater than the stream's current token 10"), refusal)
+        XCTAssertEqual(try metric(b, #"refused_writes_total{reason="token_taken"}"#), 1)
+        try publish(try connect(b, name: "pub"), tokens: 11...12)
+        try waitUntilTrue(seconds: 30) { (try? self.subscribe(a).1) == self.rowLines(1...12) }
     }
 
     func testASidecarKilledAndRestartedResumesWithNoGapAndNoDuplicate() throws {
@@ -196,9 +223,8 @@ final class SharedStreamsTests: XCTestCase {
         try publish(writer, tokens: 101...200)
         XCTAssertEqual(try readRows(worker, 200), rowLines(1...200))
         XCTAssertEqual(
-            try redis.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
-                in: .whitespacesAndNewlines),
-            "200")
+            try redis.cli(["XREVRANGE", "replication-sidecar:{test.local}:events", "+", "-", "COUNT", "1"])
+                .split(separator: "\n").first, "200-0")
     }
 
     func testAWriterIsRefusedWhenRedisStaysUnreachableAndNothingOfItsBatchIsKept() throws {
@@ -261,7 +287,7 @@ final class SharedStreamsTests: XCTestCase {
     func testRetainRowsTrimsTheStreamInRedis() throws {
         let a = try sidecar(["--retain-rows", "10"])
         let writer = try connect(a, name: "pub")
-        try publish(writer, tokens: 1...50)
+        try publishOneByOne(writer, tokens: 1...50)
         // Trimmed once a second (XTRIM MINID): the newest ten entries stay, and the one before them, which
         // shows that nothing after token 40 was trimmed.
         try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
@@ -275,7 +301,7 @@ final class SharedStreamsTests: XCTestCase {
         let a = try sidecar(["--retain-rows", "1", "--retain-age", "3s"])
         let writer = try connect(a, name: "pub")
         let start = Date()
-        try publish(writer, tokens: 1...20)
+        try publishOneByOne(writer, tokens: 1...20)
         // Once the sidecar has seen token 19 at least 3 s ago, the entries through it go but 19, which stays to
         // show nothing after it was trimmed; never sooner, which the rows bound alone would allow.
         try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 2 }
@@ -331,14 +357,14 @@ final class SharedStreamsTests: XCTestCase {
         let a = try sidecar(["--retain-rows", "10"])
         let b = try sidecar(["--retain-rows", "1000"])
         let writer = try connect(a, name: "pub")
-        try publish(writer, tokens: 1...5)
+        try publishOneByOne(writer, tokens: 1...5)
         try waitUntilTrue(seconds: 30) { (try? self.subscribe(b, after: 4).1.count) == 1 }
         // B stands still (its follower's connection open, an XREAD waiting) while A writes and trims.
         let pid = b.process.processIdentifier
         kill(pid, SIGSTOP)
         var stopped = true
         defer { if stopped { kill(pid, SIGCONT) } }
-        try publish(writer, tokens: 6...50)
+        try publishOneByOne(writer, tokens: 6...50)
         try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
         kill(pid, SIGCONT)
         stopped = false
@@ -356,8 +382,8 @@ final class SharedStreamsTests: XCTestCase {
         let writer = try connect(a, name: "pub")
         try publish(writer, tokens: 1...5)
         XCTAssertEqual(
-            try replica.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
-                in: .whitespacesAndNewlines), "5")
+            try replica.cli(["XREVRANGE", "replication-sidecar:{test.local}:events", "+", "-", "COUNT", "1"])
+                .split(separator: "\n").first, "5-0")
         // Without the replica, the writer is told its batch is not replicated (and that it may still arrive).
         replica.stop()
         try writer.send("RDATA events 6 \(eventRow(6))\n")

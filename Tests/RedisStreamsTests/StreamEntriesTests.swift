@@ -1,9 +1,10 @@
 import NIOCore
 import RedisClient
-import RedisStreams
 import ReplicationCore
 import StreamLog
 import XCTest
+
+@testable import RedisStreams
 
 final class StreamEntriesTests: XCTestCase {
     private let entries = StreamEntries(prefix: StreamEntries.defaultPrefix(serverName: "test.local"))
@@ -20,19 +21,75 @@ final class StreamEntriesTests: XCTestCase {
         let additions = try XCTUnwrap(StreamEntries.additions(of: batch))
         XCTAssertEqual(additions.count, 1)
         XCTAssertEqual(additions[0].token, 7)
-        XCTAssertEqual(String(decoding: additions[0].value, as: UTF8.self), "[\"a\", 1]\n[\"b\", 2]\n")
+        XCTAssertEqual(String(buffer: additions[0].value), "[\"a\", 1]\n[\"b\", 2]\n")
         let back = try StreamEntries.batch(
-            stream: .events, id: "7-0", fields: [.bulkString(Array("rows".utf8)), .bulkString(additions[0].value)]
+            stream: .events, id: "7-0",
+            fields: [.bulkString(Array("rows".utf8)), .bulkString(Array(additions[0].value.readableBytesView))]
         ).get()
         XCTAssertEqual(
             String(buffer: back.liveLines(token: 7)), "RDATA events batch [\"a\", 1]\nRDATA events 7 [\"b\", 2]\n")
     }
 
-    func testARunIsOneEntryPerTokenAndAPositionAnEmptyField() throws {
-        let lines = ByteBuffer(string: "RDATA events 3 [1]\nRDATA events 5 [2]\n")
-        let run = try XCTUnwrap(StreamEntries.additions(of: .run(.events, lines: lines, tokens: [3, 5])))
-        XCTAssertEqual(run.map(\.token), [3, 5])
-        XCTAssertEqual(run.map { String(decoding: $0.value, as: UTF8.self) }, ["[1]\n", "[2]\n"])
+    func testARunIsCutIntoEntriesUnderTheirLastTokenAndReadsBackAsTheSameLines() throws {
+        // 400 lines of 103 bytes: an entry closes with the line that reaches 16 KiB.
+        let tokens = (1...400).map { Int64($0) * 2 }
+        let text = tokens.map { "RDATA events \($0) [\"\(String(repeating: "x", count: 84 - String($0).count))\"]\n" }
+        XCTAssertEqual(Set(text.map(\.utf8.count)), [103])
+        let run = try XCTUnwrap(
+            StreamEntries.additions(of: .run(.events, lines: ByteBuffer(string: text.joined()), tokens: tokens)))
+        let perEntry = (StreamEntries.runEntryBytes + 102) / 103
+        XCTAssertEqual(run.map(\.token), [tokens[perEntry - 1], tokens[2 * perEntry - 1], 800])
+        XCTAssertEqual(run.map(\.firstToken), [2, tokens[perEntry], tokens[2 * perEntry]])
+        XCTAssertEqual(Set(run.map(\.field)), ["run"])
+        XCTAssertEqual(run.map { String(buffer: $0.value) }.joined(), text.joined())
+        var readBack: [String] = []
+        for entry in run {
+            let value = Array(entry.value.readableBytesView)
+            guard
+                case .run(.events, let lines, let entryTokens) = try StreamEntries.batch(
+                    stream: .events, id: "\(entry.token!)-0",
+                    fields: [.bulkString(Array("run".utf8)), .bulkString(value)]
+                ).get()
+            else { return XCTFail("a run entry reads back as a run") }
+            XCTAssertEqual(entryTokens.first, entry.firstToken)
+            XCTAssertEqual(entryTokens.last, entry.token)
+            readBack.append(String(buffer: lines))
+        }
+        XCTAssertEqual(readBack.joined(), text.joined())
+    }
+
+    func testARunEntrysFirstTokenIsReadFromItsFirstLine() {
+        let run: [RedisValue] = [
+            .bulkString(Array("run".utf8)), .bulkString(Array("RDATA events 3 [1]\nRDATA events 5 [2]\n".utf8)),
+        ]
+        XCTAssertEqual(StreamEntries.firstRunToken(fields: run), 3)
+        XCTAssertNil(
+            StreamEntries.firstRunToken(fields: [.bulkString(Array("rows".utf8)), .bulkString(Array("[1]\n".utf8))]))
+    }
+
+    func testARunEntryThatIsNotRDATALinesEndingAtItsTokenIsRefused() {
+        func read(_ id: String, _ text: String) -> Result<NewBatch, EntryError> {
+            StreamEntries.batch(
+                stream: .events, id: id, fields: [.bulkString(Array("run".utf8)), .bulkString(Array(text.utf8))])
+        }
+        guard case .success = read("5-0", "RDATA events 3 [1]\nRDATA events 5 [2]\n") else {
+            return XCTFail("a well-formed run entry is read")
+        }
+        for (id, text) in [
+            ("6-0", "RDATA events 3 [1]\nRDATA events 5 [2]\n"),  // ID is not the last token
+            ("5-0", "RDATA events 5 [1]\nRDATA events 5 [2]\n"),  // tokens not increasing
+            ("5-0", "RDATA caches 3 [1]\nRDATA events 5 [2]\n"),  // another stream's line
+            ("5-0", "RDATA events 3 [1]\nRDATA events 5\n"),  // no row
+            ("5-0", "RDATA events 3 [1]\nRDATA events 5 [2]"),  // no newline at the end
+            ("5-0", "RDATA events 99999999999999999999 [1]\n"),  // not a token
+            ("5-0", ""),
+        ] {
+            guard case .failure(let error) = read(id, text) else { return XCTFail("read: \(text.debugDescription)") }
+            XCTAssertTrue(error.description.contains(id), error.description)
+        }
+    }
+
+    func testAPositionIsAnEmptyFieldAndARelaysStartIsNeverShared() throws {
         let position = try XCTUnwrap(StreamEntries.additions(of: .advance(.events, to: 9, forgettingEarlier: false)))
         XCTAssertEqual(position.map(\.field), ["position"])
         guard
