@@ -54,9 +54,10 @@ enum LogChunks {
         try connection.execute("DROP TABLE rows")
     }
 
-    /// Reads one page of rows after `token` in the transaction the caller holds: whole chunks up to
-    /// about `maxBytes` (at least one), the first one cut after `token` when the reader starts inside it.
-    /// A page of one chunk shares the cached chunk's bytes.
+    /// Reads one page of rows after `token` in the transaction the caller holds: whole chunks within
+    /// `maxBytes` (at least one), the first one cut after `token` when the reader starts inside it.
+    /// A page of one chunk shares the cached chunk's bytes; a chunk that would take the page past
+    /// `maxBytes` waits for the next page, so that full chunks are never copied into a page of two.
     static func readPage(
         _ connection: SQLiteConnection, stream: StreamName, after token: Int64, maxBytes: Int, cache: ChunkCache
     ) throws -> LogPage {
@@ -69,7 +70,8 @@ enum LogChunks {
         // pages alone otherwise.
         let chunks = try connection.prepare(
             """
-            SELECT first_token, last_token, row_count, lines FROM chunks WHERE stream = ? AND last_token > ?
+            SELECT first_token, last_token, row_count, length(lines), lines FROM chunks
+            WHERE stream = ? AND last_token > ?
             ORDER BY last_token
             """)
         try chunks.bind(.integer(Int64(stream.index)), .integer(token))
@@ -77,10 +79,15 @@ enum LogChunks {
         var lines = ByteBuffer()
         var count = 0
         var lastToken = token
-        while lines.readableBytes < maxBytes, try chunks.step() {
+        var reachedHead = true
+        while try chunks.step() {
             let (first, last, rows) = (chunks.integer(0), chunks.integer(1), Int(chunks.integer(2)))
+            guard lines.readableBytes == 0 || lines.readableBytes + Int(chunks.integer(3)) <= maxBytes else {
+                reachedHead = false
+                break
+            }
             var chunkLines = cache.lines(stream: stream.index, tokens: first...last) {
-                ByteBuffer(bytes: chunks.blobBytes(3))
+                ByteBuffer(bytes: chunks.blobBytes(4))
             }
             count += rows
             if first <= token {
@@ -95,9 +102,6 @@ enum LogChunks {
             }
             lastToken = last
         }
-        // The loop stops at the last chunk or once the page is full; a full page may also be the last.
-        var reachedHead = lines.readableBytes < maxBytes
-        if !reachedHead { reachedHead = try !chunks.step() }
         return LogPage(
             lines: lines, rowCount: count, endToken: reachedHead ? max(current, lastToken) : lastToken,
             reachedHead: reachedHead)

@@ -116,6 +116,25 @@ import Testing
         }
     }
 
+    @Test func aChunkThatWouldOverfillAPageWaitsForTheNext() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Ten commits of 2,000 rows (about 140 KB each: a chunk each, too large to be merged). A page of
+        // 256 KiB holds one of them; with a second it would be a copy of both, past the page's size.
+        let log = try open()
+        for commit in 0..<10 {
+            var lines = ByteBufferAllocator().buffer(capacity: 0)
+            let tokens = (commit * 2_000 + 1)...(commit * 2_000 + 2_000)
+            for token in tokens { lines.writeString(line(token) + "\n") }
+            _ = try log.append([.run(.events, lines: lines, tokens: tokens.map(Int64.init))], on: loop).wait()
+        }
+        var pages: [LogPage] = []
+        repeat {
+            pages.append(try log.read(.events, after: pages.last?.endToken ?? 0, maxBytes: 256 * 1024))
+        } while !pages.last!.reachedHead
+        #expect(pages.map(\.rowCount) == Array(repeating: 2_000, count: 10))
+        #expect(pages.flatMap { String(buffer: $0.lines).split(separator: "\n") } == (1...20_000).map { line($0)[...] })
+    }
+
     @Test func theSmallChunksOfALightLoadAreMergedAndReadTheSame() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let clock = TestClock()
