@@ -360,6 +360,14 @@ def main():
               position(samples, "events", "master") == stored, (position(samples, "events", "master"), stored))
         gaps = samples.get('replication_sidecar_bus_gaps_total{instance="master",stream_name="events"}')
         check("the rows published while the observer was away count as a gap", gaps is not None and gaps >= 1, gaps)
+        # A message published while nobody is subscribed is gone (pub/sub), so the test waits for tail's
+        # second subscription before it sends: its back-off may run longer than the observer's.
+        try:
+            wait_for("tail subscribed again", lambda: sum(
+                "subscribed to" in line for line in open(os.path.join(directory, "tail.log"), errors="replace")) >= 2,
+                60)
+        except TimeoutError:
+            pass
         status, answer = http("PUT", f"{main_api}/rooms/{room}/send/m.room.message/txn9",
                               {"msgtype": "m.text", "body": "after"}, alice)
         try:
@@ -368,7 +376,8 @@ def main():
         except TimeoutError:
             pass
         check("tail --redis carries on after the restart", any(
-            row["row"][0] == "ev" and row["row"][1][0] == answer.get("event_id") for row in tailed_events()))
+            row["row"][0] == "ev" and row["row"][1][0] == answer.get("event_id") for row in tailed_events()),
+            open(os.path.join(directory, "tail.log"), errors="replace").readlines()[-3:])
         check("observer still running", observer.poll() is None)
     except Exception as error:
         check("deployment ran", False, repr(error))
