@@ -197,7 +197,9 @@ let package = Package(
         // Fuzz targets for the parsers of network input (Tests/fuzz.sh builds them with libFuzzer).
         .executableTarget(
             name: "replication-fuzz",
-            dependencies: ["ReplicationCore", "ReplicationNIO", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "ReplicationCore", "ReplicationNIO", "RedisClient", .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
         .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),

@@ -7,7 +7,7 @@ import Darwin
 /// The parsers under fuzzing. Each run checks properties, not just the absence of a crash: a failed
 /// check traps, and libFuzzer keeps the input that made it fail.
 enum FuzzTarget: String, CaseIterable, Sendable {
-    case framer, codec, json, writerRow = "writer-row", session
+    case framer, codec, json, writerRow = "writer-row", session, bus, resp
 
     static let usage = "usage: replication-fuzz \(allCases.map(\.rawValue).joined(separator: "|")) [libFuzzer flags | FILE...]"
 
@@ -18,6 +18,8 @@ enum FuzzTarget: String, CaseIterable, Sendable {
         case .json: checkJSON(data)
         case .writerRow: checkWriterRow(data)
         case .session: checkSession(data)
+        case .bus: checkBus(data)
+        case .resp: checkRESP(data)
         }
     }
 }

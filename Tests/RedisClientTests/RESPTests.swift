@@ -31,6 +31,24 @@ import Testing
             ])
     }
 
+    /// Found by fuzzing: hiredis allocated an array's element table as its header arrived, 8 GB for these
+    /// 13 bytes. A nested array is refused as well, and a long one within the bound is read.
+    @Test func anArrayDeclaringMoreElementsThanAllowedIsAnErrorBeforeAnyAllocation() throws {
+        let tooLong = RESPReader.maxArrayElements + 1
+        for (wire, length) in [("*1000000000\r\n", 1_000_000_000), ("*2\r\n:1\r\n*\(tooLong)\r\n", tooLong)] {
+            let reader = RESPReader()
+            try Array(wire.utf8).withUnsafeBytes { try reader.feed($0) }
+            let refusal = RedisError.protocolViolation("an array of \(length) elements, more than the 1048576 allowed")
+            #expect(throws: refusal) { try reader.next() }
+            #expect(throws: refusal) { try [UInt8(ascii: ":")].withUnsafeBytes { try reader.feed($0) } }
+        }
+        let reader = RESPReader()
+        let count = 100_000
+        let wire = "*\(count)\r\n" + String(repeating: ":7\r\n", count: count)
+        try Array(wire.utf8).withUnsafeBytes { try reader.feed($0) }
+        #expect(try reader.next() == .array(Array(repeating: .integer(7), count: count)))
+    }
+
     @Test func bytesThatAreNotRESPAreAnError() throws {
         let reader = RESPReader()
         try Array("?what\r\n".utf8).withUnsafeBytes { try reader.feed($0) }
