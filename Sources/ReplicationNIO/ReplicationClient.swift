@@ -20,6 +20,13 @@ public protocol ReplicationClientDelegate: AnyObject {
     func replicationClient(closingWithError text: String)
     /// Connected, or lost with the delay before the next attempt.
     func replicationClient(connected: Bool, retryInMillis: Int64?)
+    /// TLS failed because one side does not trust the other: reconnecting will fail the same way.
+    func replicationClient(trustRefused reason: String)
+}
+
+extension ReplicationClientDelegate {
+    /// By default the client keeps reconnecting (the certificates may be replaced in the meantime).
+    public func replicationClient(trustRefused reason: String) {}
 }
 
 /// Everything a client is started with.
@@ -195,6 +202,11 @@ public final class ReplicationClient {
 
     // MARK: From the handler
 
+    func transportFailed(_ error: any Error) {
+        logger.debug("connection failed", metadata: ["error": "\(error)"])
+        if TransportSecurity.refusedTrust(error) { delegate?.replicationClient(trustRefused: "\(error)") }
+    }
+
     func closingWithError(_ text: String) {
         logger.warning("closing the connection", metadata: ["error": "\(text)"])
         delegate?.replicationClient(closingWithError: text)
@@ -302,6 +314,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        client.transportFailed(error)
         _ = machine.connectionClosed(.failed)
         context.close(promise: nil)
     }

@@ -3,6 +3,17 @@ import NIOSSL
 
 /// TLS for the replication links this project owns (Synapse 1.6's workers speak plain TCP only).
 public enum TransportSecurity {
+    /// Whether a connection failed because one side did not trust the other's certificate (or had none
+    /// to show): connecting again fails the same way. A TLS connection cut without its closing message
+    /// is not that.
+    public static func refusedTrust(_ error: any Error) -> Bool {
+        switch error {
+        case NIOSSLError.uncleanShutdown: false
+        case is NIOSSLError, is BoringSSLError: true
+        default: false
+        }
+    }
+
     /// A listener's context from PEM files. With `clientCA`, a client must present a certificate that
     /// CA signed, or the handshake fails.
     public static func serverContext(certificate: String, key: String, clientCA: String?) throws(TLSSetupError)

@@ -255,6 +255,9 @@ final class Publisher: ClientDriver {
     }
 
     func replicationClient(closingWithError text: String) { stop(1, text) }
+    func replicationClient(trustRefused reason: String) {
+        stop(1, "TLS refused: \(reason); check --ca, --cert and --key")
+    }
     func replicationClient(received rows: [String], stream: StreamName, token: Int64) {}
     func replicationClient(badRow reason: String, stream: String) {}
 

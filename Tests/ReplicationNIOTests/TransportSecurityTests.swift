@@ -48,6 +48,7 @@ import Testing
         let strangers = try TestCertificates(in: directory + "/other-pki")
         let refused = try publish(rows(4...4), port: tlsPort, ["--tls", "--ca", strangers.caCertificate])
         #expect(refused.status == 1)
+        #expect(refused.errors.contains("TLS refused: "), "\(refused.errors)")  // not retried: it would fail again
         #expect(server.terminate() == 0)
     }
 
@@ -60,6 +61,7 @@ import Testing
         let tlsPort = try #require(server.tlsPort)
         let withoutCertificate = try publish(rows(1...2), port: tlsPort, ["--tls", "--ca", certificates.caCertificate])
         #expect(withoutCertificate.status == 1)
+        #expect(withoutCertificate.errors.contains("TLS refused: "), "\(withoutCertificate.errors)")
         let withCertificate = try publish(
             rows(1...2), port: tlsPort,
             ["--tls", "--ca", certificates.caCertificate, "--cert", certificates.clientCertificate,
