@@ -1,4 +1,5 @@
 import NIOCore
+import ReplicationCore
 
 /// How the server writes to one connection. Every write marks the connection for a flush and its send
 /// queues as possibly full; an event's writes leave in one flush; a close caused by a failed write is told
@@ -11,6 +12,9 @@ final class ConnectionOutput {
     /// Whether a write carrying ``watchForWriteFailure(_:)``'s promise is still queued.
     private var failureWatched = false
     private var sendQueues = SendQueueProbe()
+    private let maxLineLength: Int
+
+    init(maxLineLength: Int) { self.maxLineLength = maxLineLength }
 
     func connectionActive(_ context: ChannelHandlerContext) { sendQueues.borrowDescriptor(of: context) }
 
@@ -21,6 +25,18 @@ final class ConnectionOutput {
         context.write(NIOAny(buffer), promise: promise)
         needsFlush = true
         sendQueues.wrote()
+    }
+
+    /// Writes one command, unless its line would be longer than the limit.
+    func write(_ command: Command, to context: ChannelHandlerContext) {
+        if let line = encoded(command, context) { write(line, to: context) }
+    }
+
+    /// A writer's acknowledgements, many at once.
+    func write(_ positions: [StreamPosition], to context: ChannelHandlerContext) {
+        var lines = context.channel.allocator.buffer(capacity: positions.count * 24)
+        lines.writePositions(positions)
+        write(lines, to: context)
     }
 
     func flushIfNeeded(_ context: ChannelHandlerContext) {
@@ -43,9 +59,13 @@ final class ConnectionOutput {
 
     /// Writes the connection's last line and half-closes once it is out, so that the peer reads it before
     /// EOF instead of a reset; the keepalive aborts the connection if the peer never goes away.
-    func writeLastLine(_ line: ByteBuffer?, to context: ChannelHandlerContext) {
+    func writeLastLine(_ command: Command, to context: ChannelHandlerContext) {
         let written = context.eventLoop.makePromise(of: Void.self)
-        if let line { write(line, to: context, promise: written) } else { written.succeed() }
+        if let line = encoded(command, context) {
+            write(line, to: context, promise: written)
+        } else {
+            written.succeed()
+        }
         needsFlush = false
         context.flush()
         let channel = context.channel
@@ -57,6 +77,10 @@ final class ConnectionOutput {
     /// Bytes unread in the kernel, unsent in the kernel, and buffered in NIO; zero once the channel is gone.
     func sampleQueues(_ channel: (any Channel)?) -> (unread: Int, unsent: Int, buffered: Int) {
         sendQueues.sample(channel)
+    }
+
+    private func encoded(_ command: Command, _ context: ChannelHandlerContext) -> ByteBuffer? {
+        encodedLine(command, maxLength: maxLineLength, allocator: context.channel.allocator)
     }
 
     /// NIO closes a channel whose write fails (a peer that reset the connection, found by a write) without

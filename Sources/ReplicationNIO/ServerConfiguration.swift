@@ -73,3 +73,13 @@ public struct ServerConfiguration: Sendable {
         self.shutdownGrace = shutdownGrace
     }
 }
+
+extension ServerConfiguration {
+    /// The session of a connection accepted now, its commands routed by `routing`.
+    func session(routing: any CommandRouting, now: Int64) -> ServerSession<ByteBuffer> {
+        ServerSession(
+            serverName: serverName, writers: writers,
+            writersWithCredentials: writerCredentials.map { Set($0.hashes.keys) } ?? [],
+            configuration: protocolLimits, routing: routing, now: now)
+    }
+}
