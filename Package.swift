@@ -47,6 +47,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -202,7 +203,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),
-        .testTarget(name: "CredentialsTests", dependencies: ["Credentials"]),
+        .testTarget(name: "CredentialsTests", dependencies: ["Credentials", "ReplicationTestSupport"]),
         .testTarget(
             name: "SidecarLoggingTests",
             dependencies: ["SidecarLogging", .product(name: "Logging", package: "swift-log")]),

@@ -31,11 +31,16 @@ public struct ServerConnectionStateMachine: Sendable {
         case verifying
         /// Verified: the connection writes as ``identity``.
         case verified
+        /// Its verified TLS client certificate names it: it writes without `AUTH` (one sent anyway is
+        /// checked like any other).
+        case certified
     }
 
     private let serverName: String
     private let writers: Set<String>
     private let writersWithCredentials: Set<String>
+    /// The common name of the peer's verified TLS client certificate, if it presented one.
+    private var certifiedName: String?
 
     /// `writers` write as soon as they are named (for trusted networks); `writersWithCredentials` only
     /// after a verified `AUTH`.
@@ -75,12 +80,17 @@ public struct ServerConnectionStateMachine: Sendable {
                 identity = newName
                 if writers.contains(newName) {
                     isWriter = true
+                } else if writersWithCredentials.contains(newName), newName == certifiedName {
+                    authentication = .certified
+                    isWriter = true
                 } else if writersWithCredentials.contains(newName) {
                     authentication = .awaitingSecret
                 }
             }
         case .auth:
-            guard authentication == .awaitingSecret else { return .reply(connection.fail(.unexpectedAuth, now: now)) }
+            guard authentication == .awaitingSecret || authentication == .certified else {
+                return .reply(connection.fail(.unexpectedAuth, now: now))
+            }
             authentication = .verifying
         case .rdata, .position:
             if !isWriter { return .reply(connection.fail(.notAuthorised(command.name), now: now)) }
@@ -88,6 +98,13 @@ public struct ServerConnectionStateMachine: Sendable {
             break
         }
         return inbound
+    }
+
+    /// The peer's TLS client certificate was verified against the client CA and names `commonName`: a
+    /// writer listed with credentials under that name needs no `AUTH`. Known before any line arrives
+    /// (the handshake comes first).
+    public mutating func peerCertified(as commonName: String) {
+        certifiedName = commonName
     }
 
     /// The secret of an `AUTH` was checked: a good one makes the connection a writer, a wrong one ends it.

@@ -223,6 +223,12 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         return [.readFromPeer(reads)]
     }
 
+    /// The peer's TLS client certificate, verified against the client CA, names `commonName`: it stands in
+    /// for `AUTH` when the connection's first `NAME` is the same writer's.
+    public mutating func peerCertified(as commonName: String) {
+        machine.peerCertified(as: commonName)
+    }
+
     /// The secret asked about with ``Action/verifySecret(writer:secret:)`` was checked. A wrong one ends
     /// the connection (the caller delays this answer, so that guessing is slow).
     public mutating func secretVerified(_ succeeded: Bool, now: Int64) -> [Action] {

@@ -65,6 +65,13 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         context.fireChannelActive()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let name = TransportSecurity.certifiedClientName(after: event, on: context.pipeline) {
+            session.peerCertified(as: name)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     private func keepaliveTick() { handle(session.tick(now: clock.monotonicMillis, wallMillis: clock.wallMillis)) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -1,5 +1,7 @@
+import Credentials
 import NIOCore
 import NIOSSL
+import NIOTLS
 
 /// TLS for the replication links this project owns (Synapse 1.6's workers speak plain TCP only).
 public enum TransportSecurity {
@@ -52,6 +54,17 @@ public enum TransportSecurity {
         } catch {
             throw TLSSetupError("cannot set up TLS with CA \(ca ?? "(system)"): \(error)")
         }
+    }
+
+    /// The common name of the client's certificate, when `event` is the end of a TLS handshake in which
+    /// the client presented one. A listener asks for one only with a client CA (``serverContext(certificate:
+    /// key:clientCA:)``), and then the handshake succeeds only with a certificate that CA signed.
+    static func certifiedClientName(after event: Any, on pipeline: ChannelPipeline) -> String? {
+        guard case TLSUserEvent.handshakeCompleted = event,
+            let certificate = try? pipeline.syncOperations.nioSSL_peerCertificate(),
+            let der = try? certificate.toDERBytes()
+        else { return nil }
+        return CertificateSubject.commonName(der: der)
     }
 
     /// The host name to check the server's certificate against: none for an address literal (its IP

@@ -66,6 +66,28 @@ import Testing
                 == .reply(.writeErrorAndClose(.error(ClosingError.unexpectedAuth.text))))
     }
 
+    @Test func aCertificateNamingTheWritersFirstNameStandsInForAuth() {
+        var certified = machineWithCredentials()
+        certified.peerCertified(as: "pub")
+        _ = certified.lineReceived("NAME pub", now: 1)
+        #expect(certified.authentication == .certified && certified.isWriter && certified.takesWriterRows)
+        // An AUTH sent anyway is checked like any other: a wrong one still ends the connection.
+        #expect(certified.lineReceived("AUTH wrong", now: 1) == .dispatch(.auth(secret: "wrong")))
+        #expect(certified.authenticationVerified(false, now: 2) == .writeErrorAndClose(.error("authentication failed")))
+
+        // Another first name, even renamed to the certified one later, must AUTH.
+        var otherName = machineWithCredentials()
+        otherName.peerCertified(as: "pub")
+        _ = otherName.lineReceived("NAME worker", now: 1)
+        _ = otherName.lineReceived("NAME pub", now: 1)
+        #expect(otherName.authentication == .notNeeded && !otherName.isWriter)
+        // A name certified but not listed with credentials is no writer.
+        var unlisted = machineWithCredentials()
+        unlisted.peerCertified(as: "stranger")
+        _ = unlisted.lineReceived("NAME stranger", now: 1)
+        #expect(unlisted.authentication == .notNeeded && !unlisted.isWriter)
+    }
+
     @Test(arguments: ["RDATA events 1 []", "POSITION events 1"])
     func writingBeforeAuthIsNotAuthorised(line: String) {
         var machine = machineWithCredentials()

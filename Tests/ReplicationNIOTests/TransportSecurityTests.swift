@@ -1,3 +1,4 @@
+import Credentials
 import Foundation
 import ReplicationTestSupport
 import Testing
@@ -68,6 +69,49 @@ import Testing
              "--key", certificates.clientKey])
         #expect(withCertificate.status == 0, "\(withCertificate.errors)")
         #expect(server.terminate() == 0)
+    }
+
+    /// A writer listed with credentials whose verified client certificate names it publishes without
+    /// `AUTH`; the same certificate does nothing for another writer's name, on the plain listener, or on a
+    /// TLS listener that does not ask for client certificates.
+    @Test func aClientCertificateNamingAWriterStandsInForAuth() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let certificates = try TestCertificates(in: directory + "/pki", clientName: "pub")
+        let credentials = directory + "/writers"
+        let hash = PasswordHash.make(password: "s3cret", cost: 4)!.text
+        try "pub:\(hash)\npub2:\(hash)\n".write(toFile: credentials, atomically: true, encoding: .utf8)
+        let listener = [
+            "--writer-credentials", credentials, "--in-memory", "--tls-port", "0",
+            "--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey,
+        ]
+        let withCertificate = [
+            "--tls", "--ca", certificates.caCertificate, "--cert", certificates.clientCertificate,
+            "--key", certificates.clientKey,
+        ]
+        let server = try SidecarProcess(serve: listener + ["--tls-client-ca", certificates.caCertificate])
+        let tlsPort = try #require(server.tlsPort)
+        let published = try publish(rows(1...3), port: tlsPort, withCertificate)
+        #expect(published.status == 0, "\(published.errors)")
+        #expect(try tail(port: server.port, [], count: 3) == [1, 2, 3])
+
+        let file = directory + "/more.jsonl"
+        try rows(4...4).write(toFile: file, atomically: true, encoding: .utf8)
+        let otherName = try runProcess(
+            sidecarExecutable.path,
+            ["publish", "--connect", "127.0.0.1:\(tlsPort)", "--name", "pub2"] + withCertificate + [file])
+        #expect(otherName.status == 1)
+        #expect(otherName.errors.contains("not authorised"), "\(otherName.errors)")
+        let plain = try publish(rows(4...4), port: server.port, [])
+        #expect(plain.status == 1)
+        #expect(plain.errors.contains("not authorised"), "\(plain.errors)")
+        #expect(server.terminate() == 0)
+
+        // Without --tls-client-ca the listener asks for no certificate: the client's is never seen.
+        let unverified = try SidecarProcess(serve: listener)
+        let refused = try publish(rows(1...1), port: try #require(unverified.tlsPort), withCertificate)
+        #expect(refused.status == 1)
+        #expect(refused.errors.contains("not authorised"), "\(refused.errors)")
+        #expect(unverified.terminate() == 0)
     }
 
     @Test func aRelayConnectsToItsUpstreamOverTLS() throws {
