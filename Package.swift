@@ -199,7 +199,8 @@ let package = Package(
         .executableTarget(
             name: "replication-fuzz",
             dependencies: [
-                "ReplicationCore", "ReplicationNIO", "RedisClient", .product(name: "NIOCore", package: "swift-nio"),
+                "ReplicationCore", "ReplicationNIO", "RedisClient", "Credentials",
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "ReplicationCoreTests", dependencies: ["ReplicationCore"]),

@@ -17,7 +17,7 @@ fuzzer="$(swift build --scratch-path "$scratch" --show-bin-path)/replication-fuz
 # Swift's own backtracer would fight AddressSanitizer over a crash: leave the report to ASan.
 export SWIFT_BACKTRACE=enable=no
 failed=0
-for target in framer codec json writer-row session bus resp; do
+for target in framer codec json writer-row session bus resp certificate; do
     # libFuzzer adds what it finds to the first corpus directory: a scratch copy, not the committed seeds.
     corpus="$scratch/fuzz-corpus/$target"
     crashes="$scratch/fuzz-crashes/$target"

@@ -7,7 +7,7 @@ import Darwin
 /// The parsers under fuzzing. Each run checks properties, not just the absence of a crash: a failed
 /// check traps, and libFuzzer keeps the input that made it fail.
 enum FuzzTarget: String, CaseIterable, Sendable {
-    case framer, codec, json, writerRow = "writer-row", session, bus, resp
+    case framer, codec, json, writerRow = "writer-row", session, bus, resp, certificate
 
     static let usage = "usage: replication-fuzz \(allCases.map(\.rawValue).joined(separator: "|")) [libFuzzer flags | FILE...]"
 
@@ -20,6 +20,7 @@ enum FuzzTarget: String, CaseIterable, Sendable {
         case .session: checkSession(data)
         case .bus: checkBus(data)
         case .resp: checkRESP(data)
+        case .certificate: checkCertificate(data)
         }
     }
 }
