@@ -19,6 +19,12 @@ public final class TailProcess {
 
     deinit { stop() }
 
+    /// For signals (SIGSTOP, SIGCONT).
+    public var processIdentifier: Int32 { process.processIdentifier }
+
+    /// The exit status once it has exited by itself.
+    public var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+
     /// Reads until `count` lines have been printed in all; throws ``Timeout`` after `seconds`.
     @discardableResult
     public func waitForLines(_ count: Int, seconds: Double = 30) throws -> [String] {
