@@ -45,10 +45,13 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         /// The client gave its name.
         case named(String, isWriter: Bool)
         /// Check the secret of a writer's `AUTH`; answer with ``secretVerified(_:now:)``. Costs a bcrypt
-        /// computation: not on the event loop. Nothing more is read from the peer until it is answered.
+        /// computation: not on the event loop. Nothing more is read from the peer until it is answered
+        /// (``readFromPeer(_:)`` follows).
         case verifySecret(writer: String, secret: String)
         /// The writer's `AUTH` was accepted: it may write from now on.
         case writerAuthenticated(String)
+        /// Read the lines held while one was answered (``holdsLines``), and store the batches they complete.
+        case readHeldLines
         /// The peer sent `ERROR`.
         case peerReportedError(String)
     }
@@ -214,11 +217,11 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         return actions + readingFollows()
     }
 
-    /// A writer is read from while it takes its acknowledgements and while what it sent before is not
-    /// piling up waiting for commits.
+    /// A writer is read from while it takes its acknowledgements, while what it sent before is not piling
+    /// up waiting for commits, and while no line of its is being answered (``holdsLines``).
     private mutating func readingFollows() -> [Action] {
-        let reads = isWritable && unstoredWriterBytes < maxUnstoredWriterBytes && !isCheckingResentBatch
-        guard machine.isWriter, readsFromPeer != reads else { return [] }
+        let reads = isWritable && unstoredWriterBytes < maxUnstoredWriterBytes && !holdsLines
+        guard machine.isWriter || isVerifyingSecret, readsFromPeer != reads else { return [] }
         readsFromPeer = reads
         return [.readFromPeer(reads)]
     }
@@ -234,7 +237,9 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     public mutating func secretVerified(_ succeeded: Bool, now: Int64) -> [Action] {
         guard isVerifyingSecret else { return [] }
         let outbound = machine.authenticationVerified(succeeded, now: now)
-        if succeeded, let writer = machine.identity { return [.writerAuthenticated(writer)] }
+        if succeeded, let writer = machine.identity {
+            return [.writerAuthenticated(writer)] + readingFollows() + [.readHeldLines]
+        }
         return perform(outbound, now: now)
     }
 
@@ -391,7 +396,7 @@ public struct ServerSession<Lines: Sendable>: Sendable {
             return route(command, wallMillis: wallMillis)
         case .auth(let secret):
             guard let writer = machine.identity else { return [] }
-            return [.verifySecret(writer: writer, secret: secret)]
+            return [.verifySecret(writer: writer, secret: secret)] + readingFollows()
         case .rdata, .position:
             return [.ingest(command)]
         case .server, .ping, .sync:

@@ -4,6 +4,9 @@ import ReplicationCore
 /// The peer's bytes, step by step, as the session takes them: lines as text, and a writer's rows in their
 /// common form taken on their bytes into its batches (``WriterIngest``), a whole run of rows in one step
 /// rather than one step per row. The start of a line that has not ended yet is kept for the next read.
+///
+/// The connection splits its own lines rather than taking one pipeline event per line: a writer sends
+/// hundreds of lines per read, and the per-event cost was a fifth of ingesting a row.
 struct ConnectionInput {
     /// What one step found.
     enum Next {
@@ -17,7 +20,7 @@ struct ConnectionInput {
     }
 
     /// The writer's batches, completed and unfinished.
-    var ingest: WriterIngest
+    private var ingest: WriterIngest
     /// A stream's current token in the log, which the writer's tokens are checked against.
     private let head: (StreamName) -> Int64
     private var framer: LineFramer
@@ -47,6 +50,23 @@ struct ConnectionInput {
     /// A writer's `RDATA` or `POSITION` that took the general path, into its batches; the error that closes
     /// the writer, if refused.
     mutating func take(_ command: Command) -> ClosingError? { ingest.take(command, head: head) }
+
+    /// The writer's batches completed since the last call, and the bytes of their rows; `nil` when none.
+    mutating func takeCompletedBatches() -> (batches: [WriterIngest.Submitted], bytes: Int)? {
+        guard !ingest.isEmpty else { return nil }
+        let bytes = ingest.completedBytes
+        return (ingest.take(), bytes)
+    }
+
+    /// Starts or stops reading from the peer (NIO's `autoRead`): what a peer sends while it is not read
+    /// from waits in the kernel, and TCP pushes back on it.
+    func setReading(_ reading: Bool, of channel: any Channel, log: ConnectionLog) {
+        do {
+            try channel.syncOptions?.setOption(.autoRead, value: reading)
+        } catch {
+            log.readingNotChanged(error)
+        }
+    }
 
     /// Keeps what is left of the read's bytes, the start of a line, for the next read.
     mutating func end(_ rest: inout ByteBuffer, allocator: ByteBufferAllocator) {

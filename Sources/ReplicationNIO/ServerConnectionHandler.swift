@@ -7,10 +7,6 @@ import StreamLog
 /// handed to the session, and every action it answers with, every write included, is performed by
 /// ``run(_:)``. After each event the session is asked for the next page of catch-up, which is read away
 /// from the event loop.
-///
-/// It splits its own lines (``ConnectionInput``) rather than taking one pipeline event per line, and takes
-/// a writer's rows on their bytes: a writer sends hundreds of lines per read, and the per-event cost was a
-/// fifth of ingesting a row.
 final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     typealias InboundIn = ByteBuffer
     typealias Action = ServerSession<ByteBuffer>.Action
@@ -20,12 +16,11 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private let hub: ReplicationHub
     private let reads: CatchUpReads
     private let secretCheck: WriterSecretCheck
-    private let configuration: ServerConfiguration
     private let clock: ConnectionClock
     private var log: ConnectionLog
     private var context: ChannelHandlerContext?
     private var fanout: LoopFanout?
-    private var keepaliveTask: RepeatedTask?
+    private var keepalive: KeepaliveTimer
     private let output: ConnectionOutput
     /// Set while ``eventHandled()`` asks for pages, so that a page read at once does not recurse.
     private var continuingCatchUp = false
@@ -35,7 +30,6 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     init(hub: ReplicationHub, configuration: ServerConfiguration, clock: ConnectionClock, log: ConnectionLogGate) {
         self.hub = hub
-        self.configuration = configuration
         self.clock = clock
         self.log = ConnectionLog(log)
         self.session = configuration.session(routing: hub.routing, now: clock.monotonicMillis)
@@ -43,7 +37,11 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         self.reads = CatchUpReads(hub: hub, pageBytes: configuration.catchUpPageBytes)
         self.secretCheck = WriterSecretCheck(configuration)
         self.output = ConnectionOutput(maxLineLength: configuration.protocolLimits.maxLineLength)
+        self.keepalive = KeepaliveTimer(every: .milliseconds(configuration.protocolLimits.pingIntervalMillis))
     }
+
+    /// Monotonic milliseconds, which every timeout of the session is counted in.
+    private var now: Int64 { clock.monotonicMillis }
 
     // MARK: Channel events.
 
@@ -56,11 +54,9 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         fanout = hub.fanout(on: context.eventLoop)
         fanout?.add(self)
         log.opened(peer: peer)
-        handle(session.connectionActive(now: clock.monotonicMillis, wallMillis: clock.wallMillis))
-        let interval = TimeAmount.milliseconds(configuration.protocolLimits.pingIntervalMillis)
-        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
-        keepaliveTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
-            this.value.keepaliveTick()
+        handle(session.connectionActive(now: now, wallMillis: clock.wallMillis))
+        keepalive.start(on: context.eventLoop) { [self] in
+            handle(session.tick(now: now, wallMillis: clock.wallMillis))
         }
         context.fireChannelActive()
     }
@@ -72,11 +68,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         context.fireUserInboundEventTriggered(event)
     }
 
-    private func keepaliveTick() { handle(session.tick(now: clock.monotonicMillis, wallMillis: clock.wallMillis)) }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        process(unwrapInboundIn(data))
-    }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { process(unwrapInboundIn(data)) }
 
     /// Lines from the peer, up to one that must be answered before what follows it is read (an `AUTH`, a
     /// re-sent batch): what follows waits, kept unread.
@@ -87,9 +79,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         while !session.holdsLines, let next = input.next(&bytes, takingWriterRows: session.takesWriterRows) {
             switch next {
             case .line(let text):
-                run(
-                    session.lineReceived(
-                        text[...], now: now, wallMillis: clock.wallMillis, head: hub.log.currentToken(of:)))
+                run(session.lineReceived(text[...], now: now, wallMillis: clock.wallMillis, head: hub.log.currentToken))
             case .lineRejected(let error): run(session.lineRejected(error, now: now))
             case .writerRows(let count): session.writerRowsReceived(count, now: now)
             case .writerRowRejected(let rejection): run(session.writerLineRejected(rejection, now: now))
@@ -100,8 +90,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     /// What was held back while a line was answered is read now.
     private func readHeldLines() {
-        guard let context else { return }
-        process(context.channel.allocator.buffer(capacity: 0))
+        process(ByteBuffer())
         submitWriterAppends()
         eventHandled()
     }
@@ -113,7 +102,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        handle(session.writabilityChanged(isWritable: context.channel.isWritable, now: clock.monotonicMillis))
+        handle(session.writabilityChanged(isWritable: context.channel.isWritable, now: now))
         context.fireChannelWritabilityChanged()
     }
 
@@ -128,7 +117,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
             output.transportFailed ? .failed : .closedByPeer, wallMillis: clock.wallMillis)
         run(actions)
         output.connectionClosed()
-        keepaliveTask.take()?.cancel()
+        keepalive.stop()
         fanout.take()?.retire(self)  // its command counts outlive it
         hub.count { $0.closeReasons[reason, default: 0] += 1 }
         log.closed(reason)
@@ -140,16 +129,13 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
 
     func deliver(_ batches: [AppendedBatch], joined: AppendedBatch?) {
         guard let context else { return }
-        let now = clock.monotonicMillis
         handle(session.batchesAppended(batches, joined: joined, isWritable: context.channel.isWritable, now: now))
     }
 
     func shutDown(grace: TimeAmount) -> EventLoopFuture<Void> {
-        run(session.shutDown(now: clock.monotonicMillis))
-        if let context {
-            let abort = context.eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in run(session.abort()) }
-            closeFuture?.whenComplete { _ in abort.cancel() }
-        }
+        run(session.shutDown(now: now))
+        let abort = context?.eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in run(session.abort()) }
+        closeFuture?.whenComplete { _ in abort?.cancel() }
         return closeFuture!
     }
 
@@ -180,9 +166,7 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .acknowledge(let positions): output.write(positions, to: context)
         case .submitWriterBatches: submitWriterAppends()
         case .ingest(let command):
-            if let rejection = input.take(command) {
-                run(session.writerLineRejected(rejection, now: clock.monotonicMillis))
-            }
+            if let rejection = input.take(command) { run(session.writerLineRejected(rejection, now: now)) }
         case .writeErrorAndClose(let error, let reason):
             if reason == .writerRejected { hub.count { $0.writerRejections += 1 } }
             log.closing(with: error)
@@ -192,12 +176,12 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
         case .leaveFanout: fanout?.remove(self)
         case .readPage(let stream, let after):
             reads.page(stream, after: after, log: log, on: context.eventLoop).assumeIsolated().whenSuccess { [self] in
-                handle(session.pageRead(stream, after: after, $0, now: clock.monotonicMillis))
+                handle(session.pageRead(stream, after: after, $0, now: now))
             }
         case .fetchOlderRows(let stream, let after, let through, let request):
             reads.olderRows(stream, after: after, through: through, log: log, on: context.eventLoop)
                 .assumeIsolated().whenSuccess { [self] in
-                    handle(session.olderRowsFetched(stream, request: request, $0, now: clock.monotonicMillis))
+                    handle(session.olderRowsFetched(stream, request: request, $0, now: now))
                 }
         case .count(let command): hub.count { $0.count(command) }
         case .appendRow(let stream, let row):
@@ -205,30 +189,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
                 log.appendFailed(stream, $0)
             }
         case .forward(let command): hub.upstream?.forward(command)
-        case .readFromPeer(let reading): setReading(reading, context: context)
+        case .readFromPeer(let reading): input.setReading(reading, of: context.channel, log: log)
         case .named(let name, let isWriter): log.named(name, isWriter: isWriter)
         case .verifySecret(let writer, let secret):
-            setReading(false, context: context)
             secretCheck.verify(writer: writer, secret: secret, log: log, on: context.eventLoop)
-                .assumeIsolated().whenSuccess { [self] in secretChecked($0) }
+                .assumeIsolated().whenSuccess { [self] in handle(session.secretVerified($0, now: now)) }
         case .writerAuthenticated(let writer): log.writerAuthenticated(writer)
+        case .readHeldLines: readHeldLines()
         case .peerReportedError(let text): log.peerReportedError(text)
-        }
-    }
-
-    /// An accepted writer is read from again, starting with the lines it sent while its secret was checked.
-    private func secretChecked(_ succeeded: Bool) {
-        run(session.secretVerified(succeeded, now: clock.monotonicMillis))
-        guard succeeded, let context else { return eventHandled() }
-        setReading(session.readsFromPeer, context: context)
-        readHeldLines()
-    }
-
-    private func setReading(_ reading: Bool, context: ChannelHandlerContext) {
-        do {
-            try context.channel.syncOptions?.setOption(.autoRead, value: reading)
-        } catch {
-            log.readingNotChanged(error)
         }
     }
 
@@ -250,16 +218,14 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     /// acknowledges each with `POSITION` once stored; not while a re-sent batch is compared, since these
     /// must be stored after it.
     private func submitWriterAppends() {
-        guard !input.ingest.isEmpty, !session.isCheckingResentBatch else { return }
-        let bytes = input.ingest.completedBytes
-        append(input.ingest.take(), bytes: bytes)
+        guard !session.isCheckingResentBatch, let (batches, bytes) = input.takeCompletedBatches() else { return }
+        append(batches, bytes: bytes)
     }
 
     private func append(_ submitted: [WriterIngest.Submitted], bytes: Int) {
         guard let context, let stored = WriterIngest.append(submitted, to: hub, on: context.eventLoop) else { return }
         run(session.writerBatchesSubmitted(bytes: bytes))
         stored.assumeIsolated().whenSuccess { [self] stored in
-            let now = clock.monotonicMillis
             run(session.writerBatchesStored(stored.positions, refusal: stored.refusal, bytes: bytes, now: now))
             if let resent = stored.resent { compare(resent) }
             // Acknowledgements completing together (a group commit) leave in one write.
@@ -272,9 +238,8 @@ final class ServerConnectionHandler: ChannelInboundHandler, HubConnection {
     private func compare(_ resent: WriterIngest.Resent) {
         guard let context else { return }
         run(session.resentBatchCheckStarted())
-        resent.compared(in: hub, pageBytes: configuration.catchUpPageBytes, on: context.eventLoop)
+        resent.compared(in: hub, pageBytes: reads.pageBytes, on: context.eventLoop)
             .assumeIsolated().whenSuccess { [self] checked in
-                let now = clock.monotonicMillis
                 run(session.resentBatchChecked(checked.positions, refusal: checked.refusal, now: now))
                 if checked.refusal == nil { append(resent.rest, bytes: 0) }
                 readHeldLines()

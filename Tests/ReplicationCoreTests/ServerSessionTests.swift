@@ -290,6 +290,23 @@ import Testing
         #expect(session.writabilityChanged(isWritable: true, now: 2) == [])
     }
 
+    @Test func aWriterIsNotReadFromWhileItsSecretIsVerifiedThenReadsWhatItSentMeanwhile() {
+        var session = Session(
+            serverName: "test.local", writers: [], writersWithCredentials: ["pub"],
+            configuration: ProtocolConfiguration(), routing: HubRouting(), now: 0)
+        _ = session.connectionActive(now: 0, wallMillis: 0)
+        _ = receive(&session, "NAME pub")
+        #expect(
+            receive(&session, "AUTH s3cret") == [.verifySecret(writer: "pub", secret: "s3cret"), .readFromPeer(false)])
+        #expect(session.holdsLines)
+        // Paused and resumed meanwhile: still not read from until the secret is checked.
+        #expect(session.writabilityChanged(isWritable: false, now: 2) == [])
+        #expect(session.writabilityChanged(isWritable: true, now: 3) == [])
+        #expect(
+            session.secretVerified(true, now: 4) == [.writerAuthenticated("pub"), .readFromPeer(true), .readHeldLines])
+        #expect(!session.holdsLines)
+    }
+
     @Test func aWriterIsNotReadFromWhileItsResentBatchIsCompared() {
         var session = session()
         _ = receive(&session, "NAME pub")
