@@ -8,8 +8,11 @@ import ReplicationCore
 /// ID's: Redis compares only the ID, so the script refuses it, in Redis's words, when the key's last token
 /// is not before its first.
 ///
-/// KEYS: one per entry. ARGV: four per entry: ID or '', the token the key may hold at most before it (the
-/// floor for an entry without an ID), field, value. Reply: `{added IDs}`, or `{added IDs, error, the
+/// Each entry gets its `rows-added`: the key's newest entry's plus its own rows (the newest is read once per
+/// key and run).
+///
+/// KEYS: one per entry. ARGV: five per entry: ID or '', the token the key may hold at most before it (the
+/// floor for an entry without an ID), field, value, rows. Reply: `{added IDs}`, or `{added IDs, error, the
 /// refusing key's last token}`. Nothing is trimmed here: that is ``TrimScript``'s.
 enum AppendScript {
     static let source = """
@@ -21,9 +24,18 @@ enum AppendScript {
           end
           return 0
         end
+        \(StreamEntries.rowsAddedLua)
+        local totals = {}
+        local function rows_added_through_last(key)
+          if totals[key] == nil then
+            local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+            totals[key] = last and rows_added(last) or 0
+          end
+          return totals[key]
+        end
         local ids = {}
         for i, key in ipairs(KEYS) do
-          local base = (i - 1) * 4
+          local base = (i - 1) * 5
           local id = ARGV[base + 1]
           local after = tonumber(ARGV[base + 2])
           local added
@@ -33,7 +45,9 @@ enum AppendScript {
             added = {err = 'ERR The ID specified in XADD is equal or smaller than the target stream top item'}
           end
           if not added then
-            added = redis.pcall('XADD', key, id, ARGV[base + 3], ARGV[base + 4])
+            local total = rows_added_through_last(key) + tonumber(ARGV[base + 5])
+            added = redis.pcall('XADD', key, id, ARGV[base + 3], ARGV[base + 4], '\(StreamEntries.rowsAddedField)', total)
+            if type(added) ~= 'table' then totals[key] = total end
           end
           if type(added) == 'table' and added.err then return {ids, added.err, last_token(key)} end
           ids[#ids + 1] = added
@@ -41,12 +55,11 @@ enum AppendScript {
         return {ids}
         """
 
-    /// The command that runs the script: `EVALSHA` once `SCRIPT LOAD` has answered its SHA-1, `EVAL` before.
+    /// The command that runs the script (``LuaScript/evaluate(_:sha:)``).
     static func arguments(
         sha: String?, _ additions: [StreamEntries.Addition], entries: StreamEntries, floors: [Int64]
     ) -> [[UInt8]] {
-        var command: [[UInt8]] =
-            sha.map { [Array("EVALSHA".utf8), Array($0.utf8)] } ?? [Array("EVAL".utf8), Array(source.utf8)]
+        var command = LuaScript.evaluate(source, sha: sha).map { Array($0.utf8) }
         command.append(Array("\(additions.count)".utf8))
         for addition in additions { command.append(Array(entries.key(addition.stream).utf8)) }
         for addition in additions {
@@ -54,6 +67,7 @@ enum AppendScript {
             command.append(Array("\(addition.firstToken.map { $0 - 1 } ?? floors[addition.stream.index])".utf8))
             command.append(Array(addition.field.utf8))
             command.append(Array(addition.value.readableBytesView))
+            command.append(Array("\(addition.rows)".utf8))
         }
         return command
     }

@@ -1,31 +1,49 @@
 import RedisClient
 import ReplicationCore
 
-/// The Lua script that trims what `--retain-rows` and `--retain-age` no longer keep, per key: entries beyond
-/// the newest `keep` (one entry per batch, so at least as many rows) and at or before the key's `old` ID
+/// The Lua script that trims what `--retain-rows` and `--retain-age` no longer keep, per key: entries with at
+/// least `keep` rows after them (their `rows-added` is at most the newest entry's minus `keep`, so the newest
+/// `keep` rows stay, in whole entries, however many rows an entry holds) and at or before the key's `old` ID
 /// (old enough, see ``EntryAges``), at most `batch` of them per run. The newest of the trimmable entries is
 /// kept: with it in the key, Redis shows that nothing after its token was trimmed, and a catch-up from there
-/// can be served from Redis (``BackfillScript``).
+/// can be served from Redis (``BackfillScript``). The oldest entries are read a page at a time, so that a pass
+/// with little to trim reads little.
 ///
 /// KEYS: the keys. ARGV: keep, batch, then one `old` ID per key (`+` without an age to keep). Reply: the
 /// entries removed, per key.
 enum TrimScript {
     static let source = """
+        \(StreamEntries.rowsAddedLua)
+        local keep, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
         local removed = {}
         for i, key in ipairs(KEYS) do
           removed[i] = 0
-          local excess = redis.call('XLEN', key) - tonumber(ARGV[1])
-          if excess > 1 then
-            local oldest = redis.call('XRANGE', key, '-', ARGV[i + 2], 'COUNT', math.min(excess, tonumber(ARGV[2])))
-            if #oldest > 1 then removed[i] = redis.call('XTRIM', key, 'MINID', oldest[#oldest][1]) end
+          local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+          if newest then
+            local through = rows_added(newest) - keep
+            local last, seen, from, more = nil, 0, '-', true
+            while more and seen < cap do
+              local count = math.min(64, cap - seen)
+              local page = redis.call('XRANGE', key, from, ARGV[i + 2], 'COUNT', count)
+              more = #page == count
+              for _, entry in ipairs(page) do
+                if rows_added(entry) > through then
+                  more = false
+                  break
+                end
+                last, seen = entry[1], seen + 1
+              end
+              if last then from = '(' .. last end
+            end
+            if seen > 1 then removed[i] = redis.call('XTRIM', key, 'MINID', last) end
           end
         end
         return removed
         """
 
     /// `oldThrough`: per key, the last token old enough to go, nil without an age to keep.
-    static func arguments(keys: [String], keep: Int, batch: Int, oldThrough: [Int64?]) -> [String] {
-        ["EVAL", source, "\(keys.count)"] + keys + ["\(keep)", "\(batch)"]
+    static func arguments(sha: String?, keys: [String], keep: Int, batch: Int, oldThrough: [Int64?]) -> [String] {
+        LuaScript.evaluate(source, sha: sha) + ["\(keys.count)"] + keys + ["\(keep)", "\(batch)"]
             + oldThrough.map { token in token.map { "\($0)-0" } ?? "+" }
     }
 

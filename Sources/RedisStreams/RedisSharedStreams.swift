@@ -12,9 +12,8 @@ public struct RedisStreamsConfiguration: Sendable {
     public var entries: StreamEntries
     /// How long a publish waits for Redis to be reachable before its writer is refused.
     public var writeTimeout: TimeAmount
-    /// Entries kept per key at least (``TrimScript``), from `--retain-rows`: one per batch or per run of up to
-    /// ``StreamEntries/runEntryBytes``, so at least as many rows.
-    public var keepEntries: Int
+    /// Rows kept per key at least (``TrimScript``), from `--retain-rows`, in whole entries.
+    public var keepRows: Int
     /// Entries younger than this are kept too, from `--retain-age`.
     public var keepAge: TimeAmount?
     /// How often the keys are trimmed, and at most how many entries per key each time.
@@ -30,11 +29,11 @@ public struct RedisStreamsConfiguration: Sendable {
     /// How long one `XREAD` blocks (below the client's command timeout).
     public var blockMillis = 2_000
 
-    public init(endpoint: RedisEndpoint, entries: StreamEntries, writeTimeout: TimeAmount, keepEntries: Int) {
+    public init(endpoint: RedisEndpoint, entries: StreamEntries, writeTimeout: TimeAmount, keepRows: Int) {
         self.endpoint = endpoint
         self.entries = entries
         self.writeTimeout = writeTimeout
-        self.keepEntries = keepEntries
+        self.keepRows = keepRows
     }
 }
 
@@ -85,7 +84,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var commandEvents: ClientEvents!
     private var followerEvents: ClientEvents!
     private var hub: ReplicationHub?
-    private var scriptSHA: String?
+    /// The SHA-1s of the scripts Redis has loaded, nil until it has (``LuaScript``).
+    private var appendSHA: String?
+    private var trimSHA: String?
     private var reading = false
     private var trimming = false
     private var trimTask: RepeatedTask?
@@ -221,7 +222,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let floors = StreamName.all.map { hub.log.currentToken(of: $0) }
         for addition in additions { inFlight[addition.stream.index] += 1 }
         let command = AppendScript.arguments(
-            sha: scriptSHA, additions, entries: configuration.entries, floors: floors)
+            sha: appendSHA, additions, entries: configuration.entries, floors: floors)
         let sent = NIODeadline.now()
         let waitReplicas = configuration.waitReplicas
         let waitCommand = ["WAIT", "\(waitReplicas)", "\(configuration.writeTimeout.nanoseconds / 1_000_000)"]
@@ -229,9 +230,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         replies[0].whenComplete { result in
             self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
             switch result {
-            case .failure(RedisError.server(let message)) where message.hasPrefix("NOSCRIPT"):
+            case .failure(let error) where LuaScript.isNotLoaded(error):
                 self.settle(additions)
-                self.scriptSHA = nil
+                self.scriptsLost()
                 self.send(batches, promise: promise)
             case .failure(let error):
                 self.statistics.errors["script", default: 0] += 1
@@ -320,19 +321,38 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
 
     private func commandsConnected(_ connected: Bool) {
         guard connected else { return publishStatistics() }
-        commands.send(["SCRIPT", "LOAD", AppendScript.source]).whenComplete { result in
-            if case .success(let value) = result { self.scriptSHA = value.string }
+        loadScripts().whenComplete { _ in
             self.sendQueued()
             self.publishStatistics()
         }
+    }
+
+    /// Loads the append and trim scripts, to be run by SHA-1 from then on.
+    private func loadScripts() -> EventLoopFuture<Void> {
+        let replies = commands.pipeline(
+            [AppendScript.source, TrimScript.source].map { ["SCRIPT", "LOAD", $0].map { Array($0.utf8) } })
+        return EventLoopFuture.whenAllComplete(replies, on: eventLoop).map { results in
+            self.appendSHA = try? results[0].get().string
+            self.trimSHA = try? results[1].get().string
+        }
+    }
+
+    /// Redis no longer has the scripts (`SCRIPT FLUSH`, a restart): the append script is sent whole until they
+    /// are loaded again; trimming waits for them.
+    private func scriptsLost() {
+        appendSHA = nil
+        trimSHA = nil
+        _ = loadScripts()
     }
 
     // MARK: retention and older rows
 
     /// Trims every key of what `--retain-rows` and `--retain-age` no longer keep; never while Redis has not
     /// been compared with this hub's log, nor once it was found to have lost rows (an operator decides then).
+    /// The script is run by SHA-1 only: a pass is skipped until Redis has it.
     private func trim() {
-        guard let commands, commands.isReady, verified, statistics.divergedStreams.isEmpty, !trimming, !stopped
+        guard let commands, commands.isReady, let trimSHA, verified, statistics.divergedStreams.isEmpty, !trimming,
+            !stopped
         else { return }
         let now = Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)
         entryAges?.record(tokens: statistics.redisTokens, at: now)
@@ -340,10 +360,11 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         guard !streams.isEmpty else { return }
         trimming = true
         let command = TrimScript.arguments(
-            keys: streams.map(configuration.entries.key), keep: configuration.keepEntries,
+            sha: trimSHA, keys: streams.map(configuration.entries.key), keep: configuration.keepRows,
             batch: configuration.trimBatch, oldThrough: streams.map { entryAges?.oldThrough($0, at: now) })
         commands.send(command).whenComplete { result in
             self.trimming = false
+            if case .failure(let error) = result, LuaScript.isNotLoaded(error) { return self.scriptsLost() }
             guard case .success(let value) = result, let removed = TrimScript.removed(value) else {
                 return self.logger.warning("trimming the streams in Redis failed: \(result)")
             }

@@ -10,6 +10,8 @@ import StreamLog
 /// one-row batches (a run) are entries of up to ``runEntryBytes`` each, under their last token, holding the
 /// writer's `RDATA` lines in a `run` field: one entry per row cost Redis, and every sidecar reading it, a
 /// command and a stored batch per row. The append script refuses a run entry whose first token is taken.
+/// Every entry also has a `rows-added` field, the rows added to its key through it, counted by the append
+/// script: what trimming keeps is measured in rows (``TrimScript``).
 public struct StreamEntries: Sendable {
     /// Prefix of every key: the default's hash tag keeps a deployment's keys on one Redis Cluster slot,
     /// so that one `XREAD` covers them all.
@@ -33,21 +35,40 @@ public struct StreamEntries: Sendable {
     /// ``RedisStreamsConfiguration/readCount`` entries stays a few MiB.
     public static let runEntryBytes = 16 * 1024
 
+    /// The field counting the rows added to a key through an entry.
+    static let rowsAddedField = "rows-added"
+
+    /// Lua: `rows_added(entry)`, the `rows-added` of an entry as `XRANGE` returns it; 0 for an entry written
+    /// without one (before rows were counted), which then counts as older than every row counted since.
+    static let rowsAddedLua = """
+        local function rows_added(entry)
+          local fields = entry[2]
+          for i = 1, #fields - 1, 2 do
+            if fields[i] == '\(rowsAddedField)' then return tonumber(fields[i + 1]) end
+          end
+          return 0
+        end
+        """
+
     /// One entry to add: the ID (nil: the stream's next token, chosen by Redis), the first token it takes
-    /// (a run entry's tokens are all taken by it), and its field and value.
+    /// (a run entry's tokens are all taken by it), its field and value, and the rows it holds.
     public struct Addition: Sendable, Equatable {
         public var stream: StreamName
         public var token: Int64?
         public var firstToken: Int64?
         public var field: String
         public var value: ByteBuffer
+        public var rows: Int
 
-        init(stream: StreamName, token: Int64?, firstToken: Int64? = nil, field: String, value: ByteBuffer) {
+        init(
+            stream: StreamName, token: Int64?, firstToken: Int64? = nil, field: String, value: ByteBuffer, rows: Int
+        ) {
             self.stream = stream
             self.token = token
             self.firstToken = firstToken ?? token
             self.field = field
             self.value = value
+            self.rows = rows
         }
     }
 
@@ -57,7 +78,7 @@ public struct StreamEntries: Sendable {
         switch batch {
         case .rows(let stream, let rows, let token):
             let tokenValue: Int64? = if case .exactly(let value) = token { value } else { nil }
-            return [Addition(stream: stream, token: tokenValue, field: "rows", value: rows.bytes)]
+            return [Addition(stream: stream, token: tokenValue, field: "rows", value: rows.bytes, rows: rows.count)]
         case .run(let stream, let lines, let tokens):
             var additions: [Addition] = []
             var entryStart = 0
@@ -72,7 +93,8 @@ public struct StreamEntries: Sendable {
                     additions.append(
                         Addition(
                             stream: stream, token: tokens[rows - 1], firstToken: tokens[firstRow], field: "run",
-                            value: lines.getSlice(at: lines.readerIndex + entryStart, length: lineStart - entryStart)!))
+                            value: lines.getSlice(at: lines.readerIndex + entryStart, length: lineStart - entryStart)!,
+                            rows: rows - firstRow))
                     entryStart = lineStart
                     firstRow = rows
                 }
@@ -80,7 +102,7 @@ public struct StreamEntries: Sendable {
             precondition(rows == tokens.count)
             return additions
         case .advance(let stream, let token, false):
-            return [Addition(stream: stream, token: token, field: "position", value: ByteBuffer())]
+            return [Addition(stream: stream, token: token, field: "position", value: ByteBuffer(), rows: 0)]
         case .advance(_, _, true):
             return nil
         }
@@ -95,8 +117,8 @@ public struct StreamEntries: Sendable {
     /// The batch an entry read back stands for, or why it is not one of ours.
     public static func batch(stream: StreamName, id: String, fields: [RedisValue]) -> Result<NewBatch, EntryError> {
         guard let token = token(ofID: id) else { return .failure(EntryError("entry ID '\(id)' is not <token>-0")) }
-        guard fields.count == 2, let field = fields[0].string, let value = fields[1].bytes else {
-            return .failure(EntryError("entry \(id) does not have exactly one field"))
+        guard let (field, value) = content(fields) else {
+            return .failure(EntryError("entry \(id) does not have exactly one field besides \(rowsAddedField)"))
         }
         switch field {
         case "position" where value.isEmpty:
@@ -115,10 +137,17 @@ public struct StreamEntries: Sendable {
         }
     }
 
+    /// The one field of an entry that holds its batch, and its value: the fields but `rows-added`.
+    private static func content(_ fields: [RedisValue]) -> (field: String, value: [UInt8])? {
+        guard fields.count == 2 || (fields.count == 4 && fields[2].string == rowsAddedField),
+            let field = fields[0].string, let value = fields[1].bytes
+        else { return nil }
+        return (field, value)
+    }
+
     /// The first token of a run entry (its ID is its last), read from its first line; nil for another entry.
     static func firstRunToken(fields: [RedisValue]) -> Int64? {
-        guard fields.count == 2, fields[0].string == "run", let value = fields[1].bytes,
-            let end = value.firstIndex(of: UInt8(ascii: "\n"))
+        guard let (field, value) = content(fields), field == "run", let end = value.firstIndex(of: UInt8(ascii: "\n"))
         else { return nil }
         let words = value[..<end].split(separator: UInt8(ascii: " "), maxSplits: 3)
         return words.count == 4 ? Int64(String(decoding: words[2], as: UTF8.self)) : nil

@@ -286,7 +286,7 @@ struct Serve: AsyncParsableCommand {
             var redisConfiguration = RedisStreamsConfiguration(
                 endpoint: try redis.endpoint(),
                 entries: StreamEntries(prefix: redisPrefix ?? StreamEntries.defaultPrefix(serverName: serverName)),
-                writeTimeout: .nanoseconds(Int64(redisWriteTimeout * 1e9)), keepEntries: retainRows)
+                writeTimeout: .nanoseconds(Int64(redisWriteTimeout * 1e9)), keepRows: retainRows)
             redisConfiguration.waitReplicas = redisWaitReplicas
             redisConfiguration.keepAge = retainAge.flatMap(parseDuration).map { .milliseconds($0) }
             return RedisSharedStreams(

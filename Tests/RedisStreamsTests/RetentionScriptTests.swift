@@ -20,13 +20,25 @@ final class RetentionScriptTests: XCTestCase {
         redis = nil
     }
 
-    /// Adds one entry per token, as sidecars do.
-    private func add(_ tokens: [Int]) throws {
-        for token in tokens { try redis.cli(["XADD", key, "\(token)-0", "rows", "[\"r\(token)\"]\n"]) }
+    /// Adds a batch, one entry per token or per 16 KiB of a run, with the append script, as sidecars do.
+    private func add(_ batch: NewBatch) throws {
+        let command = AppendScript.arguments(
+            sha: nil, try XCTUnwrap(StreamEntries.additions(of: batch)),
+            entries: StreamEntries(prefix: StreamEntries.defaultPrefix(serverName: "test.local")),
+            floors: [Int64](repeating: 0, count: StreamName.all.count))
+        try redis.cli(command.map { String(decoding: $0, as: UTF8.self) })
+    }
+
+    /// Adds a batch of `rowsEach` rows per token.
+    private func add(_ tokens: [Int], rowsEach: Int = 1) throws {
+        for token in tokens {
+            let rows = RowTexts(Array(repeating: "[\"r\(token)\"]", count: rowsEach))
+            try add(.rows(.events, rows, token: .exactly(Int64(token))))
+        }
     }
 
     private func trim(keep: Int, batch: Int = 1_000, oldThrough: Int64? = nil) throws -> String {
-        try redis.cli(TrimScript.arguments(keys: [key], keep: keep, batch: batch, oldThrough: [oldThrough]))
+        try redis.cli(TrimScript.arguments(sha: nil, keys: [key], keep: keep, batch: batch, oldThrough: [oldThrough]))
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -45,6 +57,28 @@ final class RetentionScriptTests: XCTestCase {
         XCTAssertEqual(try trim(keep: 10), "0", "nothing more to trim")
     }
 
+    func testTrimmingKeepsTheNewestRowsHoweverManyAnEntryHolds() throws {
+        // Ten batches of five rows (50 rows), then a run of twenty one-row batches in one entry: 70 rows.
+        try add(Array(1...10), rowsEach: 5)
+        let run = (11...30).map { "RDATA events \($0) [\"r\($0)\"]\n" }.joined()
+        try add(.run(.events, lines: ByteBuffer(string: run), tokens: Array(11...30)))
+        XCTAssertEqual(try tokens(), Array(1...10) + [30])
+        // The newest 25 rows are the run's 20 and batch 10's five: 9 is the newest that could go, and stays.
+        XCTAssertEqual(try trim(keep: 25), "8")
+        XCTAssertEqual(try tokens(), [9, 10, 30])
+        XCTAssertEqual(try trim(keep: 20), "1")
+        XCTAssertEqual(try tokens(), [10, 30])
+        XCTAssertEqual(try trim(keep: 20), "0", "nothing more to trim")
+    }
+
+    func testEntriesWrittenWithoutARowCountAreOlderThanEveryCountedRow() throws {
+        for token in 1...5 { try redis.cli(["XADD", key, "\(token)-0", "rows", "[\"r\(token)\"]\n"]) }
+        XCTAssertEqual(try trim(keep: 1), "0", "no counted row yet: nothing is known to be beyond the newest")
+        try add(Array(6...8))
+        XCTAssertEqual(try trim(keep: 3), "4")
+        XCTAssertEqual(try tokens(), [5, 6, 7, 8])
+    }
+
     func testTrimmingByAgeKeepsEveryEntryNotYetOldEnough() throws {
         try add(Array(1...50))
         XCTAssertEqual(try trim(keep: 10, oldThrough: 0), "0", "no entry known to be old: none trimmed")
@@ -56,9 +90,14 @@ final class RetentionScriptTests: XCTestCase {
     }
 
     func testTrimmingTakesAtMostABatchAtATime() throws {
-        try add(Array(1...50))
+        try add(Array(1...150))
         XCTAssertEqual(try trim(keep: 10, batch: 5), "4")
         XCTAssertEqual(try tokens().first, 5)
+        // More than one page of the oldest entries read (64 a page), up to the batch.
+        XCTAssertEqual(try trim(keep: 10, batch: 100), "99")
+        XCTAssertEqual(try tokens().first, 104)
+        XCTAssertEqual(try trim(keep: 10), "36")
+        XCTAssertEqual(try tokens(), Array(140...150))
     }
 
     /// Runs the catch-up script and makes a page of its reply.
@@ -114,7 +153,7 @@ final class RetentionScriptTests: XCTestCase {
     func testACatchUpFromRedisTakesOnlyTheRowsOfARunEntryAfterItsTokenThroughTheLocalLogs() throws {
         try add([2])
         let run = (3...8).map { "RDATA events \($0) [\"r\($0)\"]\n" }.joined()
-        try redis.cli(["XADD", key, "8-0", "run", run])
+        try add(.run(.events, lines: ByteBuffer(string: run), tokens: Array(3...8)))
         try add([9])
         // After 4 through 6: the run entry 8-0 starts before and ends after; only its rows 5 and 6.
         let inside = try backfill(after: 4, through: 6).get()

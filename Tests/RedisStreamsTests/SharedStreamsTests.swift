@@ -297,6 +297,61 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(try subscribe(a, after: 40).1, rowLines(41...50))
     }
 
+    /// The rows of each entry in Redis, oldest first, counted from its `RDATA` lines.
+    private func rowsPerEntry() throws -> [Int] {
+        var rows: [Int] = []
+        let lines = try redis.cli(["XRANGE", "replication-sidecar:{test.local}:events", "-", "+"])
+        for line in lines.split(separator: "\n") {
+            if line.hasSuffix("-0") {
+                rows.append(0)
+            } else if line.hasPrefix("RDATA events") {
+                rows[rows.count - 1] += 1
+            }
+        }
+        return rows
+    }
+
+    func testRetainRowsCountsTheRowsOfRunEntries() throws {
+        let a = try sidecar(["--retain-rows", "100"])
+        let writer = try connect(a, name: "pub")
+        // 600 one-row batches sent at once: runs, fewer than 100 entries of up to 16 KiB.
+        try publish(writer, tokens: 1...600)
+        XCTAssertLessThan(try rowsPerEntry().count, 100)
+        // Trimmed until the second entry left is the first not to go: the entries after it hold fewer than 100
+        // rows, those from it on at least 100 (the first stays to show nothing after it was trimmed).
+        try waitUntilTrue(seconds: 30) {
+            guard let rows = try? self.rowsPerEntry(), rows.count >= 3 else { return false }
+            return rows.dropFirst(2).reduce(0, +) < 100
+        }
+        let rows = try rowsPerEntry()
+        XCTAssertGreaterThanOrEqual(rows.dropFirst().reduce(0, +), 100, "\(rows)")
+        XCTAssertEqual(try subscribe(a, after: 500).1, rowLines(501...600))
+    }
+
+    /// Calls of a command Redis has run, from `INFO commandstats`.
+    private func calls(_ command: String) throws -> Int {
+        let line = try redis.cli(["INFO", "commandstats"]).split(whereSeparator: \.isNewline)
+            .first { $0.hasPrefix("cmdstat_\(command):") }
+        return line.flatMap { Int($0.split(separator: "=")[1].prefix { $0.isNumber }) } ?? 0
+    }
+
+    func testTrimmingRunsTheLoadedScriptAndLoadsItAgainWhenRedisForgetsIt() throws {
+        let a = try sidecar(["--retain-rows", "10"])
+        let writer = try connect(a, name: "pub")
+        try publishOneByOne(writer, tokens: 1...20)
+        try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
+        // With nothing written, every pass is an EVALSHA: the script is not sent again.
+        let evals = try calls("eval")
+        let evalshas = try calls("evalsha")
+        try waitUntilTrue(seconds: 30) { (try? self.calls("evalsha")) ?? 0 >= evalshas + 3 }
+        XCTAssertEqual(try calls("eval"), evals)
+        // Redis forgets its scripts: they are loaded again, and trimming goes on.
+        try redis.cli(["SCRIPT", "FLUSH"])
+        try waitUntilTrue(seconds: 30) { (try? self.calls("script|load")) ?? 0 >= 4 }
+        try publishOneByOne(writer, tokens: 21...30)
+        try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis()) == (20...30).map { "\($0)-0" } }
+    }
+
     func testRetainAgeKeepsEntriesYoungerThanItInRedis() throws {
         let a = try sidecar(["--retain-rows", "1", "--retain-age", "3s"])
         let writer = try connect(a, name: "pub")
@@ -326,7 +381,8 @@ final class SharedStreamsTests: XCTestCase {
     }
 
     func testACatchUpOlderThanTheLocalLogIsReadFromRedis() throws {
-        // Batches of five rows: ten rows are two batches in a log, while Redis keeps ten entries (fifty rows).
+        // Batches of five rows: ten rows are two batches in a log, while Redis keeps them and the batch before,
+        // which shows nothing after it was trimmed.
         let a = try sidecar(["--retain-rows", "10"])
         let b = try sidecar(["--retain-rows", "10"])
         let writer = try connect(a, name: "pub")
@@ -334,21 +390,21 @@ final class SharedStreamsTests: XCTestCase {
             try writer.send(fiveRows(token).sent)
             XCTAssertEqual(try writer.readLine(), "POSITION events \(token)")
         }
-        try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
+        try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 3 }
         try waitUntilTrue(seconds: 30) { (try? self.subscribe(b, after: 29).1.count) == 5 }
-        // B's log holds 29 and 30 only: 21...28 come from Redis (XRANGE), then the log takes over.
-        XCTAssertEqual(try subscribe(b, after: 20).1, (21...30).flatMap { fiveRows($0).caughtUp })
-        // Redis holds nothing before 20 either: fallen behind, never a gap.
-        try assertFallenBehind(b, after: 18)
+        // B's log holds 29 and 30 only: 28 comes from Redis (XRANGE), then the log takes over.
+        XCTAssertEqual(try subscribe(b, after: 27).1, (28...30).flatMap { fiveRows($0).caughtUp })
+        // Redis holds nothing before 28 either: fallen behind, never a gap.
+        try assertFallenBehind(b, after: 26)
         XCTAssertEqual(try metric(b, #"backfills_total{result="ok"}"#), 1)
         XCTAssertEqual(try metric(b, #"backfills_total{result="fallen_behind"}"#), 1)
 
-        // A sidecar started now finds entries trimmed before its first: it stores what Redis has from 20 on,
+        // A sidecar started now finds entries trimmed before its first: it stores what Redis has from 28 on,
         // and serves nothing older.
         let c = try sidecar(["--retain-rows", "10"])
         try waitUntilTrue(seconds: 30) { (try? self.subscribe(c, after: 29).1.count) == 5 }
-        XCTAssertEqual(try subscribe(c, after: 19).1, (20...30).flatMap { fiveRows($0).caughtUp })
-        try assertFallenBehind(c, after: 18)
+        XCTAssertEqual(try subscribe(c, after: 27).1, (28...30).flatMap { fiveRows($0).caughtUp })
+        try assertFallenBehind(c, after: 26)
         try assertFallenBehind(c, after: 0)
     }
 
