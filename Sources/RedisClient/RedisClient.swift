@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ReplicationCore
 
 /// Everything a ``RedisClient`` is started with.
@@ -128,11 +129,19 @@ public final class RedisClient {
             this.value.received(message)
         }
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
+        let tls = configuration.endpoint.tls?.context
+        let host = configuration.endpoint.host
+        // An address literal has no name to check: the certificate's IP is checked against it instead.
+        let serverHostname = (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
         ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHandler(boundHandler.value)
                 }
             }
@@ -168,6 +177,8 @@ public final class RedisClient {
         if let name = configuration.clientName { setup.append(["CLIENT", "SETNAME", name]) }
         // One SUBSCRIBE per channel: each is confirmed by exactly one reply.
         setup += configuration.channels.map { ["SUBSCRIBE", $0] }
+        // Ready means Redis answered: with nothing else to send, a PING proves the link (and its TLS handshake).
+        if setup.isEmpty { setup.append(["PING"]) }
         let futures = counted(handler.send(setup.map { $0.map { Array($0.utf8) } }))
         EventLoopFuture.whenAllSucceed(futures, on: eventLoop).whenComplete { result in
             switch result {

@@ -80,7 +80,7 @@ final class RedisConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(.connectionClosed)
+        failAll(.connectionFailed("\(error)"))
         context.close(promise: nil)
     }
 

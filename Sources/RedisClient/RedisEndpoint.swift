@@ -1,4 +1,7 @@
-/// Where a Redis server is and how to log in: parsed from `redis://[[user]:password@]host[:port][/db]`.
+import NIOSSL
+
+/// Where a Redis server is and how to log in: parsed from `redis://[[user]:password@]host[:port][/db]`, or
+/// `rediss://…` for TLS.
 public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
@@ -7,20 +10,39 @@ public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var password: String?
     /// The database `SELECT`ed after connecting (publish/subscribe ignores it: channels are global).
     public var database: Int
+    /// Set for `rediss://`: the connection is TLS, and the server's certificate is checked.
+    public var tls: RedisTLS?
 
-    public init(host: String, port: Int = 6379, username: String? = nil, password: String? = nil, database: Int = 0) {
+    public init(
+        host: String, port: Int = 6379, username: String? = nil, password: String? = nil, database: Int = 0,
+        tls: RedisTLS? = nil
+    ) {
         self.host = host
         self.port = port
         self.username = username
         self.password = password
         self.database = database
+        self.tls = tls
     }
 
-    /// Parses a `redis://` URL; the error says what to fix. User and password may be percent-encoded.
+    /// Parses a `redis://` or `rediss://` URL; the error says what to fix. User and password may be
+    /// percent-encoded. A `rediss://` server's certificate is checked against the system's roots until
+    /// ``withCertificateAuthority(file:)`` names a CA.
     public init(url: String) throws(RedisURLError) {
-        let scheme = "redis://"
-        guard url.hasPrefix(scheme) else { throw RedisURLError("must start with redis:// (got '\(url)')") }
-        var rest = url.dropFirst(scheme.count)
+        var rest: Substring
+        if url.hasPrefix("redis://") {
+            rest = url.dropFirst("redis://".count)
+            tls = nil
+        } else if url.hasPrefix("rediss://") {
+            rest = url.dropFirst("rediss://".count)
+            do {
+                tls = try RedisTLS(certificateAuthority: nil)
+            } catch {
+                throw RedisURLError("cannot set up TLS with the system's roots: \(error)")
+            }
+        } else {
+            throw RedisURLError("must start with redis:// or rediss:// (got '\(url)')")
+        }
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -72,11 +94,20 @@ public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
         return endpoint
     }
 
+    /// The endpoint with the server's certificate checked against the CA in a PEM file instead of the
+    /// system's roots; only for a `rediss://` endpoint.
+    public func withCertificateAuthority(file: String) throws -> RedisEndpoint {
+        guard tls != nil else { throw RedisTLSError(description: "a CA file needs a rediss:// URL (TLS)") }
+        var endpoint = self
+        endpoint.tls = try RedisTLS(certificateAuthority: file)
+        return endpoint
+    }
+
     /// The URL without the password, for logs.
     public var description: String {
         let user = username.map { "\($0):***@" } ?? (password == nil ? "" : ":***@")
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        return "redis://\(user)\(shownHost):\(port)/\(database)"
+        return "\(tls == nil ? "redis" : "rediss")://\(user)\(shownHost):\(port)/\(database)"
     }
 
     private static func port(_ text: Substring) throws(RedisURLError) -> Int {
@@ -111,4 +142,36 @@ public struct RedisURLError: Error, Equatable, Sendable, CustomStringConvertible
     public var message: String
     public init(_ message: String) { self.message = message }
     public var description: String { "invalid Redis URL: \(message)" }
+}
+
+/// How a `rediss://` connection checks the server: its certificate must chain to the CA (the system's
+/// roots when nil) and name the host connected to.
+public struct RedisTLS: Sendable, Equatable {
+    public let certificateAuthority: String?
+    let context: NIOSSLContext
+
+    /// Fails when the CA file cannot be read as PEM certificates.
+    public init(certificateAuthority: String?) throws {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        if let certificateAuthority {
+            do {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificateAuthority))
+            } catch {
+                throw RedisTLSError(
+                    description: "cannot read the CA certificates in '\(certificateAuthority)': \(error)")
+            }
+        }
+        self.certificateAuthority = certificateAuthority
+        context = try NIOSSLContext(configuration: configuration)
+    }
+
+    public static func == (lhs: RedisTLS, rhs: RedisTLS) -> Bool {
+        lhs.certificateAuthority == rhs.certificateAuthority
+    }
+}
+
+public struct RedisTLSError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
 }

@@ -28,6 +28,8 @@ public enum RedisError: Error, Equatable, Sendable, CustomStringConvertible {
     /// There is no connection (yet, or any more).
     case notConnected
     case connectionClosed
+    /// The connection failed under the replies, e.g. a TLS handshake that refused the server's certificate.
+    case connectionFailed(String)
     case timedOut
     /// The server sent bytes that are not RESP, or a reply nobody asked for.
     case protocolViolation(String)
@@ -37,6 +39,7 @@ public enum RedisError: Error, Equatable, Sendable, CustomStringConvertible {
         case .server(let message): "Redis replied: \(message)"
         case .notConnected: "not connected to Redis"
         case .connectionClosed: "the Redis connection closed before the reply"
+        case .connectionFailed(let reason): "the Redis connection failed: \(reason)"
         case .timedOut: "Redis did not reply in time"
         case .protocolViolation(let message): "not a Redis reply: \(message)"
         }

@@ -95,9 +95,49 @@ import Testing
         #expect(tail.terminate() == 0)
     }
 
+    @Test func tailFollowsARedisOverTLSAndSaysWhyAnUntrustedOneIsRefused() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tail-tls-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certificates = try TestCertificates(in: directory.appendingPathComponent("server").path)
+        let otherCA = try TestCertificates(in: directory.appendingPathComponent("other").path)
+        let redis = try RedisServer(tls: certificates)
+        let tail = try BackgroundProcess(
+            sidecarExecutable.path,
+            [
+                "tail", "--redis", redis.url, "--redis-ca", certificates.caCertificate, "--server-name", "modern.test",
+                "--commands",
+            ])
+        let refused = try BackgroundProcess(
+            sidecarExecutable.path,
+            ["tail", "--redis", redis.url, "--redis-ca", otherCA.caCertificate, "--server-name", "modern.test"])
+        defer {
+            tail.terminate()
+            refused.terminate()
+        }
+        try await waitUntil(seconds: 30) {
+            (try? redis.cli(["PUBSUB", "NUMSUB", "modern.test"])) == "modern.test\n1\n"
+        }
+        try redis.cli(["PUBLISH", "modern.test", "POSITION events master 20 20"])
+        try await waitUntil(seconds: 30) { tail.output.contains("POSITION") }
+        #expect(tail.output == #"{"command": "POSITION", "arguments": "events master 20 20"}"# + "\n")
+        #expect(tail.errors.contains("subscribed to modern.test and modern.test/USER_IP on rediss://127.0.0.1:"))
+        try await waitUntil(seconds: 30) { refused.errors.contains("reconnecting in") }
+        #expect(refused.errors.contains("CERTIFICATE_VERIFY_FAILED"), "\(refused.errors)")
+        #expect(tail.terminate() == 0)
+    }
+
     @Test func badFlagsSayWhatToFix() throws {
         for (arguments, hint) in [
-            (["observe", "--redis", "http://x", "--server-name", "h"], "must start with redis://"),
+            (["observe", "--redis", "http://x", "--server-name", "h"], "must start with redis:// or rediss://"),
+            (["observe", "--redis-ca", "/etc/hostname", "--server-name", "h"], "--redis-ca need --redis URL"),
+            (
+                ["observe", "--redis", "redis://h:1", "--server-name", "h", "--redis-ca", "/etc/hostname"],
+                "--redis-ca: a CA file needs a rediss:// URL"
+            ),
+            (
+                ["tail", "--redis", "rediss://h:1", "--server-name", "h", "--redis-ca", "/nonexistent"],
+                "--redis-ca: cannot read the CA certificates in '/nonexistent'"
+            ),
             (["observe", "--redis", "redis://h:1"], "--server-name"),
             (
                 ["observe", "--redis", "redis://h:1", "--server-name", "h", "--redis-password-file", "/nonexistent"],

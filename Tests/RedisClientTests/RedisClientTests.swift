@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -145,5 +146,57 @@ final class LoopClient: @unchecked Sendable {  // the client is only touched on 
         await #expect(throws: RedisError.timedOut) { try await client.send(["DEBUG", "SLEEP", "1"]) }
         try await client.waitUntilReady(2)
         #expect(try await client.send(["PING"]) == .simpleString("PONG"))
+    }
+}
+
+/// `rediss://`: a real redis-server serving TLS only, with certificates made for the test.
+@Suite(.serialized) struct RedisTLSTests {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-tls-\(UUID().uuidString)").path
+
+    @Test func commandsAndSubscriptionsGoOverTLSCheckedAgainstTheCA() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let certificates = try TestCertificates(in: directory)
+        let redis = try RedisServer(password: "tls-secret", tls: certificates)
+        let endpoint = try RedisEndpoint(url: redis.url).withCertificateAuthority(file: certificates.caCertificate)
+        #expect(endpoint.description == "rediss://:***@127.0.0.1:\(redis.port)/0")
+        let client = try LoopClient(RedisClientConfiguration(endpoint: endpoint, channels: ["news"]))
+        defer { client.stop() }
+        try await client.waitUntilReady()
+        try redis.cli(["PUBLISH", "news", "over tls"])
+        try await waitUntil(seconds: 30) { client.delegate.messages.count == 1 }
+        #expect(client.delegate.messages.first?.payload == Array("over tls".utf8))
+    }
+
+    @Test func aServerCertificateFromAnotherCAIsRefusedWithTheReason() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let certificates = try TestCertificates(in: directory + "/server")
+        let otherCA = try TestCertificates(in: directory + "/other")
+        let redis = try RedisServer(tls: certificates)
+        let endpoint = try RedisEndpoint(url: redis.url).withCertificateAuthority(file: otherCA.caCertificate)
+        let client = try LoopClient(RedisClientConfiguration(endpoint: endpoint))
+        defer { client.stop() }
+        try await waitUntil(seconds: 30) { !client.delegate.events.isEmpty }
+        let event = try #require(client.delegate.events.first)
+        #expect(!event.connected)
+        #expect(event.reason?.contains("CERTIFICATE_VERIFY_FAILED") == true, "\(event.reason ?? "")")
+        #expect(!client.isReady)
+    }
+
+    @Test func aCAFileIsForRedissOnlyAndMustHoldCertificates() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(throws: RedisTLSError(description: "a CA file needs a rediss:// URL (TLS)")) {
+            try RedisEndpoint(url: "redis://127.0.0.1:6379").withCertificateAuthority(file: "/etc/hostname")
+        }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let notPEM = directory + "/not.pem"
+        try "not a certificate".write(toFile: notPEM, atomically: true, encoding: .utf8)
+        #expect {
+            try RedisEndpoint(url: "rediss://127.0.0.1:6380").withCertificateAuthority(file: notPEM)
+        } throws: { error in
+            "\(error)".contains("cannot read the CA certificates in '\(notPEM)'")
+        }
+        #expect(
+            try RedisEndpoint(url: "rediss://h:1/2")
+                == RedisEndpoint(host: "h", port: 1, database: 2, tls: RedisTLS(certificateAuthority: nil)))
     }
 }

@@ -12,11 +12,17 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
 
     /// The port of the Redis this one replicates (`--replicaof`).
     private let primaryPort: Int?
+    /// With TLS: the only port is the TLS one, with these certificates; clients show none.
+    public let certificates: TestCertificates?
 
-    public init(password: String? = nil, appendOnly: Bool = false, replicaOf primaryPort: Int? = nil) throws {
+    public init(
+        password: String? = nil, appendOnly: Bool = false, replicaOf primaryPort: Int? = nil,
+        tls certificates: TestCertificates? = nil
+    ) throws {
         self.password = password
         self.appendOnly = appendOnly
         self.primaryPort = primaryPort
+        self.certificates = certificates
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // Another test may take the port between freePort() and Redis binding it: try a few.
@@ -27,7 +33,9 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
         throw SocketError("redis-server did not start: \(log)")
     }
 
-    public var url: String { "redis://" + (password.map { ":\($0)@" } ?? "") + "127.0.0.1:\(port)" }
+    public var url: String {
+        (certificates == nil ? "redis://" : "rediss://") + (password.map { ":\($0)@" } ?? "") + "127.0.0.1:\(port)"
+    }
 
     public var log: String {
         (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
@@ -37,9 +45,16 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
     public func start() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        let ports =
+            certificates.map {
+                [
+                    "--port", "0", "--tls-port", "\(port)", "--tls-cert-file", $0.serverCertificate,
+                    "--tls-key-file", $0.serverKey, "--tls-ca-cert-file", $0.caCertificate, "--tls-auth-clients", "no",
+                ]
+            } ?? ["--port", "\(port)"]
         process.arguments =
-            [
-                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", appendOnly ? "yes" : "no",
+            ports + [
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", appendOnly ? "yes" : "no",
                 "--appendfsync", "always", "--dir", directory.path,
                 "--logfile", directory.appendingPathComponent("redis.log").path, "--enable-debug-command", "yes",
             ] + (password.map { ["--requirepass", $0] } ?? [])
@@ -49,8 +64,9 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
         try process.run()
         self.process = process
         do {
-            try waitUntilTrue(seconds: 10) {
+            try waitUntilTrue(seconds: 30) {
                 guard process.isRunning else { return true }
+                if certificates != nil { return (try? cli(["PING"])) == "PONG\n" }
                 guard let socket = try? LineSocket(port: port) else { return false }
                 defer { socket.close() }
                 return (try? socket.send("PING\r\n")) != nil && (try? socket.readLine(timeoutMillis: 1_000)) != nil
@@ -75,7 +91,8 @@ public final class RedisServer: @unchecked Sendable {  // driven by one test at 
     public func cli(_ arguments: [String]) throws -> String {
         let result = try runProcess(
             "/usr/bin/redis-cli",
-            ["-h", "127.0.0.1", "-p", "\(port)"] + (password.map { ["-a", $0, "--no-auth-warning"] } ?? []) + arguments)
+            ["-h", "127.0.0.1", "-p", "\(port)"] + (certificates.map { ["--tls", "--cacert", $0.caCertificate] } ?? [])
+                + (password.map { ["-a", $0, "--no-auth-warning"] } ?? []) + arguments)
         guard result.status == 0 else { throw SocketError("redis-cli \(arguments): \(result.errors)") }
         return result.output
     }
