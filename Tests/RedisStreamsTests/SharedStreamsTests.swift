@@ -118,6 +118,29 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertGreaterThan(try XCTUnwrap(try metric(a, "command_seconds_count")), 0)
     }
 
+    func testSidecarsShareTheirStreamsThroughARedisOverTLS() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("shared-tls-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certificates = try TestCertificates(in: directory.path)
+        let tlsRedis = try RedisServer(tls: certificates)
+        func tlsSidecar() throws -> SidecarProcess {
+            try SidecarProcess(
+                serve: [
+                    "--redis", tlsRedis.url, "--redis-ca", certificates.caCertificate, "--server-name", "test.local",
+                    "--writer", "pub", "--in-memory",
+                ])
+        }
+        let a = try tlsSidecar()
+        let b = try tlsSidecar()
+        let (worker, _) = try subscribe(b)
+        try publish(try connect(a, name: "pub"), tokens: 1...3)
+        XCTAssertEqual(try readRows(worker, 3), rowLines(1...3))
+        XCTAssertEqual(
+            try tlsRedis.cli(["XLEN", "replication-sidecar:{test.local}:events"]).trimmingCharacters(
+                in: .whitespacesAndNewlines),
+            "1")
+    }
+
     func testTwoWritersRacingForTheSameTokensTakeEachOnce() throws {
         let a = try sidecar()
         let b = try sidecar()
