@@ -240,7 +240,7 @@ let package = Package(
             name: "DeploymentTests",
             dependencies: [
                 "ReplicationTestSupport", "ReplicationMetrics", "ReplicationNIO", "MetricsExporter", "SidecarMetrics",
-                "StreamLog",
+                "StreamLog", "ReplicationCore",
             ]
         ),
         .testTarget(

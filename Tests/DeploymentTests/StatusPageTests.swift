@@ -1,5 +1,6 @@
 import Foundation
 import MetricsExporter
+import ReplicationCore
 import ReplicationNIO
 import ReplicationTestSupport
 import SidecarMetrics
@@ -9,8 +10,12 @@ import Testing
 /// hub with a worker that does not read, and from a relay behind it.
 @Suite(.serialized) struct StatusPageTests {
     @Test func aBrowserShowsEveryConnectionItsLagAndTheRelaysUpstream() async throws {
+        // The hostile connection pings once and never again: on a loaded machine this test can outlast the
+        // 25 s ping timeout, which would close it before the page is rendered.
         let fixture = try await ServerFixture.start(
-            ServerConfiguration(serverName: "test.local", writers: ["pub"], socketSendBuffer: 16_384))
+            ServerConfiguration(
+                serverName: "test.local", writers: ["pub"],
+                protocolLimits: ProtocolConfiguration(pingTimeoutMillis: 600_000), socketSendBuffer: 16_384))
         let source = HubMetricsSource(server: fixture.server)
         let exporter = MetricsHTTPServer(configuration: ExporterConfiguration(host: "127.0.0.1", port: 0), source: source)
         let port = try exporter.start()
