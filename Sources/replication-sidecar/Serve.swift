@@ -207,6 +207,12 @@ struct Serve: AsyncParsableCommand {
         guard pingIntervalMs > 0, pingTimeoutMs > 0 else {
             throw ValidationError("--ping-interval-ms and --ping-timeout-ms must be positive")
         }
+        // Synapse's workers ping every 5 s whatever this server's interval is.
+        guard pingTimeoutMs > 5_000 else {
+            throw ValidationError(
+                "--ping-timeout-ms must be above 5000: Synapse workers ping every 5 s, so a shorter timeout closes "
+                    + "healthy workers, got \(pingTimeoutMs)")
+        }
         if let tlsPort {
             guard (0...65535).contains(tlsPort) else {
                 throw ValidationError("--tls-port must be between 0 and 65535, got \(tlsPort)")
