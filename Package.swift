@@ -35,6 +35,14 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // What every TLS client here does alike: TLS 1.2 at least, a PEM trust file, SNI for host names only.
+        .target(
+            name: "TLSClientSetup",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
         // Everything that touches a socket.
         .target(
             name: "ReplicationNIO",
@@ -43,6 +51,7 @@ let package = Package(
                 "StreamLog",
                 "CSocketQueues",
                 "Credentials",
+                "TLSClientSetup",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -77,6 +86,7 @@ let package = Package(
             dependencies: [
                 "CHiredis",
                 "ReplicationCore",
+                "TLSClientSetup",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

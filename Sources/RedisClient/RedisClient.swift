@@ -1,8 +1,8 @@
 import Logging
 import NIOCore
 import NIOPosix
-import NIOSSL
 import ReplicationCore
+import TLSClientSetup
 
 /// Everything a ``RedisClient`` is started with.
 public struct RedisClientConfiguration: Sendable {
@@ -131,8 +131,6 @@ public final class RedisClient {
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
         let tls = configuration.endpoint.tls?.context
         let host = configuration.endpoint.host
-        // An address literal has no name to check: the certificate's IP is checked against it instead.
-        let serverHostname = (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
         ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -140,7 +138,7 @@ public final class RedisClient {
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(
-                            try NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                            try ClientTLS.handler(context: tls, connectingTo: host))
                     }
                     try channel.pipeline.syncOperations.addHandler(boundHandler.value)
                 }

@@ -1,4 +1,5 @@
 import NIOSSL
+import TLSClientSetup
 
 /// Where a Redis server is and how to log in: parsed from `redis://[[user]:password@]host[:port][/db]`, or
 /// `rediss://…` for TLS.
@@ -152,15 +153,12 @@ public struct RedisTLS: Sendable, Equatable {
 
     /// Fails when the CA file cannot be read as PEM certificates.
     public init(certificateAuthority: String?) throws {
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.minimumTLSVersion = .tlsv12
-        if let certificateAuthority {
-            do {
-                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificateAuthority))
-            } catch {
-                throw RedisTLSError(
-                    description: "cannot read the CA certificates in '\(certificateAuthority)': \(error)")
-            }
+        let configuration: TLSConfiguration
+        do {
+            configuration = try ClientTLS.configuration(trusting: certificateAuthority)
+        } catch {
+            throw RedisTLSError(
+                description: "cannot read the CA certificates in '\(certificateAuthority ?? "")': \(error)")
         }
         self.certificateAuthority = certificateAuthority
         context = try NIOSSLContext(configuration: configuration)

@@ -3,6 +3,7 @@ import NIOCore
 import NIOSSL
 import NIOPosix
 import ReplicationCore
+import TLSClientSetup
 
 /// What the application hears from a ``ReplicationClient``, always on the client's event loop.
 public protocol ReplicationClientDelegate: AnyObject {
@@ -154,14 +155,14 @@ public final class ReplicationClient {
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
         let this = NIOLoopBound(self, eventLoop: eventLoop)
         let tls = configuration.tls
-        let hostname = TransportSecurity.serverHostname(configuration.host)
+        let host = configuration.host
         ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(
-                            try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                            try ClientTLS.handler(context: tls, connectingTo: host))
                     }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(LineFrameDecoder(maxLineLength: maxLine)), boundHandler.value,

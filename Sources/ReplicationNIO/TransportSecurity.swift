@@ -2,6 +2,7 @@ import Credentials
 import NIOCore
 import NIOSSL
 import NIOTLS
+import TLSClientSetup
 
 /// TLS for the replication links this project owns (Synapse 1.6's workers speak plain TCP only).
 public enum TransportSecurity {
@@ -43,9 +44,7 @@ public enum TransportSecurity {
         throws(TLSSetupError) -> NIOSSLContext
     {
         do {
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.minimumTLSVersion = .tlsv12
-            if let ca { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
+            var configuration = try ClientTLS.configuration(trusting: ca)
             if let certificate, let key {
                 configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
                 configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
@@ -65,12 +64,6 @@ public enum TransportSecurity {
             let der = try? certificate.toDERBytes()
         else { return nil }
         return CertificateSubject.commonName(der: der)
-    }
-
-    /// The host name to check the server's certificate against: none for an address literal (its IP
-    /// is checked instead).
-    static func serverHostname(_ host: String) -> String? {
-        (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil
     }
 }
 
