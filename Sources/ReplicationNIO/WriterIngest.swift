@@ -219,8 +219,7 @@ extension WriterIngest {
                     command, stream: stream, token: batch.firstToken, current: head,
                     difference: "the log keeps only the rows after token \(oldest) to compare with")
             case .failure(let error):
-                let why = if case StreamLogError.storage(let why) = error { why } else { "\(error)" }
-                return .notStored(command, stream: stream, token: batch.firstToken, why)
+                return .notStored(command, stream: stream, token: batch.firstToken, StreamLogError.reason(error))
             }
         }
     }
@@ -247,7 +246,7 @@ extension WriterIngest {
                 }
                 // Rows the server makes itself take the next token: only a failure to store refuses them.
                 guard case .exactly(let token) = batch.firstToken else { return (positions, nil, nil) }
-                let why = if case .storage(let why) = error { why } else { "\(error)" }
+                let why = StreamLogError.reason(error)
                 return (positions, .notStored(command, stream: batch.stream, token: token, why), nil)
             }
         }

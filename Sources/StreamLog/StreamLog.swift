@@ -265,9 +265,13 @@ extension StreamLogError {
         switch result {
         case .success(let page): .page(page)
         case .failure(StreamLogError.fallenBehind(let oldestServable)): .fallenBehind(oldestServable: oldestServable)
-        case .failure(StreamLogError.storage(let why)): .failed(why)
-        case .failure(let error): .failed("\(error)")
+        case .failure(let error): .failed(reason(error))
         }
+    }
+
+    /// Why the log failed, in words for a peer: a storage error's own, any other error described.
+    public static func reason(_ error: any Error) -> String {
+        if case StreamLogError.storage(let why) = error { why } else { "\(error)" }
     }
 }
 
