@@ -120,7 +120,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         clock: @escaping @Sendable () -> Int64
     ) throws(OpenError) {
         try Self.createDirectory(directory)
-        path = directory + "/stream-log.sqlite3"
+        path = Self.databasePath(in: directory)
         self.retention = retention
         self.commitPool = commitPool
         self.readPool = readPool
@@ -176,6 +176,22 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
         guard access(directory, W_OK) == 0 else {
             throw OpenError(description: "the data directory \(directory) is not writable")
         }
+    }
+
+    /// The log's database in a data directory.
+    static func databasePath(in directory: String) -> String { directory + "/stream-log.sqlite3" }
+
+    /// Why an existing database is not a log this build can read, for the tools that look at one apart
+    /// from a server (`check`, `admin`) and never migrate it: another program's file, or a newer schema.
+    static func unreadableSchema(_ connection: SQLiteConnection, path: String) throws(SQLiteError) -> String? {
+        guard try connection.integer("PRAGMA application_id") == applicationID else {
+            return "\(path) is not a replication-sidecar stream log"
+        }
+        let version = Int(try connection.integer("PRAGMA user_version"))
+        guard version <= schemaVersion else {
+            return "\(path) has schema version \(version), newer than this build (\(schemaVersion))"
+        }
+        return nil
     }
 
     private static func prepareSchema(_ connection: SQLiteConnection, path: String) throws {

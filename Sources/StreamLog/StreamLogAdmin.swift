@@ -108,22 +108,21 @@ public enum StreamLogAdmin {
     }
 
     private static func existingLog(in directory: String) throws(AdminError) -> String {
-        let path = directory + "/stream-log.sqlite3"
+        let path = SQLiteStreamLog.databasePath(in: directory)
         guard access(path, F_OK) == 0 else { throw AdminError(description: "there is no stream log at \(path)") }
         return path
     }
 
-    /// This project's database, in the schema of this build.
+    /// This project's database, in the schema of this build: one of an older build is migrated by `serve`.
     private static func checkSchema(_ connection: SQLiteConnection, path: String) throws {
-        guard try connection.integer("PRAGMA application_id") == SQLiteStreamLog.applicationID else {
-            throw AdminError(description: "\(path) is not a replication-sidecar stream log")
+        if let problem = try SQLiteStreamLog.unreadableSchema(connection, path: path) {
+            throw AdminError(description: problem)
         }
         let version = Int(try connection.integer("PRAGMA user_version"))
         guard version == SQLiteStreamLog.schemaVersion else {
             throw AdminError(
-                description: version < SQLiteStreamLog.schemaVersion
-                    ? "\(path) has schema version \(version), from an older build: start `serve` on it once to migrate it"
-                    : "\(path) has schema version \(version), newer than this build (\(SQLiteStreamLog.schemaVersion))")
+                description: "\(path) has schema version \(version), from an older build: "
+                    + "start `serve` on it once to migrate it")
         }
     }
 }

@@ -25,20 +25,15 @@ public struct StreamLogCheck: Sendable {
 
     /// Checks the log in `directory` without writing anything to it.
     public init(directory: String) {
-        let path = directory + "/stream-log.sqlite3"
+        let path = SQLiteStreamLog.databasePath(in: directory)
         guard access(path, F_OK) == 0 else {
             report("there is no stream log at \(path)")
             return
         }
         do {
             let connection = try SQLiteConnection(path: path, access: .readOnly)
-            guard try connection.integer("PRAGMA application_id") == SQLiteStreamLog.applicationID else {
-                report("\(path) is not a replication-sidecar stream log")
-                return
-            }
-            let version = try connection.integer("PRAGMA user_version")
-            guard version <= SQLiteStreamLog.schemaVersion else {
-                report("\(path) has schema version \(version), newer than this build (\(SQLiteStreamLog.schemaVersion))")
+            if let problem = try SQLiteStreamLog.unreadableSchema(connection, path: path) {
+                report(problem)
                 return
             }
             let integrity = try connection.prepare("PRAGMA integrity_check(\(Self.maxProblems))")
