@@ -21,17 +21,14 @@ struct ConnectionInput {
 
     /// The writer's batches, completed and unfinished.
     private var ingest: WriterIngest
-    /// A stream's current token in the log, which the writer's tokens are checked against.
-    private let head: (StreamName) -> Int64
     private var framer: LineFramer
     private var unfinishedLine = UnfinishedLine()
     /// Why the last run of rows stopped, told in the step after its rows.
     private var interruption: WriterIngest.Interruption?
 
     init(configuration: ProtocolConfiguration, head: @escaping (StreamName) -> Int64) {
-        self.head = head
         self.framer = LineFramer(maxLineLength: configuration.maxLineLength)
-        self.ingest = WriterIngest(configuration: configuration, allocator: ByteBufferAllocator())
+        self.ingest = WriterIngest(configuration: configuration, allocator: ByteBufferAllocator(), head: head)
     }
 
     /// A read's bytes, after the start of a line kept from the one before.
@@ -41,7 +38,7 @@ struct ConnectionInput {
     mutating func next(_ bytes: inout ByteBuffer, takingWriterRows: Bool) -> Next? {
         if let interruption = interruption.take() { return Self.step(after: interruption) }
         guard takingWriterRows else { return framer.nextFrame(&bytes).map(Self.step(reading:)) }
-        let (taken, stop) = ingest.takeRows(from: &bytes, framer: &framer, head: head)
+        let (taken, stop) = ingest.takeRows(from: &bytes, framer: &framer)
         guard taken > 0 else { return stop.map(Self.step(after:)) }
         interruption = stop
         return .writerRows(taken)
@@ -49,7 +46,7 @@ struct ConnectionInput {
 
     /// A writer's `RDATA` or `POSITION` that took the general path, into its batches; the error that closes
     /// the writer, if refused.
-    mutating func take(_ command: Command) -> ClosingError? { ingest.take(command, head: head) }
+    mutating func take(_ command: Command) -> ClosingError? { ingest.take(command) }
 
     /// The writer's batches completed since the last call, and the bytes of their rows; `nil` when none.
     mutating func takeCompletedBatches() -> (batches: [WriterIngest.Submitted], bytes: Int)? {

@@ -25,9 +25,12 @@ struct WriterIngest {
     private var completedRows: ByteBuffer
     private var completed: [Completed] = []
     private let allocator: ByteBufferAllocator
+    /// A stream's current token in the log, which the writer's tokens are checked against.
+    private let head: (StreamName) -> Int64
 
-    init(configuration: ProtocolConfiguration, allocator: ByteBufferAllocator) {
+    init(configuration: ProtocolConfiguration, allocator: ByteBufferAllocator, head: @escaping (StreamName) -> Int64) {
         self.rules = WriterBatches(configuration: configuration)
+        self.head = head
         self.openRows = [ByteBuffer?](repeating: nil, count: StreamName.all.count)
         self.allocator = allocator
         self.completedRows = allocator.buffer(capacity: 0)
@@ -56,10 +59,9 @@ struct WriterIngest {
 
     /// Takes a writer's lines from `buffer` while they are rows in their common form (``WriterRowLine``),
     /// in one pass with no per-line call back into the connection. Returns how many it took and, unless
-    /// it used up every complete line, why it stopped. `head` gives a stream's current token in the log.
-    mutating func takeRows(
-        from buffer: inout ByteBuffer, framer: inout LineFramer, head: (StreamName) -> Int64
-    ) -> (taken: Int, stop: Interruption?) {
+    /// it used up every complete line, why it stopped.
+    mutating func takeRows(from buffer: inout ByteBuffer, framer: inout LineFramer) -> (taken: Int, stop: Interruption?)
+    {
         var taken = 0
         while let frame = framer.nextFrame(&buffer) {
             guard case .line(let line) = frame else { return (taken, .generalPath(frame)) }
@@ -69,7 +71,7 @@ struct WriterIngest {
                 let prefix = row.token == .batch ? nil : UnsafeRawBufferPointer(rebasing: bytes[..<row.rowOffset])
                 let rejection = self.row(
                     row.stream, token: row.token, shape: .array(count: row.stream.fieldCount),
-                    bytes: UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...]), linePrefix: prefix, head: head)
+                    bytes: UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...]), linePrefix: prefix)
                 return rejection.map(RowLineOutcome.rejected) ?? .taken
             }
             switch outcome {
@@ -86,7 +88,7 @@ struct WriterIngest {
     /// so that a batch of this row alone keeps the line as it came.
     mutating func row(
         _ stream: StreamName, token: RowToken, shape: JSONScanner.TopLevel, bytes: UnsafeRawBufferPointer,
-        linePrefix: UnsafeRawBufferPointer? = nil, head: (StreamName) -> Int64
+        linePrefix: UnsafeRawBufferPointer? = nil
     ) -> ClosingError? {
         switch rules.add(stream, token: token, shape: shape, byteCount: bytes.count, head: head) {
         case .failure(let rejection):
@@ -136,19 +138,17 @@ struct WriterIngest {
     }
 
     /// A writer's `RDATA` or `POSITION` that took the general path; the error that closes the writer, if
-    /// refused. Nothing else is a writer's to store. `head` gives a stream's current token in the log.
-    mutating func take(_ command: Command, head: (StreamName) -> Int64) -> ClosingError? {
+    /// refused. Nothing else is a writer's to store.
+    mutating func take(_ command: Command) -> ClosingError? {
         switch command {
-        case .rdata(let stream, let token, let row): return self.row(named: stream, token: token, row: row, head: head)
-        case .position(let stream, let token): return position(named: stream, token: token, head: head)
+        case .rdata(let stream, let token, let row): return self.row(named: stream, token: token, row: row)
+        case .position(let stream, let token): return position(named: stream, token: token)
         default: return nil
         }
     }
 
     /// A row that took the general path: its stream as named on the wire, its JSON already checked.
-    private mutating func row(
-        named name: String, token: RowToken, row: RowJSON, head: (StreamName) -> Int64
-    ) -> ClosingError? {
+    private mutating func row(named name: String, token: RowToken, row: RowJSON) -> ClosingError? {
         guard let stream = StreamName(name) else {
             // The rules word the refusal of a stream they do not know.
             if case .failure(let rejection) = rules.add(stream: name, token: token, row: row, head: head) {
@@ -157,13 +157,11 @@ struct WriterIngest {
             return nil
         }
         var text = row.text
-        return text.withUTF8 {
-            self.row(stream, token: token, shape: row.shape, bytes: UnsafeRawBufferPointer($0), head: head)
-        }
+        return text.withUTF8 { self.row(stream, token: token, shape: row.shape, bytes: UnsafeRawBufferPointer($0)) }
     }
 
     /// A writer's `POSITION`; the error that closes the writer, if refused.
-    private mutating func position(named name: String, token: Int64, head: (StreamName) -> Int64) -> ClosingError? {
+    private mutating func position(named name: String, token: Int64) -> ClosingError? {
         switch rules.position(stream: name, token: token, head: head) {
         case .failure(let rejection):
             return rejection
