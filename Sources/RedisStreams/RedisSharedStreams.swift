@@ -420,13 +420,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// worker asking for those rows is told it has fallen behind rather than handed a gap.
     private func checkDivergence() {
         guard let hub else { return }
-        let replies = follower.pipeline(
-            StreamName.all.map { ["XINFO", "STREAM", configuration.entries.key($0)].map { Array($0.utf8) } })
-        EventLoopFuture.whenAllComplete(replies, on: eventLoop).whenSuccess { results in
+        keyInfos(StreamName.all).whenSuccess { keys in
             var diverged: [StreamName] = []
             var forgotten: [NewBatch] = []
-            for (stream, result) in zip(StreamName.all, results) {
-                let key = KeyInfo(result)
+            for (stream, key) in zip(StreamName.all, keys) {
                 self.statistics.redisTokens[stream.index] = key.lastToken
                 let stored = hub.log.currentToken(of: stream)
                 if key.lastToken < stored {
@@ -466,16 +463,22 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// trimmed (the follower was behind by more than the retention): then what comes before is forgotten.
     private func forgettingTrimmed(before unsure: [(stream: StreamName, first: Int64)]) -> EventLoopFuture<[NewBatch]> {
         guard let hub else { return eventLoop.makeSucceededFuture([]) }
-        let replies = follower.pipeline(
-            unsure.map { ["XINFO", "STREAM", configuration.entries.key($0.stream)].map { Array($0.utf8) } })
-        return EventLoopFuture.whenAllComplete(replies, on: eventLoop).map { results in
-            zip(unsure, results).compactMap { read, result in
+        return keyInfos(unsure.map(\.stream)).map { keys in
+            zip(unsure, keys).compactMap { read, key in
                 let stored = hub.log.currentToken(of: read.stream)
                 // Trimming moves a key's first entry forward only: one at or before `stored + 1` now was then.
-                guard KeyInfo(result).trimmed(after: stored) else { return nil }
+                guard key.trimmed(after: stored) else { return nil }
                 return self.forget(read.stream, before: read.first, stored: stored)
             }
         }
+    }
+
+    /// What `XINFO STREAM` says of each stream's key, asked on the follower's connection; never fails (a key
+    /// that could not be asked about says nothing).
+    private func keyInfos(_ streams: [StreamName]) -> EventLoopFuture<[KeyInfo]> {
+        let replies = follower.pipeline(
+            streams.map { ["XINFO", "STREAM", configuration.entries.key($0)].map { Array($0.utf8) } })
+        return EventLoopFuture.whenAllComplete(replies, on: eventLoop).map { $0.map(KeyInfo.init) }
     }
 
     /// What an `XINFO STREAM` reply says of a key (a missing key: nothing).
