@@ -486,10 +486,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         var lastToken: Int64 = 0
         var firstToken: Int64?
         /// Whether entries were ever removed from the key (it holds fewer than were added).
-        var trimmed = false
+        var hasBeenTrimmed = false
 
         /// Whether entries after `token` may have been trimmed: some were, and the first left is not the next.
-        func trimmed(after token: Int64) -> Bool { trimmed && (firstToken ?? .max) > token + 1 }
+        func trimmed(after token: Int64) -> Bool { hasBeenTrimmed && (firstToken ?? .max) > token + 1 }
 
         init(_ result: Result<RedisValue, any Error>) {
             guard case .success(.array(let fields)) = result else { return }
@@ -508,7 +508,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                 default: break
                 }
             }
-            trimmed = added != length
+            hasBeenTrimmed = added != length
         }
 
         /// The token of any entry ID (`<token>-<seq>`; a `POSITION`'s `0-0` on a fresh key is 0).
