@@ -37,14 +37,15 @@ public enum SharedStreamsMetricFamilies {
     public static let errors = MetricFamily(
         name: prefix + "errors", kind: .counter,
         help: "Errors by kind: read (XREAD failed), entry (not a batch), store (local log), script (append failed).")
-    /// Label values exported from 0, so that `increase()` sees the first one happen.
+    /// The label values of ``errors``, ``refusedWrites`` and ``backfills``, exported from 0 so that `increase()`
+    /// sees the first one happen.
     public static let errorKinds = ["read", "entry", "store", "script"]
     public static let refusalReasons = ["token_taken", "unavailable", "diverged", "not_replicated", "failed"]
+    public static let backfillResults = ["ok", "fallen_behind", "failed"]
 
     public static let refusedWrites = MetricFamily(
         name: prefix + "refused_writes", kind: .counter,
         help: "Publishes refused, by reason: token_taken, unavailable, diverged, not_replicated, failed.")
-    public static let backfillResults = ["ok", "fallen_behind", "failed"]
     public static let backfills = MetricFamily(
         name: prefix + "backfills", kind: .counter,
         help: "Pages of catch-up older than the local log read from Redis, by result: ok, fallen_behind (Redis no "
@@ -88,8 +89,7 @@ public struct SharedStreamsFigures: Sendable {
     public init(
         links: [Link], commandCounts: [Int], commandSecondsSum: Double, entriesWritten: [Int], entriesRead: [Int],
         redisTokens: [Int64], localTokens: [Int64], diverged: Set<StreamName>, errors: [String: Int],
-        refusedWrites: [String: Int], entriesTrimmed: [Int] = Array(repeating: 0, count: StreamName.all.count),
-        backfills: [String: Int] = [:]
+        refusedWrites: [String: Int], entriesTrimmed: [Int], backfills: [String: Int]
     ) {
         self.links = links
         self.commandCounts = commandCounts

@@ -115,12 +115,13 @@ func golden(_ name: String, actual: String) throws -> String {
         #expect(text.contains("synapse_replication_tcp_protocol_inbound_rdata_count_total{stream_name=\"events\"} 12\n"))
     }
 
-    @Test func sharedStreamsErrorsAndRefusalsAreExportedBeforeTheyHappen() {
+    @Test func sharedStreamsErrorsRefusalsAndBackfillsAreExportedBeforeTheyHappen() {
         let empty = [Int](repeating: 0, count: StreamName.all.count)
         let tokens = [Int64](repeating: 0, count: StreamName.all.count)
         let figures = SharedStreamsFigures(
             links: [], commandCounts: [], commandSecondsSum: 0, entriesWritten: empty, entriesRead: empty,
-            redisTokens: tokens, localTokens: tokens, diverged: [], errors: ["read": 2], refusedWrites: [:])
+            redisTokens: tokens, localTokens: tokens, diverged: [], errors: ["read": 2], refusedWrites: [:],
+            entriesTrimmed: empty, backfills: ["ok": 3])
         let text = Exposition.render(Exposition.families(figures), as: .text)
         for kind in ["entry", "store", "script"] {
             #expect(text.contains("replication_sidecar_redis_streams_errors_total{kind=\"\(kind)\"} 0\n"))
@@ -128,6 +129,10 @@ func golden(_ name: String, actual: String) throws -> String {
         #expect(text.contains("replication_sidecar_redis_streams_errors_total{kind=\"read\"} 2\n"))
         for reason in ["token_taken", "unavailable", "diverged", "not_replicated", "failed"] {
             #expect(text.contains("replication_sidecar_redis_streams_refused_writes_total{reason=\"\(reason)\"} 0\n"))
+        }
+        #expect(text.contains("replication_sidecar_redis_streams_backfills_total{result=\"ok\"} 3\n"))
+        for result in ["fallen_behind", "failed"] {
+            #expect(text.contains("replication_sidecar_redis_streams_backfills_total{result=\"\(result)\"} 0\n"))
         }
     }
 
