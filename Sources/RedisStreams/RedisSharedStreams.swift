@@ -59,6 +59,10 @@ public struct RedisStreamsStatistics: Sendable, Equatable {
     public var commandSecondsSum = 0.0
     public let bucketBounds: [Double]
 
+    /// Both connections to Redis are up: without the command connection no write is stored, without the
+    /// follower no new row reaches this hub's workers.
+    public var isConnected: Bool { commands.connected && follower.connected }
+
     public init(bucketBounds: [Double]) {
         self.bucketBounds = bucketBounds
         commandCounts = Array(repeating: 0, count: bucketBounds.count + 1)

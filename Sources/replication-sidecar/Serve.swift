@@ -309,10 +309,7 @@ struct Serve: AsyncParsableCommand {
         var sharedConnected: (@Sendable () -> Bool)?
         if let shared {
             sharedFamilies = { shared.metricFamilies(log: log) }
-            sharedConnected = {
-                let statistics = shared.currentStatistics
-                return statistics.commands.connected && statistics.follower.connected
-            }
+            sharedConnected = { shared.currentStatistics.isConnected }
         }
         // Trapped before either listener says it is ready: a signal from then on shuts down gracefully.
         let signals = await ShutdownSignals.trap()
