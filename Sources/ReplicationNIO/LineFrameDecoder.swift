@@ -59,19 +59,22 @@ func appendLine(_ command: Command, maxLength: Int, to buffer: inout ByteBuffer)
 extension ByteBuffer {
     /// Writes `value` in decimal, as `String(value)` would, without building the String.
     mutating func writeDecimal(_ value: Int64) {
-        let count = decimalWidth(value)
-        writeWithUnsafeMutableBytes(minimumWritableBytes: count) { out in
-            var rest = value.magnitude
-            var index = count
-            repeat {
-                index -= 1
-                out[index] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
-                rest /= 10
-            } while rest > 0
-            if value < 0 { out[0] = UInt8(ascii: "-") }
-            return count
-        }
+        writeWithUnsafeMutableBytes(minimumWritableBytes: decimalWidth(value)) { writeDigits(of: value, into: $0) }
     }
+}
+
+/// Writes `value` in decimal at the start of `out`, as `String(value)` would; returns how many bytes.
+func writeDigits(of value: Int64, into out: UnsafeMutableRawBufferPointer) -> Int {
+    let count = decimalWidth(value)
+    var rest = value.magnitude
+    var index = count
+    repeat {
+        index -= 1
+        out[index] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
+        rest /= 10
+    } while rest > 0
+    if value < 0 { out[0] = UInt8(ascii: "-") }
+    return count
 }
 
 /// Splits the byte stream into lines of at most `maxLineLength` bytes (delimiter excluded).
@@ -113,6 +116,39 @@ public struct LineFramer: Sendable {
             line.moveWriterIndex(to: line.writerIndex - 1)
         }
         return .line(line)
+    }
+
+    /// What ``takeLines(_:_:)``'s caller did with a line.
+    enum LineTaken {
+        case taken
+        /// Taken, and no line after it may be.
+        case takenLast
+        /// Left in the buffer, for ``nextFrame(_:)``.
+        case left
+    }
+
+    /// Hands the complete lines at the start of `buffer` to `take` in place, with no buffer per line,
+    /// consuming those it takes, up to the first it leaves. A line ending in `\r`, a line too long and the
+    /// start of a line are left to ``nextFrame(_:)``, which frames them as it frames every line.
+    mutating func takeLines(_ buffer: inout ByteBuffer, _ take: (UnsafeRawBufferPointer) -> LineTaken) {
+        guard !overflowed else { return }
+        let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
+            guard let base = bytes.baseAddress else { return 0 }
+            var start = 0
+            while start < bytes.count, let found = memchr(base + start, 0x0A, bytes.count - start) {
+                let end = base.distance(to: UnsafeRawPointer(found))
+                guard end - start <= maxLineLength, end == start || bytes[end - 1] != UInt8(ascii: "\r") else { break }
+                switch take(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) {
+                case .taken: start = end + 1
+                case .takenLast: return end + 1
+                case .left: return start
+                }
+            }
+            return start
+        }
+        guard consumed > 0 else { return }
+        scannedBytes = 0
+        buffer.moveReaderIndex(forwardBy: consumed)
     }
 
     private mutating func overflow(_ buffer: inout ByteBuffer) -> InboundFrame {

@@ -58,29 +58,47 @@ struct WriterIngest {
     }
 
     /// Takes a writer's lines from `buffer` while they are rows in their common form (``WriterRowLine``),
-    /// in one pass with no per-line call back into the connection. Returns how many it took and, unless
-    /// it used up every complete line, why it stopped.
+    /// in one pass with no per-line call back into the connection and, for lines without a `\r`, no
+    /// buffer per line. Returns how many it took and, unless it used up every complete line, why it
+    /// stopped.
     mutating func takeRows(from buffer: inout ByteBuffer, framer: inout LineFramer) -> (taken: Int, stop: Interruption?)
     {
         var taken = 0
-        while let frame = framer.nextFrame(&buffer) {
-            guard case .line(let line) = frame else { return (taken, .generalPath(frame)) }
-            let outcome = line.withUnsafeReadableBytes { bytes -> RowLineOutcome in
-                guard let row = WriterRowLine(bytes) else { return .notInCommonForm }
-                // The line is in catch-up form whenever its token is a number (no other spelling is recognised).
-                let prefix = row.token == .batch ? nil : UnsafeRawBufferPointer(rebasing: bytes[..<row.rowOffset])
-                let rejection = self.row(
-                    row.stream, token: row.token, shape: .array(count: row.stream.fieldCount),
-                    bytes: UnsafeRawBufferPointer(rebasing: bytes[row.rowOffset...]), linePrefix: prefix)
-                return rejection.map(RowLineOutcome.rejected) ?? .taken
+        while true {
+            var rejection: ClosingError?
+            framer.takeLines(&buffer) { line in
+                switch takeRow(line) {
+                case .notInCommonForm: return .left
+                case .taken:
+                    taken += 1
+                    return .taken
+                case .rejected(let refused):
+                    taken += 1
+                    rejection = refused
+                    return .takenLast
+                }
             }
-            switch outcome {
+            if let rejection { return (taken, .rejected(rejection)) }
+            // What the pass left: the start of a line, or a line it does not take in place.
+            guard let frame = framer.nextFrame(&buffer) else { return (taken, nil) }
+            guard case .line(let line) = frame else { return (taken, .generalPath(frame)) }
+            switch line.withUnsafeReadableBytes({ takeRow($0) }) {
             case .notInCommonForm: return (taken, .generalPath(frame))
             case .taken: taken += 1
             case .rejected(let rejection): return (taken + 1, .rejected(rejection))
             }
         }
-        return (taken, nil)
+    }
+
+    /// One line (without its newline) if it is a row in its common form.
+    private mutating func takeRow(_ line: UnsafeRawBufferPointer) -> RowLineOutcome {
+        guard let row = WriterRowLine(line) else { return .notInCommonForm }
+        // The line is in catch-up form whenever its token is a number (no other spelling is recognised).
+        let prefix = row.token == .batch ? nil : UnsafeRawBufferPointer(rebasing: line[..<row.rowOffset])
+        let rejection = self.row(
+            row.stream, token: row.token, shape: .array(count: row.stream.fieldCount),
+            bytes: UnsafeRawBufferPointer(rebasing: line[row.rowOffset...]), linePrefix: prefix)
+        return rejection.map(RowLineOutcome.rejected) ?? .taken
     }
 
     /// A row; the error that closes the writer, if refused. `linePrefix` is what came before the row on
@@ -102,8 +120,7 @@ struct WriterIngest {
         case .success(let closed?):
             let start = completedRows.writerIndex
             if let linePrefix, closed.rowCount == 1 {
-                completedRows.writeBytes(linePrefix)
-                completedRows.writeRow(bytes)
+                completedRows.writeLine(prefix: linePrefix, row: bytes)
                 extendRun(stream, token: closed.token, from: start)
             } else {
                 if var held = openRows[stream.index].take() { completedRows.writeBuffer(&held) }
@@ -253,13 +270,23 @@ extension WriterIngest {
 }
 
 extension ByteBuffer {
-    /// `POSITION <stream> <token>` lines: a writer gets one per batch, so the prefix is copied and the
-    /// digits written in place.
+    /// `POSITION <stream> <token>` lines: a writer gets one per batch (one per row of a run), so they are
+    /// written in one pass into space reserved once, the prefix copied and the digits written in place.
     mutating func writePositions(_ positions: [StreamPosition]) {
-        for position in positions {
-            writeBytes(positionPrefixes[position.stream.index])
-            writeDecimal(position.token)
-            writeInteger(UInt8(ascii: "\n"))
+        let prefixes = positionPrefixes
+        let total = positions.reduce(0) { $0 + prefixes[$1.stream.index].count + decimalWidth($1.token) + 1 }
+        writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            var at = 0
+            for position in positions {
+                at += prefixes[position.stream.index].withUnsafeBytes { prefix in
+                    UnsafeMutableRawBufferPointer(rebasing: out[at...]).copyMemory(from: prefix)
+                    return prefix.count
+                }
+                at += writeDigits(of: position.token, into: UnsafeMutableRawBufferPointer(rebasing: out[at...]))
+                out[at] = UInt8(ascii: "\n")
+                at += 1
+            }
+            return at
         }
     }
 
@@ -267,6 +294,17 @@ extension ByteBuffer {
     fileprivate mutating func writeRow(_ bytes: UnsafeRawBufferPointer) {
         writeBytes(bytes)
         writeInteger(UInt8(ascii: "\n"))
+    }
+
+    /// A writer's line as it came, `prefix` then `row`, and its newline: one write when the two are
+    /// adjacent, as they are in the writer's read buffer.
+    fileprivate mutating func writeLine(prefix: UnsafeRawBufferPointer, row: UnsafeRawBufferPointer) {
+        if let start = prefix.baseAddress, start + prefix.count == row.baseAddress {
+            writeRow(UnsafeRawBufferPointer(start: start, count: prefix.count + row.count))
+        } else {
+            writeBytes(prefix)
+            writeRow(row)
+        }
     }
 }
 

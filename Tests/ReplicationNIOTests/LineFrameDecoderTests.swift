@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOTestUtils
+import ReplicationCore
 import Testing
 
 @testable import ReplicationNIO
@@ -43,6 +44,38 @@ import Testing
         #expect(try channel.readInbound(as: InboundFrame.self) == .tooLong)
     }
 
+    @Test func linesTakenInPlaceStopAtTheFirstLeftAndLeaveTheRestToTheFramer() throws {
+        var framer = LineFramer(maxLineLength: 8)
+        var buffer = ByteBuffer(string: "a\nbb\nskip\nc\n")
+        var seen: [String] = []
+        framer.takeLines(&buffer) { line in
+            let text = String(decoding: line, as: UTF8.self)
+            seen.append(text)
+            return text == "skip" ? .left : .taken
+        }
+        #expect(seen == ["a", "bb", "skip"])
+        #expect(framer.nextFrame(&buffer) == .line(ByteBuffer(string: "skip")))
+
+        // The last taken line ends the pass; a `\r` line, an overlong one and a partial one are the framer's.
+        seen = []
+        framer.takeLines(&buffer) {
+            seen.append(String(decoding: $0, as: UTF8.self))
+            return .takenLast
+        }
+        #expect(seen == ["c"])
+        for (input, frame) in [("x\r\n", frame("x")), ("123456789\n", .tooLong)] {
+            var framer = LineFramer(maxLineLength: 8)
+            var buffer = ByteBuffer(string: input)
+            framer.takeLines(&buffer) { _ in .taken }
+            #expect(buffer.readableBytes == input.utf8.count)
+            #expect(framer.nextFrame(&buffer) == frame)
+        }
+        var partial = ByteBuffer(string: "ok\npart")
+        framer.takeLines(&partial) { _ in .taken }
+        #expect(partial.readableBytes == 4)
+        #expect(framer.nextFrame(&partial) == nil)
+    }
+
     @Test func carriageReturnCountsTowardsTheLimit() throws {
         var decoder = LineFrameDecoder(maxLineLength: 4)
         var buffer = ByteBuffer(string: "abcd\r\n")
@@ -51,6 +84,15 @@ import Testing
 }
 
 @Suite struct DecimalWritingTests {
+    @Test func acknowledgementsAreOnePositionLinePerStreamPosition() {
+        var buffer = ByteBuffer(string: "x")
+        let positions = [StreamPosition(.events, 7), StreamPosition(.typing, -1), StreamPosition(.events, Int64.max)]
+        buffer.writePositions(positions)
+        #expect(
+            buffer.readString(length: buffer.readableBytes)
+                == "xPOSITION events 7\nPOSITION typing -1\nPOSITION events \(Int64.max)\n")
+    }
+
     @Test(arguments: [0, 7, 10, 99, 12_345, -1, -90, Int64.max, Int64.min])
     func writesWhatStringWould(value: Int64) {
         var buffer = ByteBuffer(string: "x")

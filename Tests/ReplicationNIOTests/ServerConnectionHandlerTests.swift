@@ -58,6 +58,37 @@ final class EmbeddedConnection {
         #expect(try connection.written() == ["POSITION typing 3", #"RDATA typing 3 ["!r", []]"#, "POSITION typing 3"])
     }
 
+    @Test func aWritersReadOfRowsAmongOtherLinesIsTakenInOrderUpToARefusedRow() throws {
+        let connection = try EmbeddedConnection(
+            configuration: ServerConfiguration(serverName: "test.local", writers: ["w"]))
+        try connection.send("NAME w\n")
+        // Rows in place, a row ending in \r, a line that is not a row, more rows, a refused row (its token is
+        // not after the one before), and a row after it that must never be stored.
+        try connection.send(
+            """
+            RDATA typing 1 ["!a", []]
+            RDATA typing 2 ["!b", []]\r
+            PING 5
+            RDATA typing batch ["!c", []]
+            RDATA typing 3 ["!d", []]
+            RDATA typing 3 ["!e", []]
+            RDATA typing 4 ["!f", []]
+
+            """)
+        connection.loop.run()
+        let written = try connection.written()
+        let acknowledgements = written.filter { $0.hasPrefix("POSITION") }
+        #expect(acknowledgements == ["POSITION typing 1", "POSITION typing 2", "POSITION typing 3"])
+        #expect(written.last?.hasPrefix("ERROR ") == true)
+        var page = try connection.hub.log.read(.typing, after: 0, maxBytes: 1 << 16, on: connection.loop).wait()
+        #expect(
+            page.lines.readString(length: page.lines.readableBytes)!.split(separator: "\n") == [
+                #"RDATA typing 1 ["!a", []]"#, #"RDATA typing 2 ["!b", []]"#, #"RDATA typing 3 ["!c", []]"#,
+                #"RDATA typing 3 ["!d", []]"#,
+            ])
+        #expect(page.endToken == 3)
+    }
+
     @Test func greetsThenPingsWhenIdle() throws {
         let connection = try EmbeddedConnection()
         #expect(try connection.written() == ["SERVER test.local", "PING 0"])
