@@ -27,11 +27,14 @@ final class ConnectionLogGate: Sendable {
     let logger: Logger
     private let clock: ConnectionClock
     private let gate: NIOLockedValueBox<LogFloodGate<ConnectionLine>>
+    /// The interval, as a summary names it.
+    private let intervalSeconds: Int64
 
     init(linesPerInterval: Int, interval: TimeAmount, clock: ConnectionClock, logger: Logger) {
         self.logger = logger
         self.clock = clock
         let millis = max(1, interval.nanoseconds / 1_000_000)
+        self.intervalSeconds = millis / 1000
         self.gate = NIOLockedValueBox(LogFloodGate(linesPerInterval: linesPerInterval, intervalMillis: millis))
     }
 
@@ -51,9 +54,8 @@ final class ConnectionLogGate: Sendable {
     }
 
     private func summarise(_ line: ConnectionLine, _ suppressed: Int) {
-        let seconds = gate.withLockedValue { $0.intervalMillis } / 1000
         var metadata: Logger.Metadata = ["suppressed": "\(suppressed)"]
         if case .closed(let reason) = line { metadata["reason"] = "\(reason.rawValue)" }
-        logger.notice("\(line.summary(suppressed, seconds: seconds))", metadata: metadata)
+        logger.notice("\(line.summary(suppressed, seconds: intervalSeconds))", metadata: metadata)
     }
 }
