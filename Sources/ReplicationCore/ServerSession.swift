@@ -95,7 +95,7 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     }
 
     /// Whether an `AUTH` is being verified: the connection's further lines wait until it is.
-    public var isVerifyingSecret: Bool { machine.authentication == .verifying }
+    private var isVerifyingSecret: Bool { machine.authentication == .verifying }
 
     /// Whether the connection's further lines wait: an `AUTH` being verified, or a re-sent batch being
     /// compared (what follows it must reach the log after it).
