@@ -153,30 +153,24 @@ public struct StreamEntries: Sendable {
         return words.count == 4 ? Int64(String(decoding: words[2], as: UTF8.self)) : nil
     }
 
-    /// The tokens of a run entry's lines, each `RDATA <stream> <token> <row>\n` with tokens strictly
-    /// increasing; nil if a line is not.
+    /// The tokens of a run entry's lines, each `RDATA <stream> <token> <row>\n` with a row and tokens
+    /// strictly increasing; nil if a line is not.
     static func runTokens(_ lines: [UInt8], stream: StreamName) -> [Int64]? {
-        let prefix = Array("RDATA \(stream.rawValue) ".utf8)
+        guard lines.last == UInt8(ascii: "\n") else { return nil }
         var tokens: [Int64] = []
-        var start = 0
-        while start < lines.count {
-            guard let end = lines[start...].firstIndex(of: UInt8(ascii: "\n")),
-                lines[start..<end].starts(with: prefix)
-            else { return nil }
-            var index = start + prefix.count
-            var token: Int64 = 0
-            while index < end, let digit = lines[index].asciiDigit, token < Int64.max / 10 - 9 {
-                token = token * 10 + digit
-                index += 1
+        var isRun = true
+        lines.withUnsafeBytes { bytes in
+            CatchUpLines.forEach(of: bytes) { name, token, row in
+                guard isRun, let token, token > (tokens.last ?? 0), !row.isEmpty,
+                    name.elementsEqual(stream.rawValue.utf8)
+                else {
+                    isRun = false
+                    return
+                }
+                tokens.append(token)
             }
-            // Digits, a space, then a row: what the log reads back as one row per line.
-            guard index > start + prefix.count, index + 1 < end, lines[index] == UInt8(ascii: " "),
-                token > (tokens.last ?? 0)
-            else { return nil }
-            tokens.append(token)
-            start = end + 1
         }
-        return tokens.isEmpty ? nil : tokens
+        return isRun && !tokens.isEmpty ? tokens : nil
     }
 
     /// `XREAD` arguments that read every stream after the token this hub has stored for it.
@@ -213,10 +207,4 @@ public struct StreamEntries: Sendable {
 public struct EntryError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
-}
-
-extension UInt8 {
-    fileprivate var asciiDigit: Int64? {
-        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self) ? Int64(self - UInt8(ascii: "0")) : nil
-    }
 }

@@ -112,53 +112,12 @@ enum LogChunks {
         var start = 0
         var skipped = 0
         while start < lines.count {
-            let line = parseLine(at: start, in: lines)
+            let line = CatchUpLines.parse(at: start, in: lines)
             if let lineToken = line.token, lineToken > token { break }
             start = line.next
             skipped += 1
         }
         return (start, skipped)
-    }
-
-    /// Calls `body` with each line's stream name, token (`nil` when the line is not `RDATA <stream>
-    /// <token> <row>`) and row.
-    static func forEachLine(
-        of lines: UnsafeRawBufferPointer,
-        _ body: (_ stream: UnsafeRawBufferPointer, _ token: Int64?, _ row: UnsafeRawBufferPointer) -> Void
-    ) {
-        var start = 0
-        while start < lines.count {
-            let line = parseLine(at: start, in: lines)
-            body(
-                UnsafeRawBufferPointer(rebasing: lines[line.stream]), line.token,
-                UnsafeRawBufferPointer(rebasing: lines[line.row]))
-            start = line.next
-        }
-    }
-
-    /// The parts of the line `RDATA <stream> <token> <row>\n` starting at `start`, and where the next
-    /// line starts.
-    private static func parseLine(at start: Int, in lines: UnsafeRawBufferPointer)
-        -> (stream: Range<Int>, token: Int64?, row: Range<Int>, next: Int)
-    {
-        let end = lines[start...].firstIndex(of: UInt8(ascii: "\n")) ?? lines.count
-        let space = UInt8(ascii: " ")
-        guard let first = lines[start..<end].firstIndex(of: space),
-            let second = lines[(first + 1)..<end].firstIndex(of: space),
-            let third = lines[(second + 1)..<end].firstIndex(of: space),
-            lines[start..<first].elementsEqual("RDATA".utf8)
-        else {
-            return (start..<start, nil, start..<end, end + 1)
-        }
-        var token: Int64? = third > second + 1 ? 0 : nil
-        for digit in lines[(second + 1)..<third] {
-            guard let value = token, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(digit) else {
-                token = nil
-                break
-            }
-            token = value &* 10 &+ Int64(digit - UInt8(ascii: "0"))
-        }
-        return ((first + 1)..<second, token, (third + 1)..<end, end + 1)
     }
 
     /// Merges runs of consecutive small chunks of `stream` after `token` (each under a quarter of
@@ -267,7 +226,7 @@ enum LogChunks {
         straddling.finish()
         var keptThrough = first
         keptLines.withUnsafeReadableBytes { lines in
-            forEachLine(of: lines) { _, lineToken, _ in keptThrough = lineToken ?? keptThrough }
+            CatchUpLines.forEach(of: lines) { _, lineToken, _ in keptThrough = lineToken ?? keptThrough }
         }
         try connection.prepare("DELETE FROM chunks WHERE stream = ? AND last_token = ?")
             .bind(.integer(id), .integer(last)).run()

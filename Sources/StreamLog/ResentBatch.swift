@@ -54,7 +54,7 @@ public struct ResentBatch: Sendable {
     public func compare(withStored stored: ByteBuffer) -> Verdict {
         var storedRows: [(token: Int64, row: ByteBuffer)] = []
         stored.withUnsafeReadableBytes { lines in
-            LogChunks.forEachLine(of: lines) { _, token, row in
+            CatchUpLines.forEach(of: lines) { _, token, row in
                 guard let token, token >= firstToken, token <= storedThrough else { return }
                 storedRows.append((token, ByteBuffer(bytes: row)))
             }

@@ -79,7 +79,7 @@ public struct StreamLogCheck: Sendable {
         while try chunks.step() {
             let (id, first, last) = (chunks.integer(0), chunks.integer(1), chunks.integer(2))
             var (lines, previous, seq) = (0, first, Int64(0))
-            LogChunks.forEachLine(of: chunks.blobBytes(4)) { name, token, row in
+            CatchUpLines.forEach(of: chunks.blobBytes(4)) { name, token, row in
                 lines += 1
                 seq = token == previous ? seq + 1 : 0
                 let known = id >= 0 && id < Int64(heads.count) && name.elementsEqual(StreamName.all[Int(id)].rawValue.utf8)

@@ -1,0 +1,45 @@
+/// The lines the log keeps and catch-up sends, `RDATA <stream> <token> <row>\n`, read back: by the log's
+/// pages and checks, by the comparison of a re-sent batch, and by the shared streams' run entries.
+public enum CatchUpLines {
+    /// Calls `body` with each line's stream name, token (`nil` when the line is not `RDATA <stream>
+    /// <token> <row>`, or its token does not fit an Int64) and row.
+    public static func forEach(
+        of lines: UnsafeRawBufferPointer,
+        _ body: (_ stream: UnsafeRawBufferPointer, _ token: Int64?, _ row: UnsafeRawBufferPointer) -> Void
+    ) {
+        var start = 0
+        while start < lines.count {
+            let line = parse(at: start, in: lines)
+            body(
+                UnsafeRawBufferPointer(rebasing: lines[line.stream]), line.token,
+                UnsafeRawBufferPointer(rebasing: lines[line.row]))
+            start = line.next
+        }
+    }
+
+    /// The parts of the line starting at `start`, and where the next line starts.
+    static func parse(at start: Int, in lines: UnsafeRawBufferPointer)
+        -> (stream: Range<Int>, token: Int64?, row: Range<Int>, next: Int)
+    {
+        let end = lines[start...].firstIndex(of: UInt8(ascii: "\n")) ?? lines.count
+        let space = UInt8(ascii: " ")
+        guard let first = lines[start..<end].firstIndex(of: space),
+            let second = lines[(first + 1)..<end].firstIndex(of: space),
+            let third = lines[(second + 1)..<end].firstIndex(of: space),
+            lines[start..<first].elementsEqual("RDATA".utf8)
+        else {
+            return (start..<start, nil, start..<end, end + 1)
+        }
+        var token: Int64? = third > second + 1 ? 0 : nil
+        for digit in lines[(second + 1)..<third] {
+            guard let value = token, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(digit) else {
+                token = nil
+                break
+            }
+            let (tens, overflowed) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflowedAgain) = tens.addingReportingOverflow(Int64(digit - UInt8(ascii: "0")))
+            token = overflowed || overflowedAgain ? nil : next
+        }
+        return ((first + 1)..<second, token, (third + 1)..<end, end + 1)
+    }
+}
