@@ -106,8 +106,11 @@ extension ClosingError {
 
     /// A writer's batch the log could not store.
     public static func notStored(_ command: CommandName, stream: StreamName, token: Int64, _ why: String) -> ClosingError {
-        writerRejected(command, stream: stream.rawValue, token: String(token), "not stored: \(why)")
+        writerRejected(command, stream: stream.rawValue, token: String(token), notStoredPrefix + why)
     }
+
+    /// How the reason of ``notStored(_:stream:token:_:)`` begins, which ``RemoteError`` tells apart.
+    fileprivate static let notStoredPrefix = "not stored: "
 }
 
 /// What an `ERROR` from a server means to a client, read once here so that no client parses the words
@@ -140,7 +143,7 @@ public enum RemoteError: Equatable, Sendable {
                 return
             }
             let (stream, token) = (String(words[2]), String(words[3]))
-            let notStored = text[text.index(after: colon)...].hasPrefix(" not stored: ")
+            let notStored = text[text.index(after: colon)...].hasPrefix(" " + ClosingError.notStoredPrefix)
             self =
                 notStored
                 ? .writerNotStored(stream: stream, token: token) : .writerRejected(stream: stream, token: token)
