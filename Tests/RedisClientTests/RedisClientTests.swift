@@ -182,6 +182,28 @@ final class LoopClient: @unchecked Sendable {  // the client is only touched on 
         #expect(!client.isReady)
     }
 
+    /// A host name is sent (SNI) and checked as a name; an address literal has none to send and is checked as
+    /// an address: a certificate naming only localhost is trusted over localhost and refused over 127.0.0.1.
+    @Test func aHostNameIsCheckedAsANameAndAnAddressAsAnAddress() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let certificates = try TestCertificates(in: directory, serverNames: "DNS:localhost")
+        let redis = try RedisServer(tls: certificates)
+        let byAddress = try RedisEndpoint(url: redis.url).withCertificateAuthority(file: certificates.caCertificate)
+        var byName = byAddress
+        byName.host = "localhost"
+        let trusted = try LoopClient(RedisClientConfiguration(endpoint: byName))
+        defer { trusted.stop() }
+        try await trusted.waitUntilReady()
+
+        let refused = try LoopClient(RedisClientConfiguration(endpoint: byAddress))
+        defer { refused.stop() }
+        try await waitUntil(seconds: 30) { !refused.delegate.events.isEmpty }
+        let event = try #require(refused.delegate.events.first)
+        #expect(!event.connected)
+        #expect(event.reason?.contains("failedToValidateHostname") == true, "\(event.reason ?? "")")
+        #expect(!refused.isReady)
+    }
+
     @Test func aCAFileIsForRedissOnlyAndMustHoldCertificates() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         #expect(throws: RedisTLSError(description: "a CA file needs a rediss:// URL (TLS)")) {
