@@ -112,7 +112,9 @@ extension Exposition {
         func perStream(_ family: MetricFamily, _ value: (StreamName) -> Double) -> FamilySamples {
             FamilySamples(family: family, samples: streams.map { .init(labels: $0.1, value: value($0.0)) })
         }
-        func perLabel(_ family: MetricFamily, _ label: String, known: [String], _ counts: [String: Int]) -> FamilySamples {
+        func perLabel(
+            _ family: MetricFamily, _ label: String, known: [String], _ counts: [String: Int]
+        ) -> FamilySamples {
             FamilySamples(
                 family: family,
                 samples: Set(known).union(counts.keys).sorted().map {
@@ -144,7 +146,9 @@ extension Exposition {
                 Double(max(0, figures.redisTokens[$0.index] - figures.localTokens[$0.index]))
             },
             perStream(SharedStreamsMetricFamilies.diverged) { figures.diverged.contains($0) ? 1 : 0 },
-            perLabel(SharedStreamsMetricFamilies.errors, "kind", known: SharedStreamsMetricFamilies.errorKinds, figures.errors),
+            perLabel(
+                SharedStreamsMetricFamilies.errors, "kind", known: SharedStreamsMetricFamilies.errorKinds,
+                figures.errors),
             perLabel(
                 SharedStreamsMetricFamilies.refusedWrites, "reason", known: SharedStreamsMetricFamilies.refusalReasons,
                 figures.refusedWrites),

@@ -100,7 +100,8 @@ public final class ReplicationServer: Service, Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(
-                        ServerConnectionHandler(hub: hub, configuration: configuration, clock: clock, log: connectionLog))
+                        ServerConnectionHandler(
+                            hub: hub, configuration: configuration, clock: clock, log: connectionLog))
                 }
             }
             .bind(host: configuration.host, port: port)

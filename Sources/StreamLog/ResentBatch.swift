@@ -83,8 +83,8 @@ public struct ResentBatch: Sendable {
                 let byte = zip(keptRow.readableBytesView, sentRow.readableBytesView).prefix { $0 == $1 }.count
                 return .differs(
                     token: token,
-                    "row \(index + 1) of \(kept.count) at token \(token) differs from the stored row at byte \(byte + 1)"
-                )
+                    "row \(index + 1) of \(kept.count) at token \(token) differs from the stored row "
+                        + "at byte \(byte + 1)")
             }
         }
         return .identical
