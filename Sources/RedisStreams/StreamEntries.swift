@@ -147,10 +147,8 @@ public struct StreamEntries: Sendable {
 
     /// The first token of a run entry (its ID is its last), read from its first line; nil for another entry.
     static func firstRunToken(fields: [RedisValue]) -> Int64? {
-        guard let (field, value) = content(fields), field == "run", let end = value.firstIndex(of: UInt8(ascii: "\n"))
-        else { return nil }
-        let words = value[..<end].split(separator: UInt8(ascii: " "), maxSplits: 3)
-        return words.count == 4 ? Int64(String(decoding: words[2], as: UTF8.self)) : nil
+        guard let (field, value) = content(fields), field == "run" else { return nil }
+        return value.withUnsafeBytes { CatchUpLines.firstToken(in: $0) }
     }
 
     /// The tokens of a run entry's lines, each `RDATA <stream> <token> <row>\n` with a row and tokens

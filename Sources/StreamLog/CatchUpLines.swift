@@ -17,6 +17,9 @@ public enum CatchUpLines {
         }
     }
 
+    /// The token of the first line, if it is `RDATA <stream> <token> <row>`.
+    public static func firstToken(in lines: UnsafeRawBufferPointer) -> Int64? { parse(at: 0, in: lines).token }
+
     /// The parts of the line starting at `start`, and where the next line starts.
     static func parse(at start: Int, in lines: UnsafeRawBufferPointer)
         -> (stream: Range<Int>, token: Int64?, row: Range<Int>, next: Int)
