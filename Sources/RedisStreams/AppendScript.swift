@@ -8,24 +8,30 @@ import ReplicationCore
 /// ID's: Redis compares only the ID, so the script refuses it, in Redis's words, when the key's last token
 /// is not before its first.
 ///
-/// Each entry gets its `rows-added`: the key's newest entry's plus its own rows (the newest is read once per
-/// key and run).
+/// Each entry gets its `rows-added`: the key's newest entry's plus its own rows. A key's last token and
+/// `rows-added` are read at most once per run and followed from then on, as the script adds entries: reading
+/// the last token per run entry cost Redis as much as the rest of the script, since `XINFO STREAM` hands the
+/// script the key's first and last entries whole.
 ///
 /// KEYS: one per entry. ARGV: five per entry: ID or '', the token the key may hold at most before it (the
 /// floor for an entry without an ID), field, value, rows. Reply: `{added IDs}`, or `{added IDs, error, the
 /// refusing key's last token}`. Nothing is trimmed here: that is ``TrimScript``'s.
 enum AppendScript {
     static let source = """
-        local function last_token(key)
-          if redis.call('EXISTS', key) == 0 then return 0 end
-          local info = redis.call('XINFO', 'STREAM', key)
-          for i = 1, #info, 2 do
-            if info[i] == 'last-generated-id' then return tonumber(string.match(info[i + 1], '^(%d+)')) end
-          end
-          return 0
-        end
         \(StreamEntries.rowsAddedLua)
-        local totals = {}
+        local lasts, totals = {}, {}
+        local function last_token(key)
+          if lasts[key] == nil then
+            lasts[key] = 0
+            if redis.call('EXISTS', key) == 1 then
+              local info = redis.call('XINFO', 'STREAM', key)
+              for i = 1, #info, 2 do
+                if info[i] == 'last-generated-id' then lasts[key] = tonumber(string.match(info[i + 1], '^(%d+)')) end
+              end
+            end
+          end
+          return lasts[key]
+        end
         local function rows_added_through_last(key)
           if totals[key] == nil then
             local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
@@ -47,7 +53,7 @@ enum AppendScript {
           if not added then
             local total = rows_added_through_last(key) + tonumber(ARGV[base + 5])
             added = redis.pcall('XADD', key, id, ARGV[base + 3], ARGV[base + 4], '\(StreamEntries.rowsAddedField)', total)
-            if type(added) ~= 'table' then totals[key] = total end
+            if type(added) ~= 'table' then lasts[key], totals[key] = tonumber(string.match(added, '^(%d+)')), total end
           end
           if type(added) == 'table' and added.err then return {ids, added.err, last_token(key)} end
           ids[#ids + 1] = added

@@ -102,20 +102,8 @@ final class RetentionScriptTests: XCTestCase {
 
     /// Runs the catch-up script and makes a page of its reply.
     private func backfill(after: Int64, through: Int64, count: Int = 100) throws -> Result<LogPage, StreamLogError> {
-        let reply = try send(BackfillScript.arguments(key: key, after: after, through: through, count: count))
+        let reply = try redis.reply(BackfillScript.arguments(key: key, after: after, through: through, count: count))
         return BackfillScript.page(reply, stream: .events, after: after, through: through, count: count)
-    }
-
-    /// One command on a connection of its own, its reply parsed as the sidecar's client parses it.
-    private func send(_ arguments: [String]) throws -> RedisValue {
-        let socket = try LineSocket(port: redis.port)
-        defer { socket.close() }
-        try socket.send(RESPCommand.encode(arguments))
-        let reader = RESPReader()
-        while true {
-            if let value = try reader.next() { return value }
-            try socket.readBytes(1).withUnsafeBytes { try reader.feed($0) }
-        }
     }
 
     private func refusal(_ result: Result<LogPage, StreamLogError>) -> StreamLogError? {
