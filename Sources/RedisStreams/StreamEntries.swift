@@ -3,6 +3,10 @@ import RedisClient
 import ReplicationCore
 import StreamLog
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// How batches are kept in Redis: one stream key per replication stream, one entry per batch with the
 /// ID `<token>-0` (Redis refuses an ID that is not after the key's last one: that is what makes a token
 /// taken once across every host). The entry holds the batch's rows, each followed by `\n`, in its `rows`
@@ -83,23 +87,22 @@ public struct StreamEntries: Sendable {
             var additions: [Addition] = []
             var entryStart = 0
             var firstRow = 0
-            var rows = 0
             lines.withUnsafeReadableBytes { bytes in
-                var lineStart = 0
-                while lineStart < bytes.count {
-                    lineStart = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n"))! + 1
-                    rows += 1
-                    guard lineStart - entryStart >= runEntryBytes || lineStart == bytes.count else { continue }
+                while entryStart < bytes.count {
+                    // The line that reaches `runEntryBytes` is the entry's last.
+                    let end = bytes.newline(from: min(entryStart + runEntryBytes, bytes.count) - 1) + 1
+                    let rows = bytes.newlines(in: entryStart..<end)
                     additions.append(
                         Addition(
-                            stream: stream, token: tokens[rows - 1], firstToken: tokens[firstRow], field: "run",
-                            value: lines.getSlice(at: lines.readerIndex + entryStart, length: lineStart - entryStart)!,
-                            rows: rows - firstRow))
-                    entryStart = lineStart
-                    firstRow = rows
+                            stream: stream, token: tokens[firstRow + rows - 1], firstToken: tokens[firstRow],
+                            field: "run",
+                            value: lines.getSlice(at: lines.readerIndex + entryStart, length: end - entryStart)!,
+                            rows: rows))
+                    entryStart = end
+                    firstRow += rows
                 }
             }
-            precondition(rows == tokens.count)
+            precondition(firstRow == tokens.count)
             return additions
         case .advance(let stream, let token, false):
             return [Addition(stream: stream, token: token, field: "position", value: ByteBuffer(), rows: 0)]
@@ -205,4 +208,31 @@ public struct StreamEntries: Sendable {
 public struct EntryError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+extension UnsafeRawBufferPointer {
+    /// The index of the first newline at or after `start`, if any (`memchr`: a line is scanned at memory speed).
+    fileprivate func newlineIfAny(from start: Int) -> Int? {
+        guard start < count, let found = memchr(baseAddress! + start, Int32(UInt8(ascii: "\n")), count - start) else {
+            return nil
+        }
+        return baseAddress!.distance(to: UnsafeRawPointer(found))
+    }
+
+    /// The index of the first newline at or after `start`, in lines that end with one.
+    fileprivate func newline(from start: Int) -> Int { newlineIfAny(from: start)! }
+
+    /// How many newlines `range` holds, counted with `memchr`: cutting a publish's run into entries line by line,
+    /// a byte at a time, was half of the publishing sidecar's time.
+    fileprivate func newlines(in range: Range<Int>) -> Int {
+        var count = 0
+        var start = range.lowerBound
+        while start < range.upperBound,
+            let found = memchr(baseAddress! + start, Int32(UInt8(ascii: "\n")), range.upperBound - start)
+        {
+            count += 1
+            start = baseAddress!.distance(to: UnsafeRawPointer(found)) + 1
+        }
+        return count
+    }
 }

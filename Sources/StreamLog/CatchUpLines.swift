@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The lines the log keeps and catch-up sends, `RDATA <stream> <token> <row>\n`, read back: by the log's
 /// pages and checks, by the comparison of a re-sent batch, and by the shared streams' run entries.
 public enum CatchUpLines {
@@ -24,7 +28,12 @@ public enum CatchUpLines {
     static func parse(at start: Int, in lines: UnsafeRawBufferPointer)
         -> (stream: Range<Int>, token: Int64?, row: Range<Int>, next: Int)
     {
-        let end = lines[start...].firstIndex(of: UInt8(ascii: "\n")) ?? lines.count
+        // memchr: the line's end found at memory speed (a generic scan was half of a follower's time on runs).
+        let end =
+            start < lines.count
+            ? memchr(lines.baseAddress! + start, Int32(UInt8(ascii: "\n")), lines.count - start).map {
+                lines.baseAddress!.distance(to: UnsafeRawPointer($0))
+            } ?? lines.count : lines.count
         let space = UInt8(ascii: " ")
         guard let first = lines[start..<end].firstIndex(of: space),
             let second = lines[(first + 1)..<end].firstIndex(of: space),
