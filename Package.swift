@@ -227,7 +227,7 @@ let package = Package(
         .testTarget(
             name: "RedisClientTests",
             dependencies: [
-                "RedisClient", "ReplicationTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                "RedisClient", "CHiredis", "ReplicationTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ]
         ),

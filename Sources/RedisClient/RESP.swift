@@ -1,4 +1,5 @@
 import CHiredis
+import NIOCore
 
 /// Parses RESP2 replies out of received bytes with hiredis's reader, which keeps partial replies between
 /// reads. Not thread-safe: one per connection, used on its event loop.
@@ -85,28 +86,25 @@ private enum BoundedReplyBuilders {
     }()
 }
 
-/// A command as RESP2 puts it on the wire (an array of bulk strings), formatted by hiredis.
+/// A command as RESP2 puts it on the wire: an array of bulk strings, written straight into the outgoing buffer.
+/// hiredis's `redisFormatCommandArgv` (which ``RESPTests`` holds this to) needed the arguments joined into one
+/// buffer and its own output copied out again: three copies of every argument, and of a megabyte-sized append
+/// script call, each a fresh allocation whose pages were faulted in (BENCHMARKS.md).
 public enum RESPCommand {
-    public static func encode(_ arguments: [[UInt8]]) -> [UInt8] {
-        // All arguments in one buffer (never empty, so it has an address), argv pointing into it.
-        var joined: [UInt8] = []
-        joined.reserveCapacity(arguments.reduce(1) { $0 + $1.count })
-        var offsets: [Int] = []
+    public static func write(_ arguments: [[UInt8]], into buffer: inout ByteBuffer) {
+        buffer.reserveCapacity(minimumWritableBytes: arguments.reduce(16) { $0 + $1.count + 16 })
+        buffer.writeString("*\(arguments.count)\r\n")
         for argument in arguments {
-            offsets.append(joined.count)
-            joined += argument
+            buffer.writeString("$\(argument.count)\r\n")
+            buffer.writeBytes(argument)
+            buffer.writeStaticString("\r\n")
         }
-        joined.append(0)
-        let lengths = arguments.map(\.count)
-        return joined.withUnsafeBufferPointer { buffer in
-            let base = UnsafeRawPointer(buffer.baseAddress!)
-            var argv: [UnsafePointer<CChar>?] = offsets.map { (base + $0).assumingMemoryBound(to: CChar.self) }
-            var target: UnsafeMutablePointer<CChar>?
-            let length = redisFormatCommandArgv(&target, Int32(arguments.count), &argv, lengths)
-            guard length >= 0, let target else { fatalError("hiredis could not allocate a command") }
-            defer { redisFreeCommand(target) }
-            return Array(UnsafeRawBufferPointer(start: target, count: Int(length)))
-        }
+    }
+
+    public static func encode(_ arguments: [[UInt8]]) -> [UInt8] {
+        var buffer = ByteBuffer()
+        write(arguments, into: &buffer)
+        return Array(buffer.readableBytesView)
     }
 
     public static func encode(_ arguments: [String]) -> [UInt8] { encode(arguments.map { Array($0.utf8) }) }

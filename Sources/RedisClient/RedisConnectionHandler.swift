@@ -49,11 +49,11 @@ final class RedisConnectionHandler: ChannelInboundHandler {
         guard let context, context.channel.isActive else {
             return commands.map { _ in eventLoop.makeFailedFuture(RedisError.notConnected) }
         }
-        var buffer = context.channel.allocator.buffer(capacity: commands.count * 64)
+        var buffer = context.channel.allocator.buffer(capacity: 0)
         var futures: [EventLoopFuture<RedisValue>] = []
         let this = NIOLoopBound(self, eventLoop: eventLoop)
         for command in commands {
-            buffer.writeBytes(RESPCommand.encode(command))
+            RESPCommand.write(command, into: &buffer)
             let promise = context.eventLoop.makePromise(of: RedisValue.self)
             let timeout = context.eventLoop.scheduleTask(in: commandTimeout) { this.value.timedOut() }
             waiting.append(Waiting(promise: promise, timeout: timeout))

@@ -1,3 +1,4 @@
+import CHiredis
 import RedisClient
 import Testing
 
@@ -12,6 +13,37 @@ import Testing
         #expect(
             String(decoding: RESPCommand.encode(["PUBLISH", "c", ""]), as: UTF8.self)
                 == "*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$0\r\n\r\n")
+    }
+
+    /// Commands are written by our own encoder; hiredis's `redisFormatCommandArgv`, which wrote them before,
+    /// is the reference: the same bytes for arguments of every length, empty and binary ones included.
+    @Test func commandsAreWrittenAsHiredisFormatsThem() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let arguments = (0..<Int.random(in: 1...12, using: &generator)).map { _ in
+                let length = [0, 1, 9, 10, 99, 100, 16_384, Int.random(in: 0...40_000, using: &generator)]
+                    .randomElement(
+                        using: &generator)!
+                // Every byte value, \r and \n included.
+                let step = Int.random(in: 1...255, using: &generator)
+                return (0..<length).map { UInt8(truncatingIfNeeded: $0 &* step) }
+            }
+            #expect(RESPCommand.encode(arguments) == Self.hiredisFormat(arguments))
+        }
+    }
+
+    private static func hiredisFormat(_ arguments: [[UInt8]]) -> [UInt8] {
+        var joined = Array(arguments.joined()) + [0]
+        let offsets = arguments.reduce(into: [0]) { $0.append($0.last! + $1.count) }
+        return joined.withUnsafeMutableBytes { buffer in
+            var argv: [UnsafePointer<CChar>?] = offsets.dropLast().map {
+                UnsafePointer(buffer.baseAddress!.advanced(by: $0).assumingMemoryBound(to: CChar.self))
+            }
+            var target: UnsafeMutablePointer<CChar>?
+            let length = redisFormatCommandArgv(&target, Int32(arguments.count), &argv, arguments.map(\.count))
+            defer { redisFreeCommand(target) }
+            return Array(UnsafeRawBufferPointer(start: target, count: Int(length)))
+        }
     }
 
     @Test func repliesOfEveryTypeParsedAcrossReadsOfOneByte() throws {
