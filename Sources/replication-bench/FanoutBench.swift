@@ -202,11 +202,12 @@ struct FanoutBench: ParsableCommand {
         sent.wait()
         writer.stop()
         let redisCPU = redis.cpuSeconds - redisBefore
+        let commands = try redis.commandStatistics().prefix(4).joined(separator: ", ")
         let rowBytes = payload.bytes.count / rows
         let xadd = try redis.xaddRate(requests: max(rows, 100_000), valueBytes: rowBytes)
         result.note = String(
             format: "CPU s: sidecar A %.2f, Redis %.2f; redis-benchmark XADD (%d-byte field, 1 client, 64 in flight): %.0f/s",
-            a.process.usage.cpuSeconds - aBefore.cpuSeconds, redisCPU, rowBytes, xadd)
+            a.process.usage.cpuSeconds - aBefore.cpuSeconds, redisCPU, rowBytes, xadd) + "\n       Redis ran " + commands
         result.redisXADDRate = xadd
         return result
     }
