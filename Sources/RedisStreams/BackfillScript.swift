@@ -25,8 +25,9 @@ enum BackfillScript {
         return {1, redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', ARGV[3])}
         """
 
+    /// What follows the script (``LuaScript/evaluate(_:sha:)``) in the command that runs it.
     static func arguments(key: String, after: Int64, through: Int64, count: Int) -> [String] {
-        ["EVAL", source, "1", key, "\(after)", "\(through)", "\(count)"]
+        ["1", key, "\(after)", "\(through)", "\(count)"]
     }
 
     /// The catch-up page of a reply: every row after `after` through `through` of its entries as catch-up sends

@@ -88,9 +88,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var commandEvents: ClientEvents!
     private var followerEvents: ClientEvents!
     private var hub: ReplicationHub?
-    /// The SHA-1s of the scripts Redis has loaded, nil until it has (``LuaScript``).
-    private var appendSHA: String?
-    private var trimSHA: String?
+    /// The SHA-1 of each script (by its source) that Redis has loaded (``LuaScript``).
+    private var scriptSHAs: [String: String] = [:]
+    private static let scripts = [AppendScript.source, TrimScript.source, BackfillScript.source]
     private var reading = false
     private var trimming = false
     private var trimTask: RepeatedTask?
@@ -226,7 +226,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let floors = StreamName.all.map { hub.log.currentToken(of: $0) }
         for addition in additions { inFlight[addition.stream.index] += 1 }
         let command = AppendScript.arguments(
-            sha: appendSHA, additions, entries: configuration.entries, floors: floors)
+            sha: scriptSHAs[AppendScript.source], additions, entries: configuration.entries, floors: floors)
         let sent = NIODeadline.now()
         let waitReplicas = configuration.waitReplicas
         let waitCommand = ["WAIT", "\(waitReplicas)", "\(configuration.writeTimeout.nanoseconds / 1_000_000)"]
@@ -331,22 +331,29 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         }
     }
 
-    /// Loads the append and trim scripts, to be run by SHA-1 from then on.
+    /// Loads the scripts, to be run by SHA-1 from then on.
     private func loadScripts() -> EventLoopFuture<Void> {
-        let replies = commands.pipeline(
-            [AppendScript.source, TrimScript.source].map { ["SCRIPT", "LOAD", $0].map { Array($0.utf8) } })
+        let replies = commands.pipeline(Self.scripts.map { ["SCRIPT", "LOAD", $0].map { Array($0.utf8) } })
         return EventLoopFuture.whenAllComplete(replies, on: eventLoop).map { results in
-            self.appendSHA = try? results[0].get().string
-            self.trimSHA = try? results[1].get().string
+            for (source, result) in zip(Self.scripts, results) { self.scriptSHAs[source] = try? result.get().string }
         }
     }
 
-    /// Redis no longer has the scripts (`SCRIPT FLUSH`, a restart): the append script is sent whole until they
-    /// are loaded again; trimming waits for them.
+    /// Redis no longer has the scripts (`SCRIPT FLUSH`, a restart): the append and catch-up scripts are sent
+    /// whole until they are loaded again; trimming waits for them.
     private func scriptsLost() {
-        appendSHA = nil
-        trimSHA = nil
+        scriptSHAs = [:]
         _ = loadScripts()
+    }
+
+    /// Runs a script by SHA-1 once Redis has it, whole before; a call refused because Redis forgot it has the
+    /// scripts loaded again and is sent whole.
+    private func evaluate(_ source: String, _ arguments: [String]) -> EventLoopFuture<RedisValue> {
+        commands.send(LuaScript.evaluate(source, sha: scriptSHAs[source]) + arguments).flatMapError { error in
+            guard LuaScript.isNotLoaded(error) else { return self.eventLoop.makeFailedFuture(error) }
+            self.scriptsLost()
+            return self.commands.send(LuaScript.evaluate(source, sha: nil) + arguments)
+        }
     }
 
     // MARK: retention and older rows
@@ -355,7 +362,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// been compared with this hub's log, nor once it was found to have lost rows (an operator decides then).
     /// The script is run by SHA-1 only: a pass is skipped until Redis has it.
     private func trim() {
-        guard let commands, commands.isReady, let trimSHA, verified, statistics.divergedStreams.isEmpty, !trimming,
+        guard let commands, commands.isReady, let trimSHA = scriptSHAs[TrimScript.source], verified,
+            statistics.divergedStreams.isEmpty, !trimming,
             !stopped
         else { return }
         let now = Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)
@@ -384,12 +392,12 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         -> EventLoopFuture<LogPage>
     {
         let count = configuration.backfillCount
-        let command = BackfillScript.arguments(
+        let arguments = BackfillScript.arguments(
             key: configuration.entries.key(stream), after: token, through: through, count: count)
         return self.eventLoop.flatSubmit {
             let page: EventLoopFuture<LogPage> =
-                if let commands = self.commands, self.statistics.divergedStreams.isEmpty {
-                    commands.send(command).flatMapResult { reply in
+                if self.commands != nil, self.statistics.divergedStreams.isEmpty {
+                    self.evaluate(BackfillScript.source, arguments).flatMapResult { reply in
                         BackfillScript.page(reply, stream: stream, after: token, through: through, count: count)
                     }
                 } else {

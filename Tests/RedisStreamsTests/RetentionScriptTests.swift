@@ -102,7 +102,9 @@ final class RetentionScriptTests: XCTestCase {
 
     /// Runs the catch-up script and makes a page of its reply.
     private func backfill(after: Int64, through: Int64, count: Int = 100) throws -> Result<LogPage, StreamLogError> {
-        let reply = try redis.reply(BackfillScript.arguments(key: key, after: after, through: through, count: count))
+        let reply = try redis.reply(
+            LuaScript.evaluate(BackfillScript.source, sha: nil)
+                + BackfillScript.arguments(key: key, after: after, through: through, count: count))
         return BackfillScript.page(reply, stream: .events, after: after, through: through, count: count)
     }
 

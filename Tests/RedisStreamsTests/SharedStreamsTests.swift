@@ -415,11 +415,20 @@ final class SharedStreamsTests: XCTestCase {
         }
         try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 3 }
         try waitUntilTrue(seconds: 30) { (try? self.subscribe(b, after: 29).1.count) == 5 }
-        // B's log holds 29 and 30 only: 28 comes from Redis (XRANGE), then the log takes over.
+        // B's log holds 29 and 30 only: 28 comes from Redis (XRANGE), then the log takes over. The script
+        // that reads it is run by SHA-1, not sent whole.
+        let evals = try calls("eval")
         XCTAssertEqual(try subscribe(b, after: 27).1, (28...30).flatMap { fiveRows($0).caughtUp })
+        XCTAssertEqual(try calls("eval"), evals)
+        // Redis forgets its scripts: the catch-up is sent whole (unless trimming had them loaded again first),
+        // and they are loaded again.
+        try redis.cli(["SCRIPT", "FLUSH"])
+        let loads = try calls("script|load")
+        XCTAssertEqual(try subscribe(b, after: 27).1, (28...30).flatMap { fiveRows($0).caughtUp })
+        try waitUntilTrue(seconds: 30) { (try? self.calls("script|load")) ?? 0 >= loads + 3 }
         // Redis holds nothing before 28 either: fallen behind, never a gap.
         try assertFallenBehind(b, after: 26)
-        XCTAssertEqual(try metric(b, #"backfills_total{result="ok"}"#), 1)
+        XCTAssertEqual(try metric(b, #"backfills_total{result="ok"}"#), 2)
         XCTAssertEqual(try metric(b, #"backfills_total{result="fallen_behind"}"#), 1)
 
         // A sidecar started now finds entries trimmed before its first: it stores what Redis has from 28 on,
