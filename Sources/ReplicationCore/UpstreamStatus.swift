@@ -1,6 +1,10 @@
 /// A relay's upstream connection at one instant, for metrics.
 public struct UpstreamStatus: Sendable, Equatable {
     public var connected = false
+    /// Every stream has answered on this connection: the relay has caught up and receives rows live. Until
+    /// then a lost connection keeps growing the reconnect delay, so that an upstream which accepts and then
+    /// fails is not hammered.
+    public var subscribed = false
     /// Connections made after the first one.
     public var reconnects = 0
     /// Per stream (by ``StreamName/index``): the last token received from upstream (rows or `POSITION`).

@@ -171,6 +171,7 @@ extension UpstreamConnection: ReplicationClientDelegate {
 
     func replicationClientFinishedConnecting() {
         session.connectingFinished()
+        status.withLockedValue { $0.subscribed = true }
         logger.info("subscribed upstream", metadata: ["streams": "\(session.subscribed.count)"])
     }
 
@@ -193,6 +194,7 @@ extension UpstreamConnection: ReplicationClientDelegate {
         let queued = client?.queuedCommandCount ?? 0
         status.withLockedValue { status in
             status.connected = connected
+            status.subscribed = false
             status.queuedCommands = queued
             if connected, hasConnected { status.reconnects += 1 }
         }

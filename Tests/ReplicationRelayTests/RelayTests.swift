@@ -137,6 +137,44 @@ import Testing
         try await hub.stop()
     }
 
+    /// An upstream that flaps: stopped and restarted five times, with rows published before each stop and
+    /// straight after each restart (before the relay is back). Its worker gets every row exactly once, and
+    /// the relay is back each time within the first reconnect delays: a connection that finished subscribing
+    /// starts the back-off over (without that, the fifth reconnect alone would wait 26-34 s).
+    @Test func anUpstreamThatFlapsLeavesWorkersWithEveryRowOnce() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let configuration = ServerConfiguration(serverName: "hub.local", writers: ["pub"])
+        var hub = try await ServerFixture.start(configuration, log: try sqliteLog("hub"))
+        let hubPort = hub.port
+        let relay = try await RelayFixture.start(upstreamPort: hubPort, upstreamServerName: "hub.local")
+        try await waitUntil { relay.link.currentStatus.subscribed }
+        let worker = try relay.connect(name: "worker")
+        _ = try subscribe(worker, "events", from: "NOW")
+        let rounds = 5
+        for round in 0..<rounds {
+            let first = round * 10 + 1
+            try publish(try hub.connect(name: "pub"), first...(first + 4))
+            try await hub.stop()
+            hub = try await ServerFixture.start(configuration, log: try sqliteLog("hub"), port: hubPort)
+            try publish(try hub.connect(name: "pub"), (first + 5)...(first + 9))
+            // `connected` alone may still be the connection before the stop, or one the next stop cuts
+            // before every stream answered (which keeps the back-off growing): wait for this round's
+            // connection to have subscribed.
+            try await waitUntil(seconds: 20) {
+                let status = relay.link.currentStatus
+                return status.reconnects == round + 1 && status.subscribed
+            }
+        }
+        #expect(try rows(worker, rounds * 20) == expectedRows(1...(rounds * 10)))
+        #expect(relay.link.currentStatus.reconnects == rounds)
+        // Nothing more: the next line is a keepalive PING (within two ping intervals), not a repeated row.
+        let next = try worker.readLine(timeoutMillis: 12_000)
+        #expect(next?.hasPrefix("PING ") == true, "unexpected \(next ?? "end of stream")")
+
+        try await relay.stop()
+        try await hub.stop()
+    }
+
     @Test func aRestartedRelayServesItsWorkersFromItsDurableLog() async throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let hub = try await ServerFixture.start(ServerConfiguration(serverName: "hub.local", writers: ["pub"]))
