@@ -23,7 +23,7 @@ run_stage() {  # NAME
     asan) ASAN_OPTIONS=detect_leaks=0 swift test --scratch-path .build-asan --sanitize address ;;
     # The suites where threads meet (loopback fan-out, relay, metrics endpoint) with ThreadSanitizer.
     tsan) swift test --scratch-path .build-tsan --sanitize thread \
-        --filter 'LoopbackServerTests|RelayTests|LoopbackMetricsTests|HTTPEndpointTests' ;;
+        --filter 'LoopbackServerTests|RelayTests|LoopbackMetricsTests|HTTPEndpointTests|SlowHTTPClientTests' ;;
     # 1,000 connections with churn, a writer, slow and stalled workers and scrapes for 2 minutes:
     # nothing lost, descriptors back to their baseline, memory within the log's retention budget.
     soak) swift build --product replication-sidecar && swift run replication-bench soak --connections 1000 --minutes 2 ;;

@@ -19,6 +19,7 @@ public final class BusMetricsSource: MetricsSource {
     }
 
     public func scrapeFinished(seconds: Double, failed: Bool) {}
+    public func slowClientClosed() {}
 
     /// Up while the process serves; a Redis outage shows in `replication_sidecar_redis_connected` instead,
     /// so that a liveness probe does not restart the observer for someone else's outage.

@@ -7,11 +7,19 @@
 #include <gnutls/gnutls.h>
 
 // MHD_start_daemon and MHD_get_daemon_info are variadic, which Swift cannot call: options travel
-// as an MHD_OPTION_ARRAY instead.
+// as an MHD_OPTION_ARRAY instead. The connection and request-completed notifiers get `context` too.
 static inline struct MHD_Daemon *rs_mhd_start(unsigned int flags, MHD_AccessHandlerCallback handler,
-                                              void *handler_context, struct MHD_OptionItem *options) {
-    return MHD_start_daemon(flags, 0, NULL, NULL, handler, handler_context, MHD_OPTION_ARRAY, options,
-                            MHD_OPTION_END);
+                                              MHD_NotifyConnectionCallback connection_notifier,
+                                              MHD_RequestCompletedCallback completion_notifier, void *context,
+                                              struct MHD_OptionItem *options) {
+    return MHD_start_daemon(flags, 0, NULL, NULL, handler, context, MHD_OPTION_NOTIFY_CONNECTION,
+                            connection_notifier, context, MHD_OPTION_NOTIFY_COMPLETED, completion_notifier,
+                            context, MHD_OPTION_ARRAY, options, MHD_OPTION_END);
+}
+
+static inline int rs_mhd_connection_fd(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return info == NULL ? -1 : (int)info->connect_fd;
 }
 
 static inline int rs_mhd_listen_fd(struct MHD_Daemon *daemon) {

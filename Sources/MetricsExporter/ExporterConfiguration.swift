@@ -12,8 +12,12 @@ public struct ExporterConfiguration: Sendable {
     /// Concurrent HTTP connections one client address may hold, so that one client (slow or hostile)
     /// cannot take every slot from the scrapers.
     public var connectionsPerClient: Int
-    /// Seconds an idle HTTP connection is kept.
+    /// Seconds an HTTP connection may stay silent while a request or response is under way.
     public var connectionTimeoutSeconds: Int
+    /// Seconds a connection may take to send complete request headers, from its accept or its previous
+    /// response: libmicrohttpd's timeout restarts on every byte, so this is what bounds a client sending
+    /// one byte at a time.
+    public var headerTimeoutSeconds: Double
     /// Seconds a collected /metrics body is served again to later scrapes of the same format and
     /// encoding; 0 collects on every scrape.
     public var maxBodyAgeSeconds: Double
@@ -25,7 +29,8 @@ public struct ExporterConfiguration: Sendable {
     public init(
         host: String = "127.0.0.1", port: Int = ExporterConfiguration.defaultPort, telemetryPath: String = "/metrics",
         connectionLimit: Int = 64, connectionsPerClient: Int = 8,
-        connectionTimeoutSeconds: Int = 30, maxBodyAgeSeconds: Double = 0.25, security: EndpointSecurity = EndpointSecurity()
+        connectionTimeoutSeconds: Int = 30, headerTimeoutSeconds: Double = 10, maxBodyAgeSeconds: Double = 0.25,
+        security: EndpointSecurity = EndpointSecurity()
     ) {
         self.host = host
         self.port = port
@@ -33,6 +38,7 @@ public struct ExporterConfiguration: Sendable {
         self.connectionLimit = connectionLimit
         self.connectionsPerClient = connectionsPerClient
         self.connectionTimeoutSeconds = connectionTimeoutSeconds
+        self.headerTimeoutSeconds = headerTimeoutSeconds
         self.maxBodyAgeSeconds = maxBodyAgeSeconds
         self.security = security
     }

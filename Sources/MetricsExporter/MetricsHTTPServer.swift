@@ -12,6 +12,8 @@ public protocol MetricsSource: Sendable {
     func scrape(openMetrics: Bool) throws -> (body: String, contentType: String)
     /// Called after each scrape with how long it took and whether it failed.
     func scrapeFinished(seconds: Double, failed: Bool)
+    /// Called for each HTTP connection closed for not sending its first request's headers in time.
+    func slowClientClosed()
     /// Whether the server is up, for `/healthz` (liveness).
     var isHealthy: Bool { get }
     /// Whether the server can serve workers now, for `/readyz` (readiness): a relay also needs its upstream.
@@ -39,6 +41,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     private let now: @Sendable () -> Double
     /// The last /metrics answer per variant, with the time its collection started.
     private let recentBodies = Mutex<[BodyVariant: (response: Response, collectedAt: Double)]>([:])
+    private let headerDeadlines: RequestHeaderDeadlines
 
     /// `now` is a monotonic clock in seconds; tests pass a manual one.
     public init(
@@ -49,6 +52,9 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         self.source = source
         self.security = Mutex(configuration.security)
         self.now = now
+        self.headerDeadlines = RequestHeaderDeadlines(
+            limitSeconds: configuration.headerTimeoutSeconds, connectionLimit: configuration.connectionLimit, now: now
+        ) { source.slowClientClosed() }
     }
 
     deinit { stop() }
@@ -57,6 +63,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     public func start() throws(ExporterError) -> Int {
         let running = try startDaemon(configuration.security, listenSocket: nil)
         daemon.withLock { $0 = running }
+        headerDeadlines.startSweeping()
         return Self.boundPort(of: rs_mhd_listen_fd(running.pointer))
     }
 
@@ -89,6 +96,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     /// Stops listening and closes every HTTP connection.
     public func stop() {
         if let running = daemon.withLock({ $0.take() }) { MHD_stop_daemon(running.pointer) }
+        headerDeadlines.stopSweeping()
     }
 
     /// A daemon and the PEM texts it was given, which must outlive it.
@@ -133,7 +141,8 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         let pointer = withUnsafeMutableBytes(of: &address.storage) { addressBytes in
             if listenSocket == nil { options[0].ptr_value = addressBytes.baseAddress }
             return options.withUnsafeMutableBufferPointer {
-                rs_mhd_start(flags, Self.handleRequest, context, $0.baseAddress)
+                rs_mhd_start(
+                    flags, Self.handleRequest, Self.connectionChanged, Self.requestCompleted, context, $0.baseAddress)
             }
         }
         guard let pointer else {
@@ -166,6 +175,8 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         // mark the request and answer on the second call, which keeps HTTP keep-alive working.
         if state.pointee == nil {
             state.pointee = UnsafeMutableRawPointer(bitPattern: 1)
+            Unmanaged<MetricsHTTPServer>.fromOpaque(context).takeUnretainedValue().headerDeadlines
+                .headersReceived(connection)
             return .YES
         }
         if uploadSize.pointee > 0 {  // a body must be drained before answering
@@ -176,6 +187,20 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         let response = server.respond(
             connection: connection, path: String(cString: url), method: String(cString: method))
         return server.queue(response, on: connection)
+    }
+
+    private static let connectionChanged: MHD_NotifyConnectionCallback = { context, connection, _, change in
+        guard let context, let connection else { return }
+        let deadlines = Unmanaged<MetricsHTTPServer>.fromOpaque(context).takeUnretainedValue().headerDeadlines
+        switch change {
+        case .CONNECTION_NOTIFY_STARTED: deadlines.accepted(connection, socket: rs_mhd_connection_fd(connection))
+        case .CONNECTION_NOTIFY_CLOSED: deadlines.closing(connection)
+        }
+    }
+
+    private static let requestCompleted: MHD_RequestCompletedCallback = { context, connection, _, _ in
+        guard let context, let connection else { return }
+        Unmanaged<MetricsHTTPServer>.fromOpaque(context).takeUnretainedValue().headerDeadlines.responded(connection)
     }
 
     struct Response: Sendable {

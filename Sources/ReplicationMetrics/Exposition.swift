@@ -119,6 +119,7 @@ public enum Exposition {
             single(MetricFamilies.storageReadErrors, Double(counters.storageReadErrors)),
             single(MetricFamilies.scrapeDuration, snapshot.scrapes.lastDurationSeconds),
             single(MetricFamilies.scrapeErrors, Double(snapshot.scrapes.errors)),
+            single(MetricFamilies.slowHTTPClientsClosed, Double(snapshot.scrapes.slowClientsClosed)),
         ]
         if let ack = counters.lastFederationAck { families.append(single(MetricFamilies.lastFederationAck, Double(ack))) }
         if let upstream = snapshot.upstream {

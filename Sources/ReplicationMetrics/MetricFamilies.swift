@@ -20,7 +20,8 @@ public enum MetricFamilies {
         pendingCommands, transportSendBuffer, kernelSendBuffer, kernelReadBuffer, inboundCommands, outboundCommands,
         inboundCommandsTotal, outboundCommandsTotal, closeReason, inboundRDATA, streamUpdates, userSync, federationAck, removePusher, invalidateCache, userIPCache,
         totalConnections, connectionsPerStream, streamHeadToken, sentToken, lagTokens, syncingUsers,
-        lastFederationAck, connectionStartTime, writerAppends, writerRejections, writerResentBatches, storageReadErrors, scrapeDuration, scrapeErrors, processCPU,
+        lastFederationAck, connectionStartTime, writerAppends, writerRejections, writerResentBatches, storageReadErrors, scrapeDuration, scrapeErrors,
+        slowHTTPClientsClosed, processCPU,
         processResident, processVirtual, processOpenFDs, processMaxFDs, processStart, upstreamConnected,
         upstreamReconnects, upstreamReceivedToken, upstreamLagTokens, upstreamForwarded, upstreamQueued,
         upstreamDropped, upstreamBackfills, buildInfo,
@@ -113,6 +114,9 @@ public enum MetricFamilies {
         name: ours + "scrape_duration_seconds", kind: .gauge, help: "How long the previous scrape took to render.")
     public static let scrapeErrors = MetricFamily(
         name: ours + "scrape_errors", kind: .counter, help: "Scrapes that failed to collect or render.")
+    public static let slowHTTPClientsClosed = MetricFamily(
+        name: ours + "http_slow_clients_closed", kind: .counter,
+        help: "Metrics endpoint connections closed for not sending their first request's headers in time.")
 
     // Relay mode (--upstream): the one upstream connection.
     public static let upstreamConnected = MetricFamily(

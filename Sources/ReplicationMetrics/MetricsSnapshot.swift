@@ -32,9 +32,12 @@ public struct MetricsSnapshot: Sendable {
 public struct ScrapeStatistics: Sendable, Equatable {
     public var lastDurationSeconds: Double
     public var errors: Int
+    /// HTTP connections closed for not sending their request headers in time.
+    public var slowClientsClosed: Int
 
-    public init(lastDurationSeconds: Double = 0, errors: Int = 0) {
+    public init(lastDurationSeconds: Double = 0, errors: Int = 0, slowClientsClosed: Int = 0) {
         self.lastDurationSeconds = lastDurationSeconds
         self.errors = errors
+        self.slowClientsClosed = slowClientsClosed
     }
 }

@@ -54,6 +54,8 @@ public final class HubMetricsSource: MetricsSource {
         }
     }
 
+    public func slowClientClosed() { scrapes.withLock { $0.slowClientsClosed += 1 } }
+
     public var isHealthy: Bool { server.localAddress != nil }
 
     /// Listening, and connected upstream in relay mode or to Redis with shared streams: before that a worker

@@ -141,6 +141,7 @@ private struct StaticSource: MetricsSource {
         (body, "text/plain; version=0.0.4; charset=utf-8")
     }
     func scrapeFinished(seconds: Double, failed: Bool) {}
+    func slowClientClosed() {}
     var isHealthy: Bool { true }
     var isReady: Bool { true }
     func statusPage(telemetryPath: String) -> String { "" }

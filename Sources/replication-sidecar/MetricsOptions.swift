@@ -27,8 +27,16 @@ struct MetricsOptions: ParsableArguments {
     @Option(help: "HTTP connections one client address may hold at once (the rest stay free for other scrapers).")
     var metricsConnectionsPerClient = 8
 
-    @Option(help: "Seconds an idle metrics HTTP connection is kept open.")
+    @Option(help: "Seconds a metrics HTTP connection may stay silent while a request or response is under way.")
     var metricsTimeout = 30
+
+    @Option(
+        help: """
+            Seconds a metrics HTTP connection may take to send complete request headers, from its accept or its \
+            previous response; slower ones are closed (a client sending a byte now and then would otherwise hold \
+            its slot for ever).
+            """)
+    var metricsHeaderTimeout = 10
 
     @Option(help: "Seconds a collected /metrics body is reused by later scrapes; 0 collects on every scrape.")
     var metricsMaxAge = 0.25
@@ -61,8 +69,9 @@ struct MetricsOptions: ParsableArguments {
         else {
             throw ValidationError("--web.telemetry-path must be a path such as /metrics, other than /, /healthz and /readyz")
         }
-        guard metricsConnectionLimit > 0, metricsTimeout > 0 else {
-            throw ValidationError("--metrics-connection-limit and --metrics-timeout must be positive")
+        guard metricsConnectionLimit > 0, metricsTimeout > 0, metricsHeaderTimeout > 0 else {
+            throw ValidationError(
+                "--metrics-connection-limit, --metrics-timeout and --metrics-header-timeout must be positive")
         }
         guard (1...metricsConnectionLimit).contains(metricsConnectionsPerClient) else {
             throw ValidationError(
@@ -131,7 +140,7 @@ struct MetricsOptions: ParsableArguments {
         var configuration = ExporterConfiguration(
             host: host, port: port, telemetryPath: webTelemetryPath, connectionLimit: metricsConnectionLimit,
             connectionsPerClient: metricsConnectionsPerClient, connectionTimeoutSeconds: metricsTimeout,
-            maxBodyAgeSeconds: metricsMaxAge)
+            headerTimeoutSeconds: Double(metricsHeaderTimeout), maxBodyAgeSeconds: metricsMaxAge)
         if let webConfigFile {
             do {
                 configuration.security = try EndpointSecurity.load(webConfigFile: webConfigFile)

@@ -86,6 +86,7 @@ import Testing
         (["--log-level", "loud"], "--log-level must be one of"),
         (["--max-token-step", "0"], "--max-token-step must be at least 1, got 0"),
         (["--ping-timeout-ms", "5000"], "--ping-timeout-ms must be above 5000"),
+        (["--metrics-header-timeout", "0"], "--metrics-header-timeout must be positive"),
         (["--in-memory", "--web.listen-address", "no-such-host.invalid:0"], "does not resolve"),
         (["REPLICATION_SIDECAR_LOG_FORMAT=yaml"], "--log-format must be logfmt or json"),
         (["REPLICATION_SIDECAR_IN_MEMORY=maybe"], "'--in-memory' does not take any value"),

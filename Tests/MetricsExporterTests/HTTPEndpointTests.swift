@@ -11,6 +11,7 @@ final class FakeSource: MetricsSource {
     let ready = Mutex(true)
     let failing = Mutex(false)
     let finished = Mutex<[Bool]>([])
+    let slowClientsClosed = Atomic(0)
 
     func scrape(openMetrics: Bool) throws -> (body: String, contentType: String) {
         struct Broken: Error {}
@@ -22,6 +23,7 @@ final class FakeSource: MetricsSource {
     }
 
     func scrapeFinished(seconds: Double, failed: Bool) { finished.withLock { $0.append(failed) } }
+    func slowClientClosed() { slowClientsClosed.add(1, ordering: .relaxed) }
     var isHealthy: Bool { healthy.withLock { $0 } }
     var isReady: Bool { ready.withLock { $0 } }
     func statusPage(telemetryPath: String) -> String { "<p><a href=\"\(telemetryPath)\">Metrics</a></p>" }

@@ -65,7 +65,7 @@ func fixedSnapshot() -> MetricsSnapshot {
         process: ProcessStatistics(
             cpuSeconds: 1.5, residentBytes: 1_048_576, virtualBytes: 2_097_152, openFDs: 12, maxFDs: 1024,
             startTimeSeconds: 1_700_000_000),
-        scrapes: ScrapeStatistics(lastDurationSeconds: 0.25, errors: 0), upstream: upstream)
+        scrapes: ScrapeStatistics(lastDurationSeconds: 0.25, errors: 0, slowClientsClosed: 3), upstream: upstream)
     snapshot.version = "1.2.3"
     snapshot.revision = "0123456789ab"
     return snapshot
