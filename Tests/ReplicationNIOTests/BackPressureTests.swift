@@ -11,10 +11,6 @@ import Testing
 @Suite(.serialized) struct BackPressureTests {
     let configuration = ServerConfiguration(serverName: "test.local", writers: ["pub"])
 
-    func snapshots(_ fixture: ServerFixture) async throws -> [ConnectionSnapshot] {
-        try await fixture.server.hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).get()
-    }
-
     @Test func aReplicateBeyondTheHeadOfTheDurableLogIsAnsweredWithTheHead() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ahead-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -54,7 +50,7 @@ import Testing
         }
         // The server stops reading from the writer rather than queueing acknowledgements.
         try await waitUntil {
-            let snapshot = try? await snapshots(fixture).first { $0.name == "pub" }
+            let snapshot = try? await fixture.snapshots().first { $0.name == "pub" }
             return (snapshot?.kernelReceiveQueue ?? 0) > 0 && (snapshot?.kernelSendQueue ?? 0) > 0
         }
         let acknowledgements = try writer.readLines(until: { $0 == "POSITION events \(rows)" || $0.hasPrefix("ERROR") })
@@ -88,7 +84,7 @@ import Testing
                 sent += taken
             }
             guard sent < lines.count else { return true }
-            let snapshot = try? await snapshots(fixture).first { $0.name == "pub" }
+            let snapshot = try? await fixture.snapshots().first { $0.name == "pub" }
             return (snapshot?.kernelReceiveQueue ?? 0) > 0
                 && log.heldAppendBytes >= configuration.protocolLimits.maxUnstoredWriterBytes
         }

@@ -26,10 +26,6 @@ import Testing
         }
     }
 
-    func snapshots(_ fixture: ServerFixture) async throws -> [ConnectionSnapshot] {
-        try await fixture.server.hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).get()
-    }
-
     @Test func writerRowsReachSubscribersFromAPastTokenAndFromNow() async throws {
         let fixture = try await ServerFixture.start(writerConfiguration)
         let writer = try fixture.connect(name: "pub")
@@ -76,7 +72,7 @@ import Testing
         let counters = fixture.server.hub.countersSnapshot
         #expect(counters.userSync == 1 && counters.federationAck == 1 && counters.userIP == 1)
         #expect(counters.invalidateCache == 1 && counters.removePusher == 1 && counters.lastFederationAck == 17)
-        let worker2 = try await snapshots(fixture).first { $0.name == "worker" }
+        let worker2 = try await fixture.snapshots().first { $0.name == "worker" }
         #expect(worker2?.syncingUsers == 1)
         #expect(worker2?.counters.inbound(.USER_SYNC) == 1)
         try await fixture.stop()
@@ -199,7 +195,7 @@ import Testing
         #expect(fastLines.map { Int($0.split(separator: " ")[2])! } == Array(1...rows))
 
         // The slow subscriber holds at most a page beyond the write-buffer mark in user space, whatever is published.
-        let slowSnapshot = try #require(try await snapshots(fixture).first { $0.name == "slow" })
+        let slowSnapshot = try #require(try await fixture.snapshots().first { $0.name == "slow" })
         let bound = configuration.writeBufferHighWater + configuration.catchUpPageBytes
         #expect(slowSnapshot.bufferedWritableBytes > 0)
         #expect(slowSnapshot.bufferedWritableBytes <= bound)
@@ -222,7 +218,7 @@ import Testing
         // Each REPLICATE NOW is answered with a POSITION; the client reads none of them.
         try flooder.send(String(repeating: "REPLICATE caches NOW\n", count: requests))
         // The connection leaves the server's registry when it gives up on it; only then do we read.
-        try await waitUntil(seconds: 60) { (try? await snapshots(fixture).contains { $0.name == "flooder" }) == false }
+        try await waitUntil(seconds: 60) { (try? await fixture.snapshots().contains { $0.name == "flooder" }) == false }
         let lines = try flooder.readLines(until: { $0.hasPrefix("ERROR") })
         #expect(lines.last == "ERROR Failed to keep up")
         #expect(lines.dropLast().allSatisfy { $0 == "POSITION caches 0" })
@@ -257,7 +253,7 @@ import Testing
         try first.send("REPLICATE ALL NOW\n")
         #expect(try first.readLines(StreamName.all.count).count == StreamName.all.count)
         // Wait until both connections are named, then stop the server.
-        try await waitUntil { (try? await snapshots(fixture).filter { $0.name != "anon" }.count) == 2 }
+        try await waitUntil { (try? await fixture.snapshots().filter { $0.name != "anon" }.count) == 2 }
         let stopped = Task { try await fixture.stop() }
         for client in [first, second] {
             #expect(try client.readLines(until: { $0.hasPrefix("ERROR") }).last == "ERROR server shutting down")

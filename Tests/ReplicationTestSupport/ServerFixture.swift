@@ -40,6 +40,11 @@ public final class ServerFixture: Sendable {
 
     public func stop() async throws { try await server.shutDown() }
 
+    /// What the server reports of each open connection, as the metrics endpoint sees it.
+    public func snapshots() async throws -> [ConnectionSnapshot] {
+        try await server.hub.connectionSnapshots(on: MultiThreadedEventLoopGroup.singleton.next()).get()
+    }
+
     /// A connected client that has read the greeting (`SERVER`, `PING`) and sent `NAME`.
     public func connect(name: String, receiveBuffer: Int? = nil) throws -> LineSocket {
         let socket = try LineSocket(port: port, receiveBuffer: receiveBuffer)
