@@ -132,7 +132,10 @@ let package = Package(
         // The HTTP endpoint on libmicrohttpd.
         .target(
             name: "MetricsExporter",
-            dependencies: ["CMicroHTTPD", "CZlib", "Credentials", .product(name: "Yams", package: "Yams")]
+            dependencies: [
+                "CMicroHTTPD", "CZlib", "Credentials", .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // Glue between the running server and the metrics endpoint: snapshots in, exposition out.
         .target(
@@ -261,6 +264,7 @@ let package = Package(
             dependencies: [
                 "MetricsExporter", "ReplicationMetrics", "ReplicationCore", "ReplicationNIO", "SidecarMetrics",
                 "ReplicationTestSupport", "CSocketQueues", "Credentials", .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import CMicroHTTPD
 import Credentials
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -42,22 +43,33 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     /// The last /metrics answer per variant, with the time its collection started.
     private let recentBodies = Mutex<[BodyVariant: (response: Response, collectedAt: Double)]>([:])
     private let headerDeadlines: RequestHeaderDeadlines
+    /// Where libmicrohttpd's own messages go (a client that closed mid-request, a failed TLS handshake):
+    /// at debug level, one per event, so that a flood of bad HTTP clients does not flood the log.
+    private let logger: Logger
+    private let messageSink: UnsafeMutablePointer<rs_mhd_message_sink>
 
     /// `now` is a monotonic clock in seconds; tests pass a manual one.
     public init(
         configuration: ExporterConfiguration, source: any MetricsSource,
-        now: @escaping @Sendable () -> Double = monotonicSeconds
+        now: @escaping @Sendable () -> Double = monotonicSeconds, logger: Logger = Logger(label: "replication-sidecar")
     ) {
         self.configuration = configuration
         self.source = source
+        self.logger = logger
+        messageSink = .allocate(capacity: 1)
         self.security = Mutex(configuration.security)
         self.now = now
         self.headerDeadlines = RequestHeaderDeadlines(
             limitSeconds: configuration.headerTimeoutSeconds, connectionLimit: configuration.connectionLimit, now: now
         ) { source.slowClientClosed() }
+        messageSink.initialize(
+            to: rs_mhd_message_sink(handler: Self.logMessage, context: Unmanaged.passUnretained(self).toOpaque()))
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        messageSink.deallocate()
+    }
 
     /// Starts listening; returns the bound port (the real one when the configured port is 0).
     public func start() throws(ExporterError) -> Int {
@@ -142,7 +154,8 @@ public final class MetricsHTTPServer: @unchecked Sendable {
             if listenSocket == nil { options[0].ptr_value = addressBytes.baseAddress }
             return options.withUnsafeMutableBufferPointer {
                 rs_mhd_start(
-                    flags, Self.handleRequest, Self.connectionChanged, Self.requestCompleted, context, $0.baseAddress)
+                    flags, Self.handleRequest, Self.connectionChanged, Self.requestCompleted, context, messageSink,
+                    $0.baseAddress)
             }
         }
         guard let pointer else {
@@ -196,6 +209,14 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         case .CONNECTION_NOTIFY_STARTED: deadlines.accepted(connection, socket: rs_mhd_connection_fd(connection))
         case .CONNECTION_NOTIFY_CLOSED: deadlines.closing(connection)
         }
+    }
+
+    private static let logMessage: rs_mhd_message_handler = { context, message in
+        guard let context, let message else { return }
+        var text = String(cString: message)
+        while text.last?.isNewline == true { text.removeLast() }
+        Unmanaged<MetricsHTTPServer>.fromOpaque(context).takeUnretainedValue().logger.debug(
+            "metrics endpoint: libmicrohttpd says", metadata: ["detail": "\(text)"])
     }
 
     private static let requestCompleted: MHD_RequestCompletedCallback = { context, connection, _, _ in

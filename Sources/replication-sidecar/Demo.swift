@@ -41,7 +41,8 @@ struct Demo: AsyncParsableCommand {
             log: InMemoryStreamLog(retainRows: 1_000_000), group: group, logger: logger)
         let signals = await ShutdownSignals.trap()
         let exporter = MetricsHTTPServer(
-            configuration: ExporterConfiguration(port: metricsPort), source: HubMetricsSource(server: server))
+            configuration: ExporterConfiguration(port: metricsPort), source: HubMetricsSource(server: server),
+            logger: logger)
         let boundMetricsPort = try exporter.start()
         let address = try await server.start()
         let replicationPort = address.port!

@@ -113,7 +113,7 @@ struct MetricsOptions: ParsableArguments {
     func startExporter(
         configuration: ExporterConfiguration, source: any MetricsSource, logger: Logger
     ) throws -> MetricsHTTPServer {
-        let exporter = MetricsHTTPServer(configuration: configuration, source: source)
+        let exporter = MetricsHTTPServer(configuration: configuration, source: source, logger: logger)
         do {
             let port = try exporter.start()
             logger.info(

@@ -1,5 +1,6 @@
 import Credentials
 import Foundation
+import Logging
 import MetricsExporter
 import ReplicationTestSupport
 import Synchronization
@@ -43,12 +44,15 @@ final class Endpoint {
     let source = FakeSource()
 
     /// Every scrape collects unless `configure` sets a body age; `clock` then decides what is recent.
-    init(clock: ManualSeconds? = nil, _ configure: (inout ExporterConfiguration) -> Void = { _ in }) throws {
+    init(
+        clock: ManualSeconds? = nil, logger: Logger = Logger(label: "test-endpoint"),
+        _ configure: (inout ExporterConfiguration) -> Void = { _ in }
+    ) throws {
         var configuration = ExporterConfiguration(host: "127.0.0.1", port: 0, maxBodyAgeSeconds: 0)
         configure(&configuration)
         let now: @Sendable () -> Double
         if let clock { now = { clock.now } } else { now = monotonicSeconds }
-        server = MetricsHTTPServer(configuration: configuration, source: source, now: now)
+        server = MetricsHTTPServer(configuration: configuration, source: source, now: now, logger: logger)
         port = try server.start()
     }
 
@@ -262,5 +266,23 @@ final class Endpoint {
         let client = try endpoint.connect()
         #expect(try client.http("GET", "/healthz").status == 200)
         #expect(try client.readsEndOfStream(timeoutMillis: 5_000))
+    }
+
+    /// libmicrohttpd's own messages reach the log as lines of ours (escaped, in the chosen format), at
+    /// debug level, never as raw lines on stderr.
+    @Test func libmicrohttpdMessagesAreDebugLinesOfTheLog() throws {
+        let log = CapturedLog()
+        var logger = log.logger
+        logger.logLevel = .debug
+        let endpoint = try Endpoint(logger: logger)
+        let client = try endpoint.connect()
+        try client.send("GET /metrics HTTP/1.1\r\nHost: x")  // the headers never end
+        client.close()
+        // libmicrohttpd may notice that close only when the header timeout (10 s) shuts the connection down.
+        try waitUntilTrue(seconds: 30) {
+            log.lines("metrics endpoint: libmicrohttpd says").contains {
+                $0.level == .debug && "\($0.metadata["detail"] ?? "")".contains("closed")
+            }
+        }
     }
 }
