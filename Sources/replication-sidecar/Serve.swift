@@ -288,7 +288,11 @@ struct Serve: AsyncParsableCommand {
                     clientName: upstreamClientName, protocolLimits: configuration.protocolLimits, tls: upstreamTLSContext),
                 eventLoop: group.next(), logger: logger)
         }
-        let shared = try redis.redis.map { _ in
+        // The shared streams get a thread of their own: on the group's they shared a loop with a writer's
+        // connection (every row read, checked, published and read back on one thread) or with the fan-out
+        // to half the workers, and each waited for the other.
+        let sharedThread = redis.redis.map { _ in MultiThreadedEventLoopGroup(numberOfThreads: 1) }
+        let shared = try sharedThread.map { sharedThread in
             var redisConfiguration = RedisStreamsConfiguration(
                 endpoint: try redis.endpoint(),
                 entries: StreamEntries(prefix: redisPrefix ?? StreamEntries.defaultPrefix(serverName: serverName)),
@@ -297,7 +301,7 @@ struct Serve: AsyncParsableCommand {
             redisConfiguration.keepAge = retainAge.flatMap(parseDuration).map { .milliseconds($0) }
             return RedisSharedStreams(
                 configuration: redisConfiguration,
-                eventLoop: group.next(), latencyBuckets: SharedStreamsFigures.commandBuckets, logger: logger)
+                eventLoop: sharedThread.next(), latencyBuckets: SharedStreamsFigures.commandBuckets, logger: logger)
         }
         let server = ReplicationServer(
             configuration: configuration, log: log, group: group, upstream: link, shared: shared, logger: logger)
@@ -341,7 +345,9 @@ struct Serve: AsyncParsableCommand {
             .init(service: MetricsService(http: exporter, logger: logger)),
         ]
         if let link { services.append(.init(service: link)) }
-        if let shared { services.append(.init(service: SharedStreamsService(shared: shared))) }
+        if let shared, let sharedThread {
+            services.append(.init(service: SharedStreamsService(shared: shared, thread: sharedThread)))
+        }
         services.append(.init(service: server))
         // Both listeners are up: under systemd (Type=notify) the unit becomes active once the group runs.
         services.append(.init(service: SystemdNotifications(notifier: SystemdNotifier(), logger: logger)))
@@ -396,10 +402,12 @@ struct StreamLogService: Service {
 /// Stops following Redis on graceful shutdown, after the replication listener (workers have gone).
 struct SharedStreamsService: Service {
     let shared: RedisSharedStreams
+    let thread: MultiThreadedEventLoopGroup
 
     func run() async throws {
         try? await gracefulShutdown()
         try await shared.stop().get()
+        try await thread.shutdownGracefully()
     }
 }
 
