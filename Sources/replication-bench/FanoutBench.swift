@@ -33,6 +33,15 @@ struct FanoutBench: ParsableCommand {
             """)
     var throughRedis = false
 
+    // One hub's time alone moves by half between runs on a busy machine, as much as a change moves the
+    // ratio: alternating the two measurements and taking the median ratio keeps each ratio's pair close in time.
+    @Option(
+        help: """
+            With --through-redis: measure one in-memory hub, then through Redis, this many times in turn; \
+            the headline is the median of the rounds' ratios.
+            """)
+    var rounds = 5
+
     @Option(help: "Largest K at which Synapse is measured (it takes minutes beyond 16).")
     var synapseUpTo = 16
 
@@ -50,6 +59,7 @@ struct FanoutBench: ParsableCommand {
         }
         if restart, !catchUp { throw ValidationError("--restart goes with --catch-up") }
         if restart, logs.kinds != [.sqlite] { throw ValidationError("--restart needs --log sqlite alone") }
+        guard rounds > 0 else { throw ValidationError("--rounds must be at least 1, got \(rounds)") }
     }
 
     private var subscriberCounts: [Int]? {
@@ -63,7 +73,8 @@ struct FanoutBench: ParsableCommand {
         var wire: FanoutResult
         var sidecar: [(label: String, live: FanoutResult, catchUp: FanoutResult?)] = []
         var synapse: FanoutResult?
-        var throughRedis: FanoutResult?
+        /// With `--through-redis`: each round's hub alone and through Redis, measured one after the other.
+        var rounds: [(hub: FanoutResult, redis: FanoutResult)] = []
     }
 
     func run() throws {
@@ -86,8 +97,13 @@ struct FanoutBench: ParsableCommand {
                 measured.sidecar.append((label, live, catchUp))
             }
             if throughRedis {
-                measured.throughRedis = try measureThroughRedis(environment: environment, payload: payload, subscribers: k)
-                print(measured.throughRedis!.row(k: k, label: "A -> Redis -> B"))
+                for round in 1...rounds {
+                    let hub = try measureSidecar(environment: environment, log: .memory, payload: payload, subscribers: k, liveOnly: true)
+                    print(hub.live.row(k: k, label: "round \(round): one hub"))
+                    let redis = try measureThroughRedis(environment: environment, payload: payload, subscribers: k)
+                    print(redis.row(k: k, label: "round \(round): A->Redis->B"))
+                    measured.rounds.append((hub.live, redis))
+                }
             }
             if !synapse.withoutSynapse, k <= synapseUpTo {
                 measured.synapse = try measureSynapse(environment: environment, subscribers: k)
@@ -97,11 +113,20 @@ struct FanoutBench: ParsableCommand {
         }
         print("ratios (rows/s delivered, same run):")
         for result in results {
-            if let redis = result.throughRedis, redis.completed, let hub = result.sidecar.first(where: { $0.label.contains("memory") }) {
-                // The writer's rows/s: every subscriber gets each row once.
-                let rowsPerSecond = redis.rowsPerSecond / Double(result.k)
-                print(String(format: "  K=%-3d through Redis/one in-memory hub %.2fx; writer's rows/s/redis-benchmark XADD %.2fx", result.k,
-                    redis.rowsPerSecond / hub.live.rowsPerSecond, rowsPerSecond / (redis.redisXADDRate ?? .nan)))
+            // Each ratio is between the two measurements of one round; the writer's rows/s: every subscriber
+            // gets each row once.
+            var ratios: [Double] = []
+            var ofXADD: [Double] = []
+            for (index, round) in result.rounds.enumerated() where round.hub.completed && round.redis.completed {
+                ratios.append(round.redis.rowsPerSecond / round.hub.rowsPerSecond)
+                ofXADD.append(round.redis.rowsPerSecond / Double(result.k) / (round.redis.redisXADDRate ?? .nan))
+                print(String(format: "  K=%-3d round %d: one hub %.2f s, through Redis %.2f s: %.2fx; writer's rows/s/redis-benchmark XADD %.2fx",
+                    result.k, index + 1, round.hub.seconds, round.redis.seconds, ratios.last!, ofXADD.last!))
+            }
+            if !ratios.isEmpty {
+                print(String(format: "  K=%-3d through Redis/one in-memory hub %.2fx, median of %d rounds (%.2f-%.2f, %d at least 0.5); "
+                    + "writer's rows/s/redis-benchmark XADD %.2fx", result.k, median(ratios), ratios.count, ratios.min()!,
+                    ratios.max()!, ratios.filter { $0 >= 0.5 }.count, median(ofXADD)))
             }
             for sidecar in result.sidecar {
                 var line = String(format: "  K=%-3d %@ live/wire limit %.2fx", result.k, sidecar.label,
@@ -142,7 +167,7 @@ struct FanoutBench: ParsableCommand {
     /// Live fan-out of the payload from one writer to K subscribers, then (with `--catch-up`) K new
     /// subscribers reading all of it from the log.
     private func measureSidecar(
-        environment: BenchEnvironment, log: SidecarLogKind, payload: FanoutPayload, subscribers k: Int
+        environment: BenchEnvironment, log: SidecarLogKind, payload: FanoutPayload, subscribers k: Int, liveOnly: Bool = false
     ) throws -> (live: FanoutResult, catchUp: FanoutResult?) {
         var server = try BenchSidecar(environment: environment, log: log, options: logs, retainRows: rows)
         defer { server.process.stop() }
@@ -158,7 +183,7 @@ struct FanoutBench: ParsableCommand {
         let live = try collect(counters, started: started, server: (server.process, before))
         sent.wait()
         writer.stop()
-        guard catchUp, live.completed else { return (live, nil) }
+        guard catchUp, !liveOnly, live.completed else { return (live, nil) }
         if restart {
             server.process.stop()
             server = try BenchSidecar(environment: environment, log: log, options: logs, retainRows: rows, keepData: true)
