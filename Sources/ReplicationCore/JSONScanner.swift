@@ -211,17 +211,23 @@ public enum JSONScanner {
         }
 
         /// Moves past bytes that are neither a string's end, an escape nor a control character: most of
-        /// a string. Eight at a time while a word holds none of them (the usual bit tricks: a byte equal
-        /// to `"` or `\\` leaves a zero byte after the xor, a byte below 0x20 borrows).
+        /// a string. Eight at a time (the usual bit tricks: a byte equal to `"` or `\\` leaves a zero byte
+        /// after the xor, a byte below 0x20 borrows); the lowest flagged byte of a word is always a true
+        /// one (a borrow only flags bytes above it), so the stop is found without going back byte by byte.
         private mutating func skipPlainStringBytes() {
             let ones: UInt64 = 0x0101_0101_0101_0101
             let highs: UInt64 = 0x8080_8080_8080_8080
-            func hasZeroByte(_ word: UInt64) -> Bool { (word &- ones) & ~word & highs != 0 }
+            func zeroBytes(_ word: UInt64) -> UInt64 { (word &- ones) & ~word & highs }
             if let base = bytes.baseAddress {
                 while offset + 8 <= bytes.count {
-                    let word = UnsafeRawPointer(base + offset).loadUnaligned(as: UInt64.self)
-                    let below0x20 = (word &- ones &* 0x20) & ~word & highs != 0
-                    if below0x20 || hasZeroByte(word ^ (ones &* 0x22)) || hasZeroByte(word ^ (ones &* 0x5C)) { break }
+                    let word = UInt64(littleEndian: UnsafeRawPointer(base + offset).loadUnaligned(as: UInt64.self))
+                    let stops =
+                        ((word &- ones &* 0x20) & ~word & highs) | zeroBytes(word ^ (ones &* 0x22))
+                        | zeroBytes(word ^ (ones &* 0x5C))
+                    if stops != 0 {
+                        offset += stops.trailingZeroBitCount / 8
+                        return
+                    }
                     offset += 8
                 }
             }
@@ -272,10 +278,23 @@ public enum JSONScanner {
             }
         }
 
+        /// Compared four bytes at a time, the rest (`NaN`, the end of `false` and `-Infinity`) byte by byte.
         private func matches(_ literal: StaticString) -> Bool {
-            let literal = UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)
-            guard bytes.count - offset >= literal.count else { return false }
-            for (index, byte) in literal.enumerated() where bytes[offset + index] != byte { return false }
+            let count = literal.utf8CodeUnitCount
+            guard bytes.count - offset >= count, let base = bytes.baseAddress else { return false }
+            let text = UnsafeRawPointer(base + offset)
+            let expected = UnsafeRawPointer(literal.utf8Start)
+            var at = 0
+            while at + 4 <= count {
+                let want = expected.loadUnaligned(fromByteOffset: at, as: UInt32.self)
+                guard text.loadUnaligned(fromByteOffset: at, as: UInt32.self) == want else { return false }
+                at += 4
+            }
+            while at < count {
+                let want = expected.load(fromByteOffset: at, as: UInt8.self)
+                guard text.load(fromByteOffset: at, as: UInt8.self) == want else { return false }
+                at += 1
+            }
             return true
         }
 

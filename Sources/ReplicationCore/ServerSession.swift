@@ -67,8 +67,9 @@ public struct ServerSession<Lines: Sendable>: Sendable {
     private var requestsMade = 0
     /// A writer's newest acknowledgement per stream, held while the connection does not take writes:
     /// acknowledgements are cumulative, so a newer one replaces an older one and a slow reader of them
-    /// holds one per stream, never a queue (and an idle connection no allocation).
-    private var heldAcknowledgements: [StreamName: Int64] = [:]
+    /// holds one per stream, never a queue (and an idle connection no allocation). By stream index, not
+    /// hashed: while a busy writer's socket is full, every row's acknowledgement is held here.
+    private var heldAcknowledgements: [Int64?] = []
     public private(set) var syncingUsers: Set<String> = []
     public private(set) var readsFromPeer = true
     private var isWritable = true
@@ -178,7 +179,10 @@ public struct ServerSession<Lines: Sendable>: Sendable {
                 machine.recordSent(.POSITION, count: positions.count, now: now)
                 actions.append(.acknowledge(positions))
             } else if machine.isOpen {
-                for position in positions { heldAcknowledgements[position.stream] = position.token }
+                if heldAcknowledgements.isEmpty {
+                    heldAcknowledgements = Array(repeating: nil, count: StreamName.all.count)
+                }
+                for position in positions { heldAcknowledgements[position.stream.index] = position.token }
             }
         }
         if let refusal { actions += perform(machine.fail(refusal, now: now), now: now) }
@@ -207,9 +211,9 @@ public struct ServerSession<Lines: Sendable>: Sendable {
         var actions = machine.writabilityChanged(isWritable: isWritable, now: now).map(Action.write)
         if machine.isEstablished, !heldAcknowledgements.isEmpty {
             let held = StreamName.all.compactMap { stream in
-                heldAcknowledgements[stream].map { StreamPosition(stream, $0) }
+                heldAcknowledgements[stream.index].map { StreamPosition(stream, $0) }
             }
-            heldAcknowledgements = [:]
+            heldAcknowledgements = []
             machine.recordSent(.POSITION, count: held.count, now: now)
             actions.append(.acknowledge(held))
         }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A writer's `RDATA <stream> <token|batch> <row>` line in its common form, recognised on its bytes.
 ///
 /// A writer streams hundreds of thousands of these, so they skip the general path (a String per line, a
@@ -12,11 +18,11 @@ public struct WriterRowLine: Equatable, Sendable {
     public var rowOffset: Int
 
     public init?(_ line: UnsafeRawBufferPointer) {
-        let prefix = Self.prefix
-        guard line.count > prefix.count, line.starts(with: prefix) else { return nil }
-        guard let nameEnd = line[prefix.count...].firstIndex(of: Self.space),
-            let stream = StreamName(utf8: UnsafeRawBufferPointer(rebasing: line[prefix.count..<nameEnd])),
-            let tokenEnd = line[(nameEnd + 1)...].firstIndex(of: Self.space),
+        guard line.count > Self.prefix.count, let base = line.baseAddress,
+            memcmp(base, Self.prefix, Self.prefix.count) == 0,
+            let nameEnd = Self.space(in: line, from: Self.prefix.count),
+            let stream = StreamName(utf8: UnsafeRawBufferPointer(rebasing: line[Self.prefix.count..<nameEnd])),
+            let tokenEnd = Self.space(in: line, from: nameEnd + 1),
             let token = Self.token(UnsafeRawBufferPointer(rebasing: line[(nameEnd + 1)..<tokenEnd]))
         else { return nil }
         let row = UnsafeRawBufferPointer(rebasing: line[(tokenEnd + 1)...])
@@ -29,18 +35,27 @@ public struct WriterRowLine: Equatable, Sendable {
     }
 
     private static let prefix = Array("RDATA ".utf8)
-    private static let space = UInt8(ascii: " ")
     private static let batch = Array("batch".utf8)
+
+    /// The offset of the first space in `line` at or after `start`.
+    private static func space(in line: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        guard start < line.count, let base = line.baseAddress,
+            let found = memchr(base + start, Int32(UInt8(ascii: " ")), line.count - start)
+        else { return nil }
+        return base.distance(to: UnsafeRawPointer(found))
+    }
 
     /// `batch`, or 1 to 18 digits without a leading zero (`0` itself aside): exactly what Python's `int()`
     /// reads as the same number, and never more than `Int64` holds.
     private static func token(_ bytes: UnsafeRawBufferPointer) -> RowToken? {
-        if bytes.elementsEqual(batch) { return .batch }
-        guard (1...18).contains(bytes.count), bytes.count == 1 || bytes[0] != UInt8(ascii: "0") else { return nil }
+        guard (1...18).contains(bytes.count), let base = bytes.baseAddress else { return nil }
+        if bytes.count == batch.count, memcmp(base, batch, batch.count) == 0 { return .batch }
+        guard bytes.count == 1 || bytes[0] != UInt8(ascii: "0") else { return nil }
         var value: Int64 = 0
         for byte in bytes {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-            value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+            let digit = byte &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            value = value * 10 + Int64(digit)
         }
         return .value(value)
     }
@@ -49,19 +64,31 @@ public struct WriterRowLine: Equatable, Sendable {
 extension StreamName {
     /// The stream with this wire name given as UTF-8 bytes, without building a String.
     public init?(utf8 name: UnsafeRawBufferPointer) {
-        guard let index = Self.utf8Names.firstIndex(where: { $0.elementsEqual(name) }) else { return nil }
+        guard let start = name.baseAddress,
+            let index = Self.utf8Names.firstIndex(where: {
+                $0.count == name.count && memcmp($0, start, name.count) == 0
+            })
+        else { return nil }
         self = Self.all[index]
     }
 
     private static let utf8Names = all.map { Array($0.rawValue.utf8) }
 }
 
-/// Whether `bytes` are UTF-8; ASCII, the common case, is checked a word at a time.
+/// Whether `bytes` are UTF-8; ASCII, the common case, is checked four words at a time.
 func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    let highs: UInt64 = 0x8080_8080_8080_8080
     var offset = 0
-    let words = bytes.count / 8
-    while offset < words * 8 {
-        guard bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 else { break }
+    while offset + 32 <= bytes.count {
+        let words =
+            bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+            | bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
+            | bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)
+            | bytes.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
+        guard words & highs == 0 else { break }
+        offset += 32
+    }
+    while offset + 8 <= bytes.count, bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self) & highs == 0 {
         offset += 8
     }
     while offset < bytes.count, bytes[offset] < 0x80 { offset += 1 }
