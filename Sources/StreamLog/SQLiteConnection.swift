@@ -46,6 +46,21 @@ final class SQLiteConnection {
         sqlite3_close_v2(handle)
     }
 
+    /// Frames in the WAL after this connection's last commit, once it took over checkpoints.
+    private(set) var walFrames: Int32 = 0
+
+    /// Stops SQLite from checkpointing inside a `COMMIT` that finds the WAL past its threshold: the
+    /// committer would answer no one for as long as the copy and its fsync take. The owner checkpoints
+    /// when it chooses instead, from the count of frames each commit leaves in ``walFrames``.
+    func takeOverCheckpoints() {
+        sqlite3_wal_hook(
+            handle,
+            { connection, _, _, frames in
+                Unmanaged<SQLiteConnection>.fromOpaque(connection!).takeUnretainedValue().walFrames = frames
+                return SQLITE_OK
+            }, Unmanaged.passUnretained(self).toOpaque())
+    }
+
     func execute(_ sql: String) throws(SQLiteError) {
         let result = sqlite3_exec(handle, sql, nil, nil, nil)
         guard result == SQLITE_OK else { throw error(result) }
@@ -109,7 +124,7 @@ final class SQLiteConnection {
                 case .blob(let bytes):
                     // A null pointer would bind NULL, not an empty blob.
                     let start = bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)
-                    result = rs_sqlite_bind_blob(handle, index, start, Int32(bytes.count))
+                    result = rs_sqlite_bind_blob_in_place(handle, index, start, Int32(bytes.count))
                 }
                 guard result == SQLITE_OK else { throw connection.error(result) }
             }
@@ -155,7 +170,8 @@ final class SQLiteConnection {
         case text(String)
         /// Text given as UTF-8 bytes (copied by SQLite while binding).
         case utf8(UnsafeRawBufferPointer)
-        /// A blob (copied by SQLite while binding).
+        /// A blob read in place, not copied (a chunk is a quarter of a MiB): bind and run the statement
+        /// while the bytes are alive; the next bind replaces it.
         case blob(UnsafeRawBufferPointer)
     }
 }

@@ -84,6 +84,37 @@ final class TestClock: Sendable {
         #expect(try allRows(reopened).0.hasSuffix("RDATA caches 50 [50, 0, 0]\n"))
     }
 
+    @Test func aNewLogHasLargePagesAndItsWALStartsOverUnderASteadyLoad() async throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try open()
+        let wal = log.path + "-wal"
+        let frameBytes = SQLiteStreamLog.pageSize + 24
+        let row = "[0, \"" + String(repeating: "x", count: 10_000) + "\"]"
+        var largestWAL = 0
+        // About three times the checkpoint threshold in frames, committed one run of 25 rows at a time.
+        let appends = 3 * Int(SQLiteStreamLog.checkpointFrames) * frameBytes / (25 * row.utf8.count)
+        for append in 0..<appends {
+            let tokens = (1...25).map { Int64(append * 25 + $0) }
+            var lines = ByteBuffer()
+            for token in tokens { lines.writeString("RDATA caches \(token) \(row)\n") }
+            _ = try log.append([.run(.caches, lines: lines, tokens: tokens)], on: loop).wait()
+            try log.quiesce(on: loop).wait()
+            largestWAL = max(largestWAL, Int((try FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0))
+        }
+        // The WAL is copied into the database past the threshold and reused from its start: it never
+        // holds much more than the threshold's frames (one append adds about 17).
+        #expect(largestWAL > 0)
+        #expect(largestWAL <= (Int(SQLiteStreamLog.checkpointFrames) + 100) * frameBytes + 32)
+        await log.close()
+        let header = try FileHandle(forReadingFrom: URL(fileURLWithPath: log.path)).read(upToCount: 18) ?? Data()
+        #expect(header.count == 18 && Int(header[16]) << 8 | Int(header[17]) == SQLiteStreamLog.pageSize)
+        let reopened = try open()
+        let head = Int64(appends * 25)
+        #expect(reopened.currentToken(of: .caches) == head)
+        let last = try reopened.read(.caches, after: head - 1, maxBytes: 1 << 20)
+        #expect(String(buffer: last.lines) == "RDATA caches \(head) \(row)\n")
+    }
+
     @Test func retentionKeepsTheNewestRowsAndRefusesReadersBehindThem() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let clock = TestClock()
