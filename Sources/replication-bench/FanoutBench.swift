@@ -42,6 +42,14 @@ struct FanoutBench: ParsableCommand {
             """)
     var rounds = 5
 
+    // The same reason as --rounds: one ratio moves by a fifth between runs on a shared machine.
+    @Option(
+        help: """
+            Measure the wire limit and each log this many times in turn; the ratios are then the medians of \
+            the rounds' ratios.
+            """)
+    var `repeat` = 1
+
     @Option(help: "Largest K at which Synapse is measured (it takes minutes beyond 16).")
     var synapseUpTo = 16
 
@@ -60,6 +68,7 @@ struct FanoutBench: ParsableCommand {
         if restart, !catchUp { throw ValidationError("--restart goes with --catch-up") }
         if restart, logs.kinds != [.sqlite] { throw ValidationError("--restart needs --log sqlite alone") }
         guard rounds > 0 else { throw ValidationError("--rounds must be at least 1, got \(rounds)") }
+        guard `repeat` > 0 else { throw ValidationError("--repeat must be at least 1, got \(`repeat`)") }
     }
 
     private var subscriberCounts: [Int]? {
@@ -67,11 +76,11 @@ struct FanoutBench: ParsableCommand {
         return parsed.contains(nil) ? nil : parsed.compactMap { $0 }
     }
 
-    /// One K's figures: the wire limit, each log's live fan-out and catch-up, and Synapse's.
+    /// One K's figures: the wire limit with each log's live fan-out and catch-up (once per `--repeat`
+    /// round), and Synapse's.
     private struct Measured {
         var k: Int
-        var wire: FanoutResult
-        var sidecar: [(label: String, live: FanoutResult, catchUp: FanoutResult?)] = []
+        var logRounds: [(wire: FanoutResult, sidecar: [(label: String, live: FanoutResult, catchUp: FanoutResult?)])] = []
         var synapse: FanoutResult?
         /// With `--through-redis`: each round's hub alone and through Redis, measured one after the other.
         var rounds: [(hub: FanoutResult, redis: FanoutResult)] = []
@@ -87,14 +96,19 @@ struct FanoutBench: ParsableCommand {
         print("  K  server                    seconds   rows/s delivered   server CPU s   CPU s per M rows   server peak RSS")
         var results: [Measured] = []
         for k in subscriberCounts! {
-            var measured = Measured(k: k, wire: try measureWireLimit(payload: payload, subscribers: k))
-            print(measured.wire.row(k: k, label: "wire limit"))
-            for kind in logs.kinds! {
-                let label = "sidecar " + logs.label(kind)
-                let (live, catchUp) = try measureSidecar(environment: environment, log: kind, payload: payload, subscribers: k)
-                print(live.row(k: k, label: label))
-                if let catchUp { print(catchUp.row(k: k, label: "  catch-up" + (restart ? " after restart" : ""))) }
-                measured.sidecar.append((label, live, catchUp))
+            var measured = Measured(k: k)
+            for _ in 1...`repeat` {
+                let wire = try measureWireLimit(payload: payload, subscribers: k)
+                print(wire.row(k: k, label: "wire limit"))
+                var sidecar: [(label: String, live: FanoutResult, catchUp: FanoutResult?)] = []
+                for kind in logs.kinds! {
+                    let label = "sidecar " + logs.label(kind)
+                    let (live, catchUp) = try measureSidecar(environment: environment, log: kind, payload: payload, subscribers: k)
+                    print(live.row(k: k, label: label))
+                    if let catchUp { print(catchUp.row(k: k, label: "  catch-up" + (restart ? " after restart" : ""))) }
+                    sidecar.append((label, live, catchUp))
+                }
+                measured.logRounds.append((wire, sidecar))
             }
             if throughRedis {
                 for round in 1...rounds {
@@ -128,18 +142,29 @@ struct FanoutBench: ParsableCommand {
                     + "writer's rows/s/redis-benchmark XADD %.2fx", result.k, median(ratios), ratios.count, ratios.min()!,
                     ratios.max()!, ratios.filter { $0 >= 0.5 }.count, median(ofXADD)))
             }
-            for sidecar in result.sidecar {
-                var line = String(format: "  K=%-3d %@ live/wire limit %.2fx", result.k, sidecar.label,
-                    sidecar.live.rowsPerSecond / result.wire.rowsPerSecond)
-                if let catchUp = sidecar.catchUp, catchUp.completed {
-                    line += String(format: ", catch-up/wire limit %.2fx", catchUp.rowsPerSecond / result.wire.rowsPerSecond)
+            for (index, label) in (result.logRounds.first?.sidecar.map(\.label) ?? []).enumerated() {
+                let rounds = result.logRounds.map { (wire: $0.wire, sidecar: $0.sidecar[index]) }
+                let live = rounds.map { $0.sidecar.live.rowsPerSecond / $0.wire.rowsPerSecond }
+                let catchUp = rounds.compactMap { round in
+                    round.sidecar.catchUp.flatMap { $0.completed ? $0.rowsPerSecond / round.wire.rowsPerSecond : nil }
                 }
+                var line = String(format: "  K=%-3d %@ live/wire limit %@", result.k, label, Self.summary(live))
+                if !catchUp.isEmpty { line += ", catch-up/wire limit " + Self.summary(catchUp) }
                 if let synapse = result.synapse, synapse.completed {
-                    line += String(format: ", live/synapse %.1fx", sidecar.live.rowsPerSecond / synapse.rowsPerSecond)
+                    let liveRowsPerSecond = median(rounds.map(\.sidecar.live.rowsPerSecond))
+                    line += String(format: ", live/synapse %.1fx", liveRowsPerSecond / synapse.rowsPerSecond)
                 }
                 print(line)
             }
         }
+    }
+
+    /// A ratio, or with several rounds their median, range, each round's and how many reach 0.5.
+    private static func summary(_ ratios: [Double]) -> String {
+        guard ratios.count > 1 else { return String(format: "%.2fx", ratios.first ?? .nan) }
+        return String(format: "%.2fx, median of %d rounds (%.2f-%.2f, %d at least 0.5: %@)", median(ratios), ratios.count,
+            ratios.min()!, ratios.max()!, ratios.filter { $0 >= 0.5 }.count,
+            ratios.map { String(format: "%.2f", $0) }.joined(separator: " "))
     }
 
     // MARK: The three servers
