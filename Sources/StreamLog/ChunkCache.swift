@@ -29,10 +29,12 @@ final class ChunkCache: Sendable {
     }
 
     /// The chunk's lines, from the cache or from `read` (then kept).
-    func lines(stream: Int, tokens: ClosedRange<Int64>, read: () -> ByteBuffer) -> ByteBuffer {
+    func lines<Failure: Error>(
+        stream: Int, tokens: ClosedRange<Int64>, read: () throws(Failure) -> ByteBuffer
+    ) throws(Failure) -> ByteBuffer {
         let key = Key(stream: stream, firstToken: tokens.lowerBound, lastToken: tokens.upperBound)
         if let cached = state.withLockedValue({ $0.entries[key] }) { return cached }
-        let lines = read()
+        let lines = try read()
         state.withLockedValue { state in
             guard state.entries.updateValue(lines, forKey: key) == nil else { return }
             state.order.append(key)

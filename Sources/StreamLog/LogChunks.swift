@@ -1,3 +1,4 @@
+import CSQLite
 import NIOCore
 import ReplicationCore
 
@@ -66,14 +67,15 @@ enum LogChunks {
         let (current, oldest) = try head.step() ? (head.integer(0), head.integer(1)) : (0, 0)
         head.finish()
         guard token >= oldest else { throw StreamLogError.fallenBehind(oldestServable: oldest) }
-        // The lines column is read only for a chunk the cache does not hold: SQLite leaves its overflow
-        // pages alone otherwise.
+        // The lines are selected only for a chunk the cache does not hold: a statement that has the column
+        // copies the whole blob out of its overflow pages at every step, whether the cache holds it or not.
         let chunks = try connection.prepare(
             """
-            SELECT first_token, last_token, row_count, length(lines), lines FROM chunks
+            SELECT first_token, last_token, row_count, length(lines) FROM chunks
             WHERE stream = ? AND last_token > ?
             ORDER BY last_token
             """)
+        let storedLines = try connection.prepare("SELECT lines FROM chunks WHERE stream = ? AND last_token = ?")
         try chunks.bind(.integer(Int64(stream.index)), .integer(token))
         defer { chunks.finish() }
         var lines = ByteBuffer()
@@ -86,8 +88,14 @@ enum LogChunks {
                 reachedHead = false
                 break
             }
-            var chunkLines = cache.lines(stream: stream.index, tokens: first...last) {
-                ByteBuffer(bytes: chunks.blobBytes(4))
+            var chunkLines = try cache.lines(stream: stream.index, tokens: first...last) { () throws(SQLiteError) in
+                try storedLines.bind(.integer(Int64(stream.index)), .integer(last))
+                defer { storedLines.finish() }
+                // The row was just stepped in this transaction's snapshot: it cannot be gone.
+                guard try storedLines.step() else {
+                    throw SQLiteError(code: SQLITE_CORRUPT, message: "chunk \(last) of \(stream) not found")
+                }
+                return ByteBuffer(bytes: storedLines.blobBytes(0))
             }
             count += rows
             if first <= token {
