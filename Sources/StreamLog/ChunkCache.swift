@@ -8,7 +8,7 @@ import NIOCore
 /// stream, first and last token (tokens only grow; compaction's merged chunk starts before the last chunk
 /// it replaces), so entries need no invalidation; the oldest go first once the cache holds more than its
 /// budget.
-final class ChunkCache: Sendable {
+package final class ChunkCache: Sendable {
     private struct Key: Hashable {
         var stream: Int
         var firstToken: Int64
@@ -24,12 +24,12 @@ final class ChunkCache: Sendable {
     private let budgetBytes: Int
     private let state = NIOLockedValueBox(State())
 
-    init(budgetBytes: Int) {
+    package init(budgetBytes: Int) {
         self.budgetBytes = budgetBytes
     }
 
     /// The chunk's lines, from the cache or from `read` (then kept).
-    func lines<Failure: Error>(
+    package func lines<Failure: Error>(
         stream: Int, tokens: ClosedRange<Int64>, read: () throws(Failure) -> ByteBuffer
     ) throws(Failure) -> ByteBuffer {
         let key = Key(stream: stream, firstToken: tokens.lowerBound, lastToken: tokens.upperBound)
