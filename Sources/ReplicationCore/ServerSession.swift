@@ -334,7 +334,7 @@ public struct ServerSession<Lines: Sendable>: Sendable {
             if page.rowCount > 0 { actions.append(writeRows(page.lines, count: page.rowCount, now: now)) }
             let announce = subscription.pageWritten(endToken: page.endToken, reachedHead: page.reachedHead)
             subscriptions[stream.index] = subscription
-            if page.reachedHead { catchUpQueue.removeAll { $0 == stream } }
+            if !subscription.isCatchingUp { catchUpQueue.removeAll { $0 == stream } }
             if announce { actions += send(.position(stream: stream.rawValue, token: page.endToken), now: now) }
             return actions
         case .fallenBehind(let oldestServable):

@@ -25,6 +25,9 @@ public struct Subscription: Sendable, Equatable {
     /// The last token whose rows were written to the connection.
     public private(set) var cursor: Int64
     public private(set) var phase: Phase
+    /// The newest token of a batch offered: a page read while that batch was committed can say it
+    /// reached the head (the head when it was read) and still end before it.
+    private var newestOffered: Int64 = 0
 
     /// A subscription from `REPLICATE <stream> <token>`: catch up, then announce.
     public static func replicating(after token: Int64) -> Subscription {
@@ -38,6 +41,7 @@ public struct Subscription: Sendable, Equatable {
 
     /// A batch `(previousToken, token]` was appended; `canWrite` says whether the connection takes writes now.
     public mutating func offered(previousToken: Int64, token: Int64, canWrite: Bool) -> Delivery {
+        newestOffered = max(newestOffered, token)
         guard phase == .live, token > cursor else { return .skip }
         guard canWrite else {
             phase = .catchingUp(announce: false)
@@ -53,10 +57,12 @@ public struct Subscription: Sendable, Equatable {
         return .write
     }
 
-    /// A page of catch-up was written. Returns true when a `POSITION` at the cursor must follow.
+    /// A page of catch-up was written. Returns true when a `POSITION` at the cursor must follow. A page
+    /// that reached the head it was read at, but ends before a batch offered meanwhile, is not the head:
+    /// going live there would wait for that batch forever (it was skipped while catching up).
     public mutating func pageWritten(endToken: Int64, reachedHead: Bool) -> Bool {
         cursor = endToken
-        guard reachedHead else { return false }
+        guard reachedHead, newestOffered <= endToken else { return false }
         let announce = phase == .catchingUp(announce: true)
         phase = .live
         return announce

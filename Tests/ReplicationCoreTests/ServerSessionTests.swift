@@ -64,6 +64,23 @@ import Testing
         #expect(session.machine.counters.outbound(.RDATA) == 3)
     }
 
+    @Test func aBatchCommittedWhileThePageToTheHeadWasReadIsReadNext() {
+        var session = session()
+        _ = receive(&session, "REPLICATE events 4")
+        #expect(session.nextRead(isWritable: true) == .readPage(.events, after: 4))
+        // While the page is read (the log's head is 10), batch (10, 11] is committed and handed over.
+        #expect(session.batchesAppended([batch(10, 11)], joined: batch(10, 11), isWritable: true, now: 2) == [])
+        #expect(session.pageRead(.events, after: 4, page("a\n", rows: 1, end: 10, head: true), now: 3) == [
+            .writeRows("a\n", count: 1)
+        ])
+        // Not live at 10, where nothing more would come if that batch was the last: the log is read on.
+        #expect(session.nextRead(isWritable: true) == .readPage(.events, after: 10))
+        #expect(
+            session.pageRead(.events, after: 10, page("row\n", rows: 1, end: 11, head: true), now: 4)
+                == [.writeRows("row\n", count: 1), .write(.position(stream: "events", token: 11))])
+        #expect(session.nextRead(isWritable: true) == nil)
+    }
+
     @Test func aPausedConnectionAsksForNoPage() {
         var session = session()
         _ = receive(&session, "REPLICATE events 4")

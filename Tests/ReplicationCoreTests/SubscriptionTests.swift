@@ -26,6 +26,16 @@ import Testing
         #expect(subscription.cursor == 5 && subscription.isCatchingUp)
     }
 
+    @Test func aPageThatEndsBeforeABatchOfferedWhileItWasReadIsNotTheHead() {
+        var subscription = Subscription.replicating(after: 0)
+        // The page was read at head 10; batch (10, 12] was committed and offered before it was written.
+        #expect(subscription.offered(previousToken: 10, token: 12, canWrite: true) == .skip)
+        #expect(subscription.pageWritten(endToken: 10, reachedHead: true) == false)
+        #expect(subscription.isCatchingUp && subscription.cursor == 10)
+        #expect(subscription.pageWritten(endToken: 12, reachedHead: true) == true)
+        #expect(subscription.phase == .live)
+    }
+
     @Test func replicateAnnouncesThePositionWhenItReachesTheHead() {
         var subscription = Subscription.replicating(after: 0)
         #expect(subscription.offered(previousToken: 0, token: 1, canWrite: true) == .skip)
