@@ -65,11 +65,11 @@ final class RedisConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        do {
-            try buffer.withUnsafeReadableBytes { try reader.feed($0) }
+        do throws(RedisError) {
+            try reader.feed(buffer)
             while let value = try reader.next() { deliver(value) }
         } catch {
-            failAll(error as? RedisError ?? .protocolViolation("\(error)"))
+            failAll(error)
             context.close(promise: nil)
         }
     }
@@ -86,9 +86,9 @@ final class RedisConnectionHandler: ChannelInboundHandler {
 
     private func deliver(_ value: RedisValue) {
         if subscribed, case .array(let items) = value, items.count == 3, items[0].string == "message",
-            let channel = items[1].string, let payload = items[2].bytes
+            let channel = items[1].string, let payload = items[2].buffer
         {
-            onMessage(RedisMessage(channel: channel, payload: payload))
+            onMessage(RedisMessage(channel: channel, payload: Array(payload.readableBytesView)))
             return
         }
         guard let next = waiting.popFirst() else {

@@ -1,24 +1,33 @@
+import NIOCore
+
 /// A RESP2 reply.
 public enum RedisValue: Sendable, Equatable {
     case simpleString(String)
     case error(String)
     case integer(Int64)
-    case bulkString([UInt8])
+    /// A slice of the bytes received (``RESPReader``).
+    case bulkString(ByteBuffer)
     /// The null bulk string or null array.
     case null
     case array([RedisValue])
 
     /// The bytes of a bulk or simple string.
-    public var bytes: [UInt8]? {
+    public var buffer: ByteBuffer? {
         switch self {
         case .bulkString(let bytes): bytes
-        case .simpleString(let text): Array(text.utf8)
+        case .simpleString(let text): ByteBuffer(string: text)
         default: nil
         }
     }
 
     /// A bulk or simple string as text (invalid UTF-8 repaired).
-    public var string: String? { bytes.map { String(decoding: $0, as: UTF8.self) } }
+    public var string: String? {
+        switch self {
+        case .bulkString(let bytes): String(buffer: bytes)
+        case .simpleString(let text): text
+        default: nil
+        }
+    }
 }
 
 /// Why a command got no reply.

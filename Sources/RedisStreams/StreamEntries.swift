@@ -3,10 +3,6 @@ import RedisClient
 import ReplicationCore
 import StreamLog
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// How batches are kept in Redis: one stream key per replication stream, one entry per batch with the
 /// ID `<token>-0` (Redis refuses an ID that is not after the key's last one: that is what makes a token
 /// taken once across every host). The entry holds the batch's rows, each followed by `\n`, in its `rows`
@@ -124,26 +120,26 @@ public struct StreamEntries: Sendable {
             return .failure(EntryError("entry \(id) does not have exactly one field besides \(rowsAddedField)"))
         }
         switch field {
-        case "position" where value.isEmpty:
+        case "position" where value.readableBytes == 0:
             return .success(.advance(stream, to: token, forgettingEarlier: false))
-        case "rows" where value.last == UInt8(ascii: "\n"):
-            let count = value.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
-            let rows = RowTexts(bytes: ByteBuffer(bytes: value), count: count)
-            return .success(.rows(stream, rows, token: .exactly(token)))
+        case "rows" where value.readableBytesView.last == UInt8(ascii: "\n"):
+            let count = value.withUnsafeReadableBytes { $0.newlines(in: 0..<$0.count) }
+            return .success(.rows(stream, RowTexts(bytes: value, count: count), token: .exactly(token)))
         case "run":
             guard let tokens = runTokens(value, stream: stream), tokens.last == token else {
                 return .failure(EntryError("entry \(id) is not a run of RDATA \(stream) lines ending at its token"))
             }
-            return .success(.run(stream, lines: ByteBuffer(bytes: value), tokens: tokens))
+            return .success(.run(stream, lines: value, tokens: tokens))
         default:
             return .failure(EntryError("entry \(id) has an unknown field '\(field)' or a malformed value"))
         }
     }
 
-    /// The one field of an entry that holds its batch, and its value: the fields but `rows-added`.
-    private static func content(_ fields: [RedisValue]) -> (field: String, value: [UInt8])? {
+    /// The one field of an entry that holds its batch, and its value: the fields but `rows-added`. The value
+    /// is a slice of the reply's bytes, stored as it is.
+    private static func content(_ fields: [RedisValue]) -> (field: String, value: ByteBuffer)? {
         guard fields.count == 2 || (fields.count == 4 && fields[2].string == rowsAddedField),
-            let field = fields[0].string, let value = fields[1].bytes
+            let field = fields[0].string, let value = fields[1].buffer
         else { return nil }
         return (field, value)
     }
@@ -151,19 +147,19 @@ public struct StreamEntries: Sendable {
     /// The first token of a run entry (its ID is its last), read from its first line; nil for another entry.
     static func firstRunToken(fields: [RedisValue]) -> Int64? {
         guard let (field, value) = content(fields), field == "run" else { return nil }
-        return value.withUnsafeBytes { CatchUpLines.firstToken(in: $0) }
+        return value.withUnsafeReadableBytes { CatchUpLines.firstToken(in: $0) }
     }
 
     /// The tokens of a run entry's lines, each `RDATA <stream> <token> <row>\n` with a row and tokens
     /// strictly increasing; nil if a line is not.
-    static func runTokens(_ lines: [UInt8], stream: StreamName) -> [Int64]? {
-        guard lines.last == UInt8(ascii: "\n") else { return nil }
+    static func runTokens(_ lines: ByteBuffer, stream: StreamName) -> [Int64]? {
+        guard lines.readableBytesView.last == UInt8(ascii: "\n") else { return nil }
         var tokens: [Int64] = []
         var isRun = true
-        lines.withUnsafeBytes { bytes in
+        lines.withUnsafeReadableBytes { bytes in
             CatchUpLines.forEach(of: bytes) { name, token, row in
                 guard isRun, let token, token > (tokens.last ?? 0), !row.isEmpty,
-                    name.elementsEqual(stream.rawValue.utf8)
+                    StreamName(utf8: name) == stream
                 else {
                     isRun = false
                     return
@@ -211,27 +207,17 @@ public struct EntryError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 extension UnsafeRawBufferPointer {
-    /// The index of the first newline at or after `start`, if any (`memchr`: a line is scanned at memory speed).
-    fileprivate func newlineIfAny(from start: Int) -> Int? {
-        guard start < count, let found = memchr(baseAddress! + start, Int32(UInt8(ascii: "\n")), count - start) else {
-            return nil
-        }
-        return baseAddress!.distance(to: UnsafeRawPointer(found))
-    }
-
     /// The index of the first newline at or after `start`, in lines that end with one.
-    fileprivate func newline(from start: Int) -> Int { newlineIfAny(from: start)! }
+    fileprivate func newline(from start: Int) -> Int { firstIndex(of: UInt8(ascii: "\n"), in: start..<count)! }
 
     /// How many newlines `range` holds, counted with `memchr`: cutting a publish's run into entries line by line,
     /// a byte at a time, was half of the publishing sidecar's time.
     fileprivate func newlines(in range: Range<Int>) -> Int {
         var count = 0
         var start = range.lowerBound
-        while start < range.upperBound,
-            let found = memchr(baseAddress! + start, Int32(UInt8(ascii: "\n")), range.upperBound - start)
-        {
+        while let found = firstIndex(of: UInt8(ascii: "\n"), in: start..<range.upperBound) {
             count += 1
-            start = baseAddress!.distance(to: UnsafeRawPointer(found)) + 1
+            start = found + 1
         }
         return count
     }

@@ -39,10 +39,7 @@ public struct WriterRowLine: Equatable, Sendable {
 
     /// The offset of the first space in `line` at or after `start`.
     private static func space(in line: UnsafeRawBufferPointer, from start: Int) -> Int? {
-        guard start < line.count, let base = line.baseAddress,
-            let found = memchr(base + start, Int32(UInt8(ascii: " ")), line.count - start)
-        else { return nil }
-        return base.distance(to: UnsafeRawPointer(found))
+        start < line.count ? line.firstIndex(of: UInt8(ascii: " "), in: start..<line.count) : nil
     }
 
     /// `batch`, or 1 to 18 digits without a leading zero (`0` itself aside): exactly what Python's `int()`

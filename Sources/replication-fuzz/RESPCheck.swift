@@ -1,3 +1,4 @@
+import NIOCore
 import RedisClient
 
 /// The RESP reader, fed the input whole and then in pieces of 1 to 16 bytes, yields the same replies and
@@ -31,7 +32,7 @@ private func readReplies(_ data: UnsafeRawBufferPointer, pieceSeed: UInt64?) -> 
                 seed ^= seed << 17
                 end = min(data.count, offset + 1 + Int(seed % 16))
             }
-            try reader.feed(UnsafeRawBufferPointer(rebasing: data[offset..<end]))
+            try reader.feed(ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: data[offset..<end])))
             offset = end
             while let reply = try reader.next() { replies.append(reply) }
         }
@@ -45,7 +46,7 @@ private func readReplies(_ data: UnsafeRawBufferPointer, pieceSeed: UInt64?) -> 
 private func stringBytes(_ value: RedisValue) -> Int {
     switch value {
     case .simpleString(let text), .error(let text): text.unicodeScalars.count
-    case .bulkString(let bytes): bytes.count
+    case .bulkString(let bytes): bytes.readableBytes
     case .array(let elements): elements.reduce(0) { $0 + stringBytes($1) }
     case .integer, .null: 0
     }
@@ -57,7 +58,8 @@ private func encoded(_ value: RedisValue) -> [UInt8] {
     case .simpleString(let text): Array("+\(text)\r\n".utf8)
     case .error(let text): Array("-\(text)\r\n".utf8)
     case .integer(let number): Array(":\(number)\r\n".utf8)
-    case .bulkString(let bytes): Array("$\(bytes.count)\r\n".utf8) + bytes + Array("\r\n".utf8)
+    case .bulkString(let bytes):
+        Array("$\(bytes.readableBytes)\r\n".utf8) + Array(bytes.readableBytesView) + Array("\r\n".utf8)
     case .null: Array("$-1\r\n".utf8)
     case .array(let elements): Array("*\(elements.count)\r\n".utf8) + elements.flatMap(encoded)
     }

@@ -1,3 +1,4 @@
+import NIOCore
 import RedisClient
 import ReplicationTestSupport
 
@@ -11,7 +12,7 @@ extension RedisServer {
         let reader = RESPReader()
         while true {
             if let value = try reader.next() { return value }
-            try socket.readBytes(1).withUnsafeBytes { try reader.feed($0) }
+            try reader.feed(ByteBuffer(bytes: socket.readBytes(1)))
         }
     }
 

@@ -24,7 +24,7 @@ final class StreamEntriesTests: XCTestCase {
         XCTAssertEqual(String(buffer: additions[0].value), "[\"a\", 1]\n[\"b\", 2]\n")
         let back = try StreamEntries.batch(
             stream: .events, id: "7-0",
-            fields: [.bulkString(Array("rows".utf8)), .bulkString(Array(additions[0].value.readableBytesView))]
+            fields: [.bulkString(ByteBuffer(string: "rows")), .bulkString(additions[0].value)]
         ).get()
         XCTAssertEqual(
             String(buffer: back.liveLines(token: 7)), "RDATA events batch [\"a\", 1]\nRDATA events 7 [\"b\", 2]\n")
@@ -44,11 +44,10 @@ final class StreamEntriesTests: XCTestCase {
         XCTAssertEqual(run.map { String(buffer: $0.value) }.joined(), text.joined())
         var readBack: [String] = []
         for entry in run {
-            let value = Array(entry.value.readableBytesView)
             guard
                 case .run(.events, let lines, let entryTokens) = try StreamEntries.batch(
                     stream: .events, id: "\(entry.token!)-0",
-                    fields: [.bulkString(Array("run".utf8)), .bulkString(value)]
+                    fields: [.bulkString(ByteBuffer(string: "run")), .bulkString(entry.value)]
                 ).get()
             else { return XCTFail("a run entry reads back as a run") }
             XCTAssertEqual(entryTokens.first, entry.firstToken)
@@ -60,17 +59,21 @@ final class StreamEntriesTests: XCTestCase {
 
     func testARunEntrysFirstTokenIsReadFromItsFirstLine() {
         let run: [RedisValue] = [
-            .bulkString(Array("run".utf8)), .bulkString(Array("RDATA events 3 [1]\nRDATA events 5 [2]\n".utf8)),
+            .bulkString(ByteBuffer(string: "run")),
+            .bulkString(ByteBuffer(string: "RDATA events 3 [1]\nRDATA events 5 [2]\n")),
         ]
         XCTAssertEqual(StreamEntries.firstRunToken(fields: run), 3)
         XCTAssertNil(
-            StreamEntries.firstRunToken(fields: [.bulkString(Array("rows".utf8)), .bulkString(Array("[1]\n".utf8))]))
+            StreamEntries.firstRunToken(fields: [
+                .bulkString(ByteBuffer(string: "rows")), .bulkString(ByteBuffer(string: "[1]\n")),
+            ]))
     }
 
     func testARunEntryThatIsNotRDATALinesEndingAtItsTokenIsRefused() {
         func read(_ id: String, _ text: String) -> Result<NewBatch, EntryError> {
             StreamEntries.batch(
-                stream: .events, id: id, fields: [.bulkString(Array("run".utf8)), .bulkString(Array(text.utf8))])
+                stream: .events, id: id,
+                fields: [.bulkString(ByteBuffer(string: "run")), .bulkString(ByteBuffer(string: text))])
         }
         guard case .success = read("5-0", "RDATA events 3 [1]\nRDATA events 5 [2]\n") else {
             return XCTFail("a well-formed run entry is read")
@@ -94,7 +97,8 @@ final class StreamEntriesTests: XCTestCase {
         XCTAssertEqual(position.map(\.field), ["position"])
         guard
             case .advance(.events, 9, false) = try StreamEntries.batch(
-                stream: .events, id: "9-0", fields: [.bulkString(Array("position".utf8)), .bulkString([])]
+                stream: .events, id: "9-0",
+                fields: [.bulkString(ByteBuffer(string: "position")), .bulkString(ByteBuffer())]
             ).get()
         else { return XCTFail("a position entry reads back as a position advance") }
         XCTAssertNil(StreamEntries.additions(of: .startingAt(.events, token: 4)), "a relay's start is never shared")
@@ -105,7 +109,8 @@ final class StreamEntriesTests: XCTestCase {
         XCTAssertNil(StreamEntries.token(ofID: "0-0"))
         XCTAssertEqual(StreamEntries.token(ofID: "12-0"), 12)
         let bad = StreamEntries.batch(
-            stream: .events, id: "5-0", fields: [.bulkString(Array("rows".utf8)), .bulkString(Array("x".utf8))])
+            stream: .events, id: "5-0",
+            fields: [.bulkString(ByteBuffer(string: "rows")), .bulkString(ByteBuffer(string: "x"))])
         guard case .failure(let error) = bad else { return XCTFail("a row without its newline is not ours") }
         XCTAssertTrue(error.description.contains("5-0"), error.description)
     }
