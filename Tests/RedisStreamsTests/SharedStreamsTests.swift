@@ -52,7 +52,8 @@ final class SharedStreamsTests: XCTestCase {
 
     /// Publishes one row per token and waits for each acknowledgement.
     private func publish(_ writer: LineSocket, tokens: ClosedRange<Int>) throws {
-        for token in tokens { try writer.send("RDATA events \(token) \(eventRow(token))\n") }
+        // In one write, so that rows that fit one read are one append (one entry, where a test counts them).
+        try writer.send(tokens.map { "RDATA events \($0) \(eventRow($0))\n" }.joined())
         let acknowledged = try writer.readLines {
             $0 == "POSITION events \(tokens.upperBound)" || $0.hasPrefix("ERROR")
         }
