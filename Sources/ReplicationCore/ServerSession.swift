@@ -427,7 +427,7 @@ public struct ServerSession<Lines: Sendable>: Sendable {
             actions += send(.position(stream: stream.rawValue, token: head), now: now)
         case .token(let token):
             // A token beyond the head is answered with the head, as Synapse does: nothing after it exists.
-            subscriptions[stream.index] = .replicating(after: min(token, head))
+            subscriptions[stream.index] = .replicating(after: min(token, head), head: head)
             catchUpQueue.append(stream)
         }
         return actions

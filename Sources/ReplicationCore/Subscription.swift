@@ -25,23 +25,24 @@ public struct Subscription: Sendable, Equatable {
     /// The last token whose rows were written to the connection.
     public private(set) var cursor: Int64
     public private(set) var phase: Phase
-    /// The newest token of a batch offered: a page read while that batch was committed can say it
-    /// reached the head (the head when it was read) and still end before it.
-    private var newestOffered: Int64 = 0
+    /// The newest token the log is known to have reached, from the head when subscribing and the batches
+    /// offered since: a page read before one of them was committed says it reached the head (the head when
+    /// it was read), and still ends before it.
+    private var newestKnown: Int64
 
-    /// A subscription from `REPLICATE <stream> <token>`: catch up, then announce.
-    public static func replicating(after token: Int64) -> Subscription {
-        Subscription(cursor: token, phase: .catchingUp(announce: true))
+    /// A subscription from `REPLICATE <stream> <token>`, the log's head being `head`: catch up, then announce.
+    public static func replicating(after token: Int64, head: Int64) -> Subscription {
+        Subscription(cursor: token, phase: .catchingUp(announce: true), newestKnown: head)
     }
 
     /// A subscription from `REPLICATE <stream> NOW`: live at the current token (its `POSITION` is sent at once).
     public static func live(at token: Int64) -> Subscription {
-        Subscription(cursor: token, phase: .live)
+        Subscription(cursor: token, phase: .live, newestKnown: token)
     }
 
     /// A batch `(previousToken, token]` was appended; `canWrite` says whether the connection takes writes now.
     public mutating func offered(previousToken: Int64, token: Int64, canWrite: Bool) -> Delivery {
-        newestOffered = max(newestOffered, token)
+        newestKnown = max(newestKnown, token)
         guard phase == .live, token > cursor else { return .skip }
         guard canWrite else {
             phase = .catchingUp(announce: false)
@@ -58,11 +59,11 @@ public struct Subscription: Sendable, Equatable {
     }
 
     /// A page of catch-up was written. Returns true when a `POSITION` at the cursor must follow. A page
-    /// that reached the head it was read at, but ends before a batch offered meanwhile, is not the head:
-    /// going live there would wait for that batch forever (it was skipped while catching up).
+    /// that reached the head it was read at, but ends before a token known since, is not the head: going
+    /// live there would wait forever for a batch that was skipped while catching up.
     public mutating func pageWritten(endToken: Int64, reachedHead: Bool) -> Bool {
         cursor = endToken
-        guard reachedHead, newestOffered <= endToken else { return false }
+        guard reachedHead, newestKnown <= endToken else { return false }
         let announce = phase == .catchingUp(announce: true)
         phase = .live
         return announce

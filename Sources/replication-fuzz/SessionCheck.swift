@@ -11,7 +11,9 @@ struct FuzzRow: Sendable, Equatable {
 /// Whatever the order, a subscriber is written each row after its starting token exactly once, in order,
 /// with no gap, a `POSITION` never announces a token whose rows were not written (one queued while the
 /// connection was paused answers an earlier request: it is only held to the head), at most one page read
-/// is asked for at a time, and nothing is written after the `ERROR` that closes the connection.
+/// is asked for at a time, and nothing is written after the `ERROR` that closes the connection. A page may
+/// be answered as the log was when it was asked for, rows appended since then left out; once the events
+/// end and every page asked for is answered, an open connection has every row of its streams.
 func checkSession(_ data: UnsafeRawBufferPointer) {
     var driver = SessionDriver()
     var input = data.makeIterator()
@@ -19,6 +21,7 @@ func checkSession(_ data: UnsafeRawBufferPointer) {
         let argument = input.next() ?? 0
         driver.step(operation: operation, argument: argument)
     }
+    driver.drain()
 }
 
 private struct SessionDriver {
@@ -34,7 +37,8 @@ private struct SessionDriver {
     /// Set while the commands a paused connection queued are written: each answers the request it was made
     /// for, which a newer `REPLICATE` may have replaced since, so only its token's bound is checked.
     var writingQueuedCommands = false
-    var pendingRead: (stream: StreamName, after: Int64)?
+    /// The page asked for, and the stream's head when it was asked for.
+    var pendingRead: (stream: StreamName, after: Int64, head: Int64)?
     var writable = true
     var errorWritten = false
     var isClosed = false
@@ -63,7 +67,8 @@ private struct SessionDriver {
                 liveLines: [FuzzRow(stream: stream, token: token)])
             log[stream.index].append(token)
             perform(session.batchesAppended([batch], joined: batch, isWritable: writable, now: now))
-        case 4, 5: answerRead(rows: 1 + Int(argument % 4))
+        case 4: answerRead(rows: 1 + Int(argument % 4), asOfRequest: false)
+        case 5: answerRead(rows: 1 + Int(argument % 4), asOfRequest: true)
         case 6: perform(session.shutDown(now: now))
         default:
             _ = session.connectionClosed(.closedByPeer, wallMillis: now)
@@ -90,16 +95,36 @@ private struct SessionDriver {
         perform(actions)
     }
 
-    /// Answers the page read asked for: up to `rows` rows of the model after the token asked for.
-    private mutating func answerRead(rows: Int) {
-        guard let (stream, after) = pendingRead.take() else { return }
-        let later = log[stream.index].filter { $0 > after }
+    /// Answers the page read asked for: up to `rows` rows of the model after the token asked for, of the
+    /// log as it is now or as it was when the page was asked for (a read that ran while rows were appended).
+    private mutating func answerRead(rows: Int, asOfRequest: Bool) {
+        guard let (stream, after, headWhenAsked) = pendingRead.take() else { return }
+        let head = asOfRequest ? headWhenAsked : head(stream)
+        let later = log[stream.index].filter { $0 > after && $0 <= head }
         let page = later.prefix(rows)
         let reachedHead = page.count == later.count
         let result = CatchUpPage(
             lines: page.map { FuzzRow(stream: stream, token: $0) }, rowCount: page.count,
-            endToken: reachedHead ? head(stream) : page.last!, reachedHead: reachedHead)
+            endToken: reachedHead ? max(head, after) : page.last!, reachedHead: reachedHead)
         perform(session.pageRead(stream, after: after, .page(result), now: now))
+    }
+
+    /// With no more events: a writable connection has every page it asks for answered, and then every
+    /// row of each stream it subscribed to, unless it was closed.
+    mutating func drain() {
+        guard !isClosed, !errorWritten else { return }
+        if !writable { step(operation: 2, argument: 0) }
+        var pages = 0
+        while !isClosed, pendingRead != nil, pages < 100_000 {
+            answerRead(rows: 4, asOfRequest: false)
+            if let read = session.nextRead(isWritable: writable) { perform([read]) }
+            pages += 1
+        }
+        guard !isClosed, !errorWritten else { return }
+        for stream in Self.streams {
+            guard let at = cursor[stream.index] else { continue }
+            check(at >= head(stream), "\(stream) left at \(at) with the head at \(head(stream)) and no page asked for")
+        }
     }
 
     private mutating func perform(_ actions: [ServerSession<[FuzzRow]>.Action]) {
@@ -127,7 +152,7 @@ private struct SessionDriver {
                 errorWritten = true
             case .readPage(let stream, let after):
                 check(pendingRead == nil, "a second page read asked for while one is under way")
-                pendingRead = (stream, after)
+                pendingRead = (stream, after, head(stream))
             case .abort:
                 isClosed = true
             default:

@@ -81,6 +81,19 @@ import Testing
         #expect(session.nextRead(isWritable: true) == nil)
     }
 
+    @Test func aPageAskedForBeforeTheSameReplicateAgainIsNotTheHeadItMissed() {
+        var session = session()
+        _ = receive(&session, "REPLICATE events 4")
+        #expect(session.nextRead(isWritable: true) == .readPage(.events, after: 4))
+        // While the page is read at head 10, batch (10, 11] is committed; then the worker asks again.
+        _ = session.batchesAppended([batch(10, 11)], joined: batch(10, 11), isWritable: true, now: 2)
+        _ = session.lineReceived("REPLICATE events 4"[...], now: 3, wallMillis: 1_000) { $0 == .events ? 11 : 0 }
+        #expect(session.pageRead(.events, after: 4, page("a\n", rows: 1, end: 10, head: true), now: 4) == [
+            .writeRows("a\n", count: 1)
+        ])
+        #expect(session.nextRead(isWritable: true) == .readPage(.events, after: 10))
+    }
+
     @Test func aPausedConnectionAsksForNoPage() {
         var session = session()
         _ = receive(&session, "REPLICATE events 4")

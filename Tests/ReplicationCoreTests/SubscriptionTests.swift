@@ -27,7 +27,7 @@ import Testing
     }
 
     @Test func aPageThatEndsBeforeABatchOfferedWhileItWasReadIsNotTheHead() {
-        var subscription = Subscription.replicating(after: 0)
+        var subscription = Subscription.replicating(after: 0, head: 10)
         // The page was read at head 10; batch (10, 12] was committed and offered before it was written.
         #expect(subscription.offered(previousToken: 10, token: 12, canWrite: true) == .skip)
         #expect(subscription.pageWritten(endToken: 10, reachedHead: true) == false)
@@ -36,8 +36,16 @@ import Testing
         #expect(subscription.phase == .live)
     }
 
+    @Test func aPageThatEndsBeforeTheHeadWhenSubscribingIsNotTheHead() {
+        // Asked for by an earlier subscription from the same token, read at head 10; the log was at 12
+        // when this one was made.
+        var subscription = Subscription.replicating(after: 4, head: 12)
+        #expect(subscription.pageWritten(endToken: 10, reachedHead: true) == false)
+        #expect(subscription.isCatchingUp && subscription.cursor == 10)
+    }
+
     @Test func replicateAnnouncesThePositionWhenItReachesTheHead() {
-        var subscription = Subscription.replicating(after: 0)
+        var subscription = Subscription.replicating(after: 0, head: 0)
         #expect(subscription.offered(previousToken: 0, token: 1, canWrite: true) == .skip)
         #expect(subscription.pageWritten(endToken: 10, reachedHead: false) == false)
         #expect(subscription.isCatchingUp)
