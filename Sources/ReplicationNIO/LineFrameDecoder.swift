@@ -1,12 +1,6 @@
 import NIOCore
 import ReplicationCore
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A frame of the line protocol: one line without its `\n` (and without a trailing `\r`), or the news
 /// that the peer sent a line longer than the limit.
 public enum InboundFrame: Equatable, Sendable {
@@ -100,9 +94,7 @@ public struct LineFramer: Sendable {
             return nil
         }
         let newline = buffer.withUnsafeReadableBytes { bytes -> Int? in
-            guard bytes.count > scannedBytes, let base = bytes.baseAddress else { return nil }
-            guard let found = memchr(base + scannedBytes, 0x0A, bytes.count - scannedBytes) else { return nil }
-            return base.distance(to: UnsafeRawPointer(found))
+            bytes.count > scannedBytes ? bytes.firstIndex(of: 0x0A, in: scannedBytes..<bytes.count) : nil
         }
         guard let length = newline else {
             scannedBytes = buffer.readableBytes
@@ -133,10 +125,8 @@ public struct LineFramer: Sendable {
     mutating func takeLines(_ buffer: inout ByteBuffer, _ take: (UnsafeRawBufferPointer) -> LineTaken) {
         guard !overflowed else { return }
         let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
-            guard let base = bytes.baseAddress else { return 0 }
             var start = 0
-            while start < bytes.count, let found = memchr(base + start, 0x0A, bytes.count - start) {
-                let end = base.distance(to: UnsafeRawPointer(found))
+            while let end = bytes.firstIndex(of: 0x0A, in: start..<bytes.count) {
                 guard end - start <= maxLineLength, end == start || bytes[end - 1] != UInt8(ascii: "\r") else { break }
                 switch take(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) {
                 case .taken: start = end + 1

@@ -2,10 +2,6 @@ import CSQLite
 import NIOCore
 import ReplicationCore
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// How the durable log stores rows: a stream's rows as chunks of consecutive catch-up lines
 /// (`RDATA <stream> <token> <row>\n`, exactly the bytes catch-up sends), tens of KiB each, one SQLite
 /// row per chunk. A catch-up page is then a few reads of whole chunks into one buffer instead of a
@@ -306,12 +302,10 @@ struct ChunkWriter {
 
     /// The bytes and number of the first lines of `lines` that fit in `room` bytes (at least one line).
     private static func wholeLines(of lines: UnsafeRawBufferPointer, within room: Int) -> (length: Int, count: Int) {
-        guard let base = lines.baseAddress else { return (0, 0) }
         var length = 0
         var count = 0
         while length < lines.count {
-            let newline = memchr(base + length, Int32(UInt8(ascii: "\n")), lines.count - length)!
-            let end = base.distance(to: UnsafeRawPointer(newline)) + 1
+            let end = lines.firstIndex(of: UInt8(ascii: "\n"), in: length..<lines.count)! + 1
             if count > 0, end > room { break }
             length = end
             count += 1

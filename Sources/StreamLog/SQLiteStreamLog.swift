@@ -111,9 +111,7 @@ public final class SQLiteStreamLog: StreamLog, @unchecked Sendable {
     private let readers = NIOLockedValueBox<[SQLiteConnection]>([])
     /// Sixteen full chunks. Subscribers catching up together mostly stay that close and read each chunk
     /// from SQLite once; one further behind reads its chunks again, which costs less than keeping a larger
-    /// cache resident (1,000,000 rows to 16 subscribers after a restart, three runs each in turn: 16 MiB,
-    /// the build before, peaked at 71-73 MiB for 1.01-1.60 CPU s, 8 MiB at 54-55 MiB for 0.73-0.74 s,
-    /// 4 MiB at 46 MiB for 0.79-0.92 s, 2 MiB at 43-45 MiB for 0.85-1.29 s).
+    /// cache resident (the budgets measured are in BENCHMARKS.md).
     private let chunkCache = ChunkCache(budgetBytes: 4 << 20)
     private var lastMaintenanceMillis: Int64 = 0  // commit loop only
     /// Per stream: chunks up to this token are as compact as they will get (commit loop only).
