@@ -50,6 +50,8 @@ public struct RedisStreamsStatistics: Sendable, Equatable {
     public var redisTokens = [Int64](repeating: 0, count: StreamName.all.count)
     /// Publishes refused, by why: `token_taken`, `unavailable`, `diverged`, `not_replicated`, `failed`.
     public var refusedWrites: [String: Int] = [:]
+    /// Append transactions that added nothing, since a key was not as this hub expected (``AppendTransaction``).
+    public var abortedTransactions = 0
     /// Errors by kind: `read`, `entry`, `store`, `script`.
     public var errors: [String: Int] = [:]
     /// Streams whose Redis key is behind what this hub stored (Redis lost data): writes are refused.
@@ -101,6 +103,15 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var stopped = false
     private var statistics: RedisStreamsStatistics
     private let published: NIOLockedValueBox<RedisStreamsStatistics>
+    /// Each key's newest entry as this hub expects it (``AppendTransaction``); nil when not known: before it was
+    /// checked, after an append script or a failed transaction.
+    private var tips = [AppendTransaction.Tip?](repeating: nil, count: StreamName.all.count)
+    /// Publishes sent to Redis in order, behind the transaction or check in flight (one at a time).
+    private var appends: [Append] = []
+    private var transacting = false
+    /// The key this hub's transactions watch, which their check touches when a key is not as expected. Its own,
+    /// so that no other hub's check aborts them; it expires.
+    private let guardKey: String
     /// Publishes waiting for the command connection, with the time they give up.
     private var queued: [(batches: [NewBatch], promise: EventLoopPromise<AppendResults>, deadline: NIODeadline)] = []
     /// Accepted entries waiting for the follower to store them, per stream and token.
@@ -117,6 +128,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         statistics = RedisStreamsStatistics(bucketBounds: latencyBuckets)
         published = NIOLockedValueBox(statistics)
         self.configuration = configuration
+        guardKey = configuration.entries.prefix + "append-guard:" + String(UInt64.random(in: .min ... .max), radix: 16)
         self.eventLoop = eventLoop
         self.logger = logger
     }
@@ -155,6 +167,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             self.commands?.stop()
             self.follower?.stop()
             for waiting in self.queued { waiting.promise.fail(RedisError.connectionClosed) }
+            for append in self.appends { append.promise.fail(RedisError.connectionClosed) }
+            self.appends.removeAll()
             self.queued.removeAll()
             for index in self.awaiting.indices {
                 for waiting in self.awaiting[index].values { waiting.fail(RedisError.connectionClosed) }
@@ -197,86 +211,231 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let now = NIODeadline.now()
         queued.removeAll { waiting in
             guard waiting.deadline <= now else { return false }
-            refuse(
-                waiting.batches, waiting.promise, kind: "unavailable",
-                "Redis unavailable: nothing of this batch was kept")
+            refuse(waiting.promise, kind: "unavailable", "Redis unavailable: nothing of this batch was kept")
             return true
         }
         publishStatistics()
     }
 
-    private func refuse(_ batches: [NewBatch], _ promise: EventLoopPromise<AppendResults>, kind: String, _ why: String)
-    {
+    private func refuse(_ promise: EventLoopPromise<AppendResults>, kind: String, _ why: String) {
         statistics.refusedWrites[kind, default: 0] += 1
         publishStatistics()
         promise.succeed([.failure(.storage(why))])
+    }
+
+    /// One publish on its way to Redis.
+    private struct Append {
+        var batches: [NewBatch]
+        var promise: EventLoopPromise<AppendResults>
+        var additions: [StreamEntries.Addition]
+        /// Entries of each batch, in order (a run is several).
+        var entriesPerBatch: [Int]
+        /// Transactions it was in that added nothing: after two, it goes through the append script.
+        var aborted = 0
+
+        /// Whether it goes through ``AppendScript``: a row the hub makes itself takes its token there.
+        var needsScript: Bool { aborted >= 2 || additions.contains { $0.token == nil } }
+        var bytes: Int { additions.reduce(0) { $0 + $1.value.readableBytes } }
     }
 
     private func send(_ batches: [NewBatch], promise: EventLoopPromise<AppendResults>) {
         if !statistics.divergedStreams.isEmpty {
             let names = statistics.divergedStreams.map(\.rawValue).joined(separator: ", ")
             return refuse(
-                batches, promise, kind: "diverged",
+                promise, kind: "diverged",
                 "Redis lost rows this sidecar stored (\(names)): writes refused until an operator acts")
         }
         let perBatch = Array(batches.lazy.map(StreamEntries.additions(of:)).prefix { $0 != nil }.map { $0! })
         let additions = perBatch.flatMap { $0 }
-        let entriesPerBatch = perBatch.map(\.count)
-        guard !additions.isEmpty, let hub else { return promise.succeed([]) }
-        let floors = StreamName.all.map { hub.log.currentToken(of: $0) }
+        guard !additions.isEmpty, hub != nil else { return promise.succeed([]) }
+        appends.append(
+            Append(batches: batches, promise: promise, additions: additions, entriesPerBatch: perBatch.map(\.count)))
+        sendAppends()
+    }
+
+    /// Sends what waits in ``appends``, in order, while no transaction or check is in flight: publishes in a
+    /// row that ``AppendTransaction`` can add go as one transaction, the others through ``AppendScript``.
+    private func sendAppends() {
+        while !transacting, let head = appends.first {
+            if head.needsScript {
+                appends.removeFirst()
+                sendScript(head)
+                continue
+            }
+            let unknown = AppendTransaction.streams(of: head.additions).filter { tips[$0.index] == nil }
+            if !unknown.isEmpty { return probe(unknown) }
+            var following = tips
+            var group: [Append] = []
+            var planned: [AppendTransaction.Planned] = []
+            var bytes = 0
+            for append in appends {
+                guard !append.needsScript, group.isEmpty || bytes + append.bytes <= Self.transactionBytes,
+                    let entries = AppendTransaction.plan(append.additions, after: &following)
+                else { break }
+                group.append(append)
+                planned += entries
+                bytes += append.bytes
+            }
+            guard !group.isEmpty else {
+                // A token of the first is taken: the script refuses it in Redis's words.
+                appends.removeFirst()
+                sendScript(head)
+                continue
+            }
+            appends.removeFirst(group.count)
+            sendTransaction(group, planned: planned, leaving: following)
+        }
+    }
+
+    /// Bytes of rows one transaction holds at most (at least one publish): Redis keeps a transaction's
+    /// commands until `EXEC`.
+    private static let transactionBytes = 8 << 20
+
+    /// Learns the tips of keys a publish adds to, then sends on.
+    private func probe(_ streams: [StreamName]) {
+        transacting = true
+        let command = AppendTransaction.probe(streams, entries: configuration.entries, guardKey: guardKey)
+        commands.pipeline([command])[0].whenComplete { result in
+            self.transacting = false
+            let learned = (try? result.get()).map { AppendTransaction.tips($0, of: streams) } ?? [:]
+            for stream in streams { self.tips[stream.index] = learned[stream] ?? nil }
+            if case .failure(let error) = result {
+                self.statistics.errors["script", default: 0] += 1
+                self.logger.warning("checking the streams in Redis failed: \(error)")
+            }
+            // A key whose tip cannot be learned (not a stream, Redis unreachable) is left to the script.
+            if streams.contains(where: { self.tips[$0.index] == nil }), !self.appends.isEmpty {
+                self.appends[0].aborted = 2
+            }
+            self.sendAppends()
+        }
+    }
+
+    private func sendTransaction(_ group: [Append], planned: [AppendTransaction.Planned], leaving: [AppendTransaction.Tip?]) {
+        transacting = true
+        let additions = group.flatMap(\.additions)
         for addition in additions { inFlight[addition.stream.index] += 1 }
-        let command = AppendScript.arguments(
-            sha: scriptSHAs[AppendScript.source], additions, entries: configuration.entries, floors: floors)
+        let streams = AppendTransaction.streams(of: additions)
+        var commandList = AppendTransaction.commands(
+            additions, planned: planned, expecting: tips, entries: configuration.entries, guardKey: guardKey)
+        let exec = commandList.count - 1
+        if configuration.waitReplicas > 0 { commandList.append(waitCommand) }
         let sent = NIODeadline.now()
-        let waitReplicas = configuration.waitReplicas
-        let waitCommand = ["WAIT", "\(waitReplicas)", "\(configuration.writeTimeout.nanoseconds / 1_000_000)"]
-        let replies = commands.pipeline([command] + (waitReplicas > 0 ? [waitCommand.map { Array($0.utf8) }] : []))
-        replies[0].whenComplete { result in
+        let replies = commands.pipeline(commandList)
+        let replicated = configuration.waitReplicas > 0 ? replies.last : nil
+        replies[1].and(replies[exec]).whenComplete { result in
+            self.transacting = false
             self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
             switch result {
+            case .failure(let error):
+                self.tips = self.tips.map { _ in nil }
+                self.statistics.errors["script", default: 0] += 1
+                for append in group { self.refuse(append.promise, kind: "failed", "Redis did not confirm the batch: \(error)") }
+            case .success((let check, let exec)):
+                switch AppendTransaction.outcome(exec) {
+                case .aborted:
+                    let learned = AppendTransaction.tips(check, of: streams)
+                    for stream in streams { self.tips[stream.index] = learned[stream] ?? nil }
+                    self.statistics.abortedTransactions += 1
+                    self.appends.insert(
+                        contentsOf: group.map { var append = $0; append.aborted += 1; return append }, at: 0)
+                case .added(let tokens):
+                    self.tips = leaving
+                    self.answer(group, tokens: tokens, refusal: nil, replicated: replicated)
+                case .failed(let tokens, let message):
+                    self.tips = self.tips.map { _ in nil }
+                    self.statistics.errors["script", default: 0] += 1
+                    self.answer(group, tokens: tokens, refusal: message, replicated: replicated)
+                }
+            }
+            self.settle(additions)
+            self.publishStatistics()
+            self.sendAppends()
+        }
+    }
+
+    /// Answers each publish of a transaction from the tokens `EXEC` added, in order: a publish not added whole
+    /// is refused with `refusal`, and so is every one after it.
+    private func answer(
+        _ group: [Append], tokens: [Int64], refusal: String?, replicated: EventLoopFuture<RedisValue>?
+    ) {
+        var next = 0
+        for append in group {
+            let added = Array(tokens[min(next, tokens.count)..<min(next + append.additions.count, tokens.count)])
+            next += append.additions.count
+            guard added.count == append.additions.count else {
+                refuse(append.promise, kind: "failed", "Redis refused the batch: \(refusal ?? "nothing added")")
+                continue
+            }
+            answer(append, AppendScript.Reply(added: added), replicated: replicated)
+        }
+    }
+
+    private var waitCommand: [[UInt8]] {
+        ["WAIT", "\(configuration.waitReplicas)", "\(configuration.writeTimeout.nanoseconds / 1_000_000)"].map {
+            Array($0.utf8)
+        }
+    }
+
+    /// Sends a publish through ``AppendScript``; the keys it adds to are no longer as this hub expects.
+    private func sendScript(_ append: Append) {
+        guard let hub else { return }
+        let floors = StreamName.all.map { hub.log.currentToken(of: $0) }
+        for addition in append.additions {
+            inFlight[addition.stream.index] += 1
+            tips[addition.stream.index] = nil
+        }
+        let command = AppendScript.arguments(
+            sha: scriptSHAs[AppendScript.source], append.additions, entries: configuration.entries, floors: floors)
+        let sent = NIODeadline.now()
+        let replies = commands.pipeline([command] + (configuration.waitReplicas > 0 ? [waitCommand] : []))
+        replies[0].whenComplete { result in
+            self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
+            defer { self.settle(append.additions) }
+            switch result {
             case .failure(let error) where LuaScript.isNotLoaded(error):
-                self.settle(additions)
                 self.scriptsLost()
-                self.send(batches, promise: promise)
+                self.appends.insert(append, at: 0)
+                self.sendAppends()
             case .failure(let error):
                 self.statistics.errors["script", default: 0] += 1
-                self.refuse(batches, promise, kind: "failed", "Redis did not confirm the batch: \(error)")
-                self.settle(additions)
+                self.refuse(append.promise, kind: "failed", "Redis did not confirm the batch: \(error)")
             case .success(let value):
                 guard let reply = AppendScript.reply(value) else {
                     self.statistics.errors["script", default: 0] += 1
-                    self.refuse(batches, promise, kind: "failed", "unexpected reply from Redis: \(value)")
-                    return self.settle(additions)
+                    return self.refuse(append.promise, kind: "failed", "unexpected reply from Redis: \(value)")
                 }
-                guard waitReplicas > 0 else {
-                    self.accepted(
-                        reply, additions: additions, entriesPerBatch: entriesPerBatch, batches: batches,
-                        promise: promise)
-                    return self.settle(additions)
-                }
-                replies[1].whenComplete { replicated in
-                    defer { self.settle(additions) }
-                    guard case .success(.integer(let count)) = replicated, count >= waitReplicas else {
-                        let count = if case .success(.integer(let count)) = replicated { "\(count)" } else { "none" }
-                        // WAIT cannot take a write back: say so, since the rows may still reach workers.
-                        return self.refuse(
-                            batches, promise, kind: "not_replicated",
-                            "Redis has the batch but \(count) of \(waitReplicas) replicas confirmed it in time; "
-                                + "it may still be delivered")
-                    }
-                    self.accepted(
-                        reply, additions: additions, entriesPerBatch: entriesPerBatch, batches: batches,
-                        promise: promise)
-                }
+                self.answer(append, reply, replicated: replies.count > 1 ? replies[1] : nil)
             }
         }
     }
 
+    /// Answers a publish Redis added `reply` of, once `replicated` (`WAIT`'s reply) says enough replicas have
+    /// it, if asked.
+    private func answer(_ append: Append, _ reply: AppendScript.Reply, replicated: EventLoopFuture<RedisValue>?) {
+        guard let replicated else { return accepted(reply, append) }
+        // Registered now, so that the follower keeps what it stores for this publish until WAIT answers.
+        for addition in append.additions { inFlight[addition.stream.index] += 1 }
+        let waitReplicas = configuration.waitReplicas
+        replicated.whenComplete { replicated in
+            defer { self.settle(append.additions) }
+            guard case .success(.integer(let count)) = replicated, count >= waitReplicas else {
+                let count = if case .success(.integer(let count)) = replicated { "\(count)" } else { "none" }
+                // WAIT cannot take a write back: say so, since the rows may still reach workers.
+                return self.refuse(
+                    append.promise, kind: "not_replicated",
+                    "Redis has the batch but \(count) of \(waitReplicas) replicas confirmed it in time; "
+                        + "it may still be delivered")
+            }
+            self.accepted(reply, append)
+        }
+    }
+
     /// Waits for the follower to store every added entry, then answers each batch.
-    private func accepted(
-        _ reply: AppendScript.Reply, additions: [StreamEntries.Addition], entriesPerBatch: [Int], batches: [NewBatch],
-        promise: EventLoopPromise<AppendResults>
-    ) {
+    private func accepted(_ reply: AppendScript.Reply, _ append: Append) {
+        let (additions, entriesPerBatch, batches, promise) = (
+            append.additions, append.entriesPerBatch, append.batches, append.promise
+        )
         var stored: [EventLoopFuture<AppendedBatch>] = []
         for (addition, token) in zip(additions, reply.added) {
             statistics.entriesWritten[addition.stream.index] += 1
@@ -324,6 +483,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     }
 
     private func commandsConnected(_ connected: Bool) {
+        tips = tips.map { _ in nil }
         guard connected else { return publishStatistics() }
         loadScripts().whenComplete { _ in
             self.sendQueued()

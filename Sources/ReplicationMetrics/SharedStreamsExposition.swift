@@ -4,7 +4,7 @@ import ReplicationCore
 public enum SharedStreamsMetricFamilies {
     public static let all: [MetricFamily] = [
         connected, reconnects, commandSeconds, entriesWritten, entriesRead, entriesTrimmed, lag, diverged, errors,
-        refusedWrites, backfills,
+        refusedWrites, abortedTransactions, backfills,
     ]
 
     static let prefix = "replication_sidecar_redis_streams_"
@@ -17,7 +17,7 @@ public enum SharedStreamsMetricFamilies {
         help: "Redis connections of each role lost or that failed to get ready (each is retried with back-off).")
     public static let commandSeconds = MetricFamily(
         name: prefix + "command_seconds", kind: .histogram,
-        help: "Time from sending a publish's append script to Redis to its answer.")
+        help: "Time from sending publishes to Redis (a transaction, or the append script) to its answer.")
     public static let entriesWritten = MetricFamily(
         name: prefix + "entries_written", kind: .counter,
         help: "Entries (batches) this sidecar added to Redis, per stream.")
@@ -46,6 +46,10 @@ public enum SharedStreamsMetricFamilies {
     public static let refusedWrites = MetricFamily(
         name: prefix + "refused_writes", kind: .counter,
         help: "Publishes refused, by reason: token_taken, unavailable, diverged, not_replicated, failed.")
+    public static let abortedTransactions = MetricFamily(
+        name: prefix + "aborted_transactions", kind: .counter,
+        help: "Append transactions that added nothing, since a key was not as this sidecar expected (another writer "
+            + "or sidecar added to it): their publishes are sent again.")
     public static let backfills = MetricFamily(
         name: prefix + "backfills", kind: .counter,
         help: "Pages of catch-up older than the local log read from Redis, by result: ok, fallen_behind (Redis no "
@@ -80,6 +84,7 @@ public struct SharedStreamsFigures: Sendable {
     public var refusedWrites: [String: Int]
     public var entriesTrimmed: [Int]
     public var backfills: [String: Int]
+    public var abortedTransactions: Int
 
     /// Upper bounds in seconds.
     public static let commandBuckets: [Double] = [
@@ -89,7 +94,7 @@ public struct SharedStreamsFigures: Sendable {
     public init(
         links: [Link], commandCounts: [Int], commandSecondsSum: Double, entriesWritten: [Int], entriesRead: [Int],
         redisTokens: [Int64], localTokens: [Int64], diverged: Set<StreamName>, errors: [String: Int],
-        refusedWrites: [String: Int], entriesTrimmed: [Int], backfills: [String: Int]
+        refusedWrites: [String: Int], entriesTrimmed: [Int], backfills: [String: Int], abortedTransactions: Int
     ) {
         self.links = links
         self.commandCounts = commandCounts
@@ -103,6 +108,7 @@ public struct SharedStreamsFigures: Sendable {
         self.refusedWrites = refusedWrites
         self.entriesTrimmed = entriesTrimmed
         self.backfills = backfills
+        self.abortedTransactions = abortedTransactions
     }
 }
 
@@ -152,6 +158,9 @@ extension Exposition {
             perLabel(
                 SharedStreamsMetricFamilies.refusedWrites, "reason", known: SharedStreamsMetricFamilies.refusalReasons,
                 figures.refusedWrites),
+            FamilySamples(
+                family: SharedStreamsMetricFamilies.abortedTransactions,
+                samples: [.init(labels: "", value: Double(figures.abortedTransactions))]),
             perLabel(
                 SharedStreamsMetricFamilies.backfills, "result", known: SharedStreamsMetricFamilies.backfillResults,
                 figures.backfills),

@@ -22,6 +22,6 @@ extension RedisSharedStreams {
                 redisTokens: statistics.redisTokens, localTokens: StreamName.all.map { log.currentToken(of: $0) },
                 diverged: Set(statistics.divergedStreams), errors: statistics.errors,
                 refusedWrites: statistics.refusedWrites, entriesTrimmed: statistics.entriesTrimmed,
-                backfills: statistics.backfills))
+                backfills: statistics.backfills, abortedTransactions: statistics.abortedTransactions))
     }
 }

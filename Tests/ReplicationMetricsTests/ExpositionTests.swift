@@ -121,8 +121,9 @@ func golden(_ name: String, actual: String) throws -> String {
         let figures = SharedStreamsFigures(
             links: [], commandCounts: [], commandSecondsSum: 0, entriesWritten: empty, entriesRead: empty,
             redisTokens: tokens, localTokens: tokens, diverged: [], errors: ["read": 2], refusedWrites: [:],
-            entriesTrimmed: empty, backfills: ["ok": 3])
+            entriesTrimmed: empty, backfills: ["ok": 3], abortedTransactions: 4)
         let text = Exposition.render(Exposition.families(figures), as: .text)
+        #expect(text.contains("replication_sidecar_redis_streams_aborted_transactions_total 4\n"))
         for kind in ["entry", "store", "script"] {
             #expect(text.contains("replication_sidecar_redis_streams_errors_total{kind=\"\(kind)\"} 0\n"))
         }
