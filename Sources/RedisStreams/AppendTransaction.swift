@@ -108,7 +108,9 @@ enum AppendTransaction {
         commands.append(check(streams, expected: streams.map { tips[$0.index] }, entries: entries, guardKey: guardKey))
         commands.append([Array("MULTI".utf8)])
         for (addition, entry) in zip(additions, planned) {
-            var command = ["XADD", entries.key(addition.stream), "\(entry.token)-0", addition.field].map { Array($0.utf8) }
+            var command = ["XADD", entries.key(addition.stream), "\(entry.token)-0", addition.field].map {
+                Array($0.utf8)
+            }
             command.append(Array(addition.value.readableBytesView))
             command.append(Array(StreamEntries.rowsAddedField.utf8))
             command.append(Array("\(entry.rowsAdded)".utf8))

@@ -311,7 +311,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         }
     }
 
-    private func sendTransaction(_ group: [Append], planned: [AppendTransaction.Planned], leaving: [AppendTransaction.Tip?]) {
+    /// Sends `group` as one transaction of `planned` entries, which leaves the keys at `leaving`.
+    private func sendTransaction(
+        _ group: [Append], planned: [AppendTransaction.Planned], leaving: [AppendTransaction.Tip?]
+    ) {
         transacting = true
         let additions = group.flatMap(\.additions)
         for addition in additions { inFlight[addition.stream.index] += 1 }
@@ -323,18 +326,22 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let sent = NIODeadline.now()
         let replies = commands.pipeline(commandList)
         let replicated = configuration.waitReplicas > 0 ? replies.last : nil
-        replies[1].and(replies[exec]).whenComplete { result in
+        // What EXEC did is what happened, whatever became of the check.
+        let check = replies[1].map(Optional.some).recover { _ in nil }
+        check.and(replies[exec]).whenComplete { result in
             self.transacting = false
             self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
             switch result {
             case .failure(let error):
                 self.tips = self.tips.map { _ in nil }
                 self.statistics.errors["script", default: 0] += 1
-                for append in group { self.refuse(append.promise, kind: "failed", "Redis did not confirm the batch: \(error)") }
+                for append in group {
+                    self.refuse(append.promise, kind: "failed", "Redis did not confirm the batch: \(error)")
+                }
             case .success((let check, let exec)):
                 switch AppendTransaction.outcome(exec) {
                 case .aborted:
-                    let learned = AppendTransaction.tips(check, of: streams)
+                    let learned = check.map { AppendTransaction.tips($0, of: streams) } ?? [:]
                     for stream in streams { self.tips[stream.index] = learned[stream] ?? nil }
                     self.statistics.abortedTransactions += 1
                     self.appends.insert(

@@ -33,17 +33,6 @@ final class AppendScriptTests: XCTestCase {
         return AppendScript.reply(try redis.reply(command))
     }
 
-    /// Every entry of the key as its token and `rows-added`.
-    private func rowsAdded() throws -> [Int64: Int64] {
-        guard case .array(let items) = try redis.reply(["XRANGE", entries.key(.events), "-", "+"]) else { return [:] }
-        var added: [Int64: Int64] = [:]
-        for item in items {
-            let (id, fields) = try XCTUnwrap(StreamEntries.entry(item))
-            added[try XCTUnwrap(StreamEntries.token(ofID: id))] = fields.last?.string.flatMap { Int64($0) }
-        }
-        return added
-    }
-
     func testOneCallFollowsTheKeysLastTokenAndRowsFromEntryToEntry() throws {
         let rows = RowTexts(["[\"made by the hub\"]", "[\"and another\"]"])
         let reply = try append([
@@ -55,12 +44,12 @@ final class AppendScriptTests: XCTestCase {
         XCTAssertEqual(reply?.refusal?.lastToken, 6)
         XCTAssertEqual(
             reply?.refusal?.message, "ERR The ID specified in XADD is equal or smaller than the target stream top item")
-        XCTAssertEqual(try rowsAdded(), [3: 3, 4: 5, 6: 7])
+        XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 4: 5, 6: 7])
 
         // A later call reads the key again: a token past the last is free, one at or before it is not.
         XCTAssertEqual(try append([run(7...8), .rows(.events, rows, token: .next)])?.added, [8, 9])
         XCTAssertEqual(try append([run(9...12)])?.refusal?.lastToken, 9)
-        XCTAssertEqual(try rowsAdded(), [3: 3, 4: 5, 6: 7, 8: 9, 9: 11])
+        XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 4: 5, 6: 7, 8: 9, 9: 11])
     }
 
     func testAnEntryWithoutATokenTakesTheOneAfterTheFloorWhenRedisHasLess() throws {

@@ -1,20 +1,41 @@
 import NIOCore
 import RedisClient
+@testable import RedisStreams
 import ReplicationTestSupport
+import XCTest
 
 extension RedisServer {
     /// Sends one command on a connection of its own and returns its reply, parsed as the sidecar's client
     /// parses it.
-    func reply(_ arguments: [[UInt8]]) throws -> RedisValue {
+    func reply(_ arguments: [[UInt8]]) throws -> RedisValue { try replies([arguments])[0] }
+
+    /// Sends commands back to back on one connection of their own and returns their replies.
+    func replies(_ commands: [[[UInt8]]]) throws -> [RedisValue] {
         let socket = try LineSocket(port: port)
         defer { socket.close() }
-        try socket.send(RESPCommand.encode(arguments))
+        try socket.send(Array(commands.map { RESPCommand.encode($0) }.joined()))
         let reader = RESPReader()
-        while true {
-            if let value = try reader.next() { return value }
-            try reader.feed(ByteBuffer(bytes: socket.readBytes(1)))
+        var replies: [RedisValue] = []
+        while replies.count < commands.count {
+            if let value = try reader.next() {
+                replies.append(value)
+            } else {
+                try reader.feed(ByteBuffer(bytes: socket.readBytes(1)))
+            }
         }
+        return replies
     }
 
     func reply(_ arguments: [String]) throws -> RedisValue { try reply(arguments.map { Array($0.utf8) }) }
+
+    /// Every entry of `key` as its token and `rows-added`.
+    func rowsAdded(_ key: String) throws -> [Int64: Int64] {
+        guard case .array(let items) = try reply(["XRANGE", key, "-", "+"]) else { return [:] }
+        var added: [Int64: Int64] = [:]
+        for item in items {
+            let (id, fields) = try XCTUnwrap(StreamEntries.entry(item))
+            added[try XCTUnwrap(StreamEntries.token(ofID: id))] = fields.last?.string.flatMap { Int64($0) }
+        }
+        return added
+    }
 }

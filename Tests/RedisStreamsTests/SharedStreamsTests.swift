@@ -172,6 +172,32 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(onB, expected)
     }
 
+    func testWritersTakingTurnsOnTwoSidecarsAddTheirRowsInTransactionsCountingEveryRow() throws {
+        let a = try sidecar()
+        let b = try sidecar()
+        let (worker, _) = try subscribe(b)
+        let execs = try calls("exec")
+        try publish(try connect(a, name: "pub"), tokens: 1...300)
+        XCTAssertGreaterThan(try calls("exec"), execs, "added in a transaction")
+        try publish(try connect(b, name: "pub"), tokens: 301...400)
+        XCTAssertEqual(try metric(a, "aborted_transactions_total"), 0)
+        // A last saw its own rows: its next transaction finds B's after them, adds nothing, and is sent again
+        // expecting them.
+        try publish(try connect(a, name: "pub"), tokens: 401...450)
+        try waitUntilTrue(seconds: 30) { (try? self.metric(a, "aborted_transactions_total")) == 1 }
+        XCTAssertEqual(try metric(a, #"refused_writes_total{reason="failed"}"#), 0)
+        XCTAssertEqual(try readRows(worker, 450), rowLines(1...450))
+        // Every entry's rows-added counts the rows through it, whichever sidecar added it.
+        var rows = 0
+        let perEntry = try rowsPerEntry()
+        for (entry, count) in zip(try entriesInRedis(), perEntry) {
+            rows += count
+            let fields = try redis.cli(["XRANGE", "replication-sidecar:{test.local}:events", entry, entry])
+            XCTAssertEqual(fields.split(separator: "\n").last.map(String.init), "\(rows)", "entry \(entry)")
+        }
+        XCTAssertEqual(rows, 450)
+    }
+
     func testAWriterSendingAgainOnAnotherSidecarIsAcknowledgedAndStoredOnce() throws {
         let a = try sidecar()
         let b = try sidecar()

@@ -1,0 +1,106 @@
+import NIOCore
+import RedisClient
+import ReplicationCore
+import ReplicationTestSupport
+import StreamLog
+import XCTest
+
+@testable import RedisStreams
+
+/// Append transactions run by a real `redis-server`: the check, `WATCH` and `EXEC` add a publish's entries
+/// only while every key is as the hub expects.
+final class AppendTransactionTests: XCTestCase {
+    private var redis: RedisServer!
+    private let entries = StreamEntries(prefix: StreamEntries.defaultPrefix(serverName: "test.local"))
+    private let guardKey = "replication-sidecar:{test.local}:append-guard:test"
+    private typealias Tip = AppendTransaction.Tip
+
+    override func setUpWithError() throws {
+        redis = try RedisServer()
+    }
+
+    override func tearDown() {
+        redis = nil
+    }
+
+    private func run(_ tokens: ClosedRange<Int64>) throws -> [StreamEntries.Addition] {
+        let lines = tokens.map { "RDATA events \($0) [\"r\($0)\"]\n" }.joined()
+        return try XCTUnwrap(
+            StreamEntries.additions(of: .run(.events, lines: ByteBuffer(string: lines), tokens: Array(tokens))))
+    }
+
+    private func noTips() -> [Tip?] { [Tip?](repeating: nil, count: StreamName.all.count) }
+
+    /// Each stream's tip as the check reads it, with no transaction.
+    private func probe(_ streams: [StreamName]) throws -> [StreamName: Tip?] {
+        AppendTransaction.tips(
+            try redis.reply(AppendTransaction.probe(streams, entries: entries, guardKey: guardKey)), of: streams)
+    }
+
+    /// Runs one transaction of `additions` to `events` expecting `tip`: the check's reply and what `EXEC` did.
+    private func transact(_ additions: [StreamEntries.Addition], expecting tip: Tip) throws -> (
+        check: [StreamName: Tip?], outcome: AppendTransaction.Outcome
+    ) {
+        var tips = noTips()
+        tips[StreamName.events.index] = tip
+        let expected = tips
+        let planned = try XCTUnwrap(AppendTransaction.plan(additions, after: &tips))
+        let commands = AppendTransaction.commands(
+            additions, planned: planned, expecting: expected, entries: entries, guardKey: guardKey)
+        let replies = try redis.replies(commands)
+        return (
+            AppendTransaction.tips(replies[1], of: AppendTransaction.streams(of: additions)),
+            AppendTransaction.outcome(replies[replies.count - 1])
+        )
+    }
+
+    func testPlanningFollowsTheTipsAndRefusesWhatOnlyTheScriptCanAnswer() throws {
+        var tips = noTips()
+        XCTAssertNil(AppendTransaction.plan(try run(1...3), after: &tips), "a key whose tip is not known")
+        tips[StreamName.events.index] = Tip(token: 2, rowsAdded: 7)
+        XCTAssertNil(AppendTransaction.plan(try run(2...3), after: &tips), "a first token taken")
+        XCTAssertEqual(tips[StreamName.events.index], Tip(token: 2, rowsAdded: 7), "left as it was")
+        let hubRow = try XCTUnwrap(
+            StreamEntries.additions(of: .rows(.events, RowTexts(["[\"r\"]"]), token: .next)))
+        XCTAssertNil(AppendTransaction.plan(try run(3...4) + hubRow, after: &tips), "a row the hub makes")
+        XCTAssertEqual(
+            AppendTransaction.plan(try run(3...4) + run(6...8), after: &tips),
+            [.init(token: 4, rowsAdded: 9), .init(token: 8, rowsAdded: 12)])
+        XCTAssertEqual(tips[StreamName.events.index], Tip(token: 8, rowsAdded: 12))
+    }
+
+    func testTheCheckReadsEachKeysLastTokenAndRowsAdded() throws {
+        let empty = Tip(token: 0, rowsAdded: 0)
+        XCTAssertEqual(try probe([.events, .caches]), [.events: empty, .caches: empty])
+        let first = try transact(try run(1...3), expecting: empty)
+        XCTAssertEqual(first.outcome, .added([3]))
+        XCTAssertEqual(try probe([.events]), [.events: Tip(token: 3, rowsAdded: 3)])
+        // A key that is not a stream has no tip: what is added to it goes through the script.
+        _ = try redis.reply(["SET", entries.key(.caches), "not a stream"])
+        XCTAssertEqual(try probe([.caches]), [.caches: nil])
+    }
+
+    func testEntriesAreAddedWithTheirRowsAddedWhileTheKeyIsAsExpected() throws {
+        XCTAssertEqual(
+            try transact(try run(1...3) + run(5...6), expecting: Tip(token: 0, rowsAdded: 0)).outcome, .added([3, 6]))
+        XCTAssertEqual(try transact(try run(7...7), expecting: Tip(token: 6, rowsAdded: 5)).outcome, .added([7]))
+        XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 6: 5, 7: 6])
+        XCTAssertEqual(try redis.cli(["EXISTS", guardKey]).trimmingCharacters(in: .whitespacesAndNewlines), "0")
+    }
+
+    func testAKeyNotAsExpectedAddsNothingAndTheCheckSaysHowItIs() throws {
+        XCTAssertEqual(try transact(try run(1...3), expecting: Tip(token: 0, rowsAdded: 0)).outcome, .added([3]))
+        // Another hub added 4...5 since: a transaction expecting 3 adds nothing, though its tokens are free.
+        _ = try transact(try run(4...5), expecting: Tip(token: 3, rowsAdded: 3))
+        let stale = try transact(try run(8...9), expecting: Tip(token: 3, rowsAdded: 3))
+        XCTAssertEqual(stale.outcome, .aborted)
+        XCTAssertEqual(stale.check, [.events: Tip(token: 5, rowsAdded: 5)])
+        XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 5: 5])
+        // The guard the check touched expires.
+        let ttl = try XCTUnwrap(Int(try redis.cli(["PTTL", guardKey]).trimmingCharacters(in: .whitespacesAndNewlines)))
+        XCTAssertTrue((1...60_000).contains(ttl), "\(ttl)")
+        // Expecting what the check said, it goes through.
+        XCTAssertEqual(try transact(try run(8...9), expecting: Tip(token: 5, rowsAdded: 5)).outcome, .added([9]))
+        XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 5: 5, 9: 7])
+    }
+}
