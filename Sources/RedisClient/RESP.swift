@@ -160,23 +160,41 @@ extension UnsafeRawBufferPointer {
 /// A command as RESP2 puts it on the wire: an array of bulk strings, written straight into the outgoing buffer.
 /// hiredis's `redisFormatCommandArgv` (which ``RESPTests`` holds this to) needed the arguments joined into one
 /// buffer and its own output copied out again: three copies of every argument, and of a megabyte-sized append
-/// script call, each a fresh allocation whose pages were faulted in (BENCHMARKS.md).
+/// script call, each a fresh allocation whose pages were faulted in (BENCHMARKS.md). A large argument (a
+/// batch's rows) is not copied at all: it goes to the socket as the buffer it is.
 public enum RESPCommand {
-    public static func write(_ arguments: [[UInt8]], into buffer: inout ByteBuffer) {
-        buffer.reserveCapacity(minimumWritableBytes: arguments.reduce(16) { $0 + $1.count + 16 })
+    /// Writes a command into `buffer`. An argument of at least `separateBytes` is handed to `emit` after the
+    /// buffer so far, and writing goes on in a fresh buffer.
+    public static func write(
+        _ arguments: [ByteBuffer], into buffer: inout ByteBuffer, separating separateBytes: Int = .max,
+        emit: (ByteBuffer) -> Void = { _ in }
+    ) {
+        buffer.reserveCapacity(
+            minimumWritableBytes: arguments.reduce(16) {
+                $0 + ($1.readableBytes < separateBytes ? $1.readableBytes : 0) + 16
+            })
         buffer.writeString("*\(arguments.count)\r\n")
         for argument in arguments {
-            buffer.writeString("$\(argument.count)\r\n")
-            buffer.writeBytes(argument)
+            buffer.writeString("$\(argument.readableBytes)\r\n")
+            if argument.readableBytes >= separateBytes {
+                emit(buffer)
+                emit(argument)
+                buffer = ByteBufferAllocator().buffer(capacity: 256)
+            } else {
+                buffer.writeImmutableBuffer(argument)
+            }
             buffer.writeStaticString("\r\n")
         }
     }
 
-    public static func encode(_ arguments: [[UInt8]]) -> [UInt8] {
+    public static func encode(_ arguments: [ByteBuffer]) -> [UInt8] {
         var buffer = ByteBuffer()
         write(arguments, into: &buffer)
         return Array(buffer.readableBytesView)
     }
 
-    public static func encode(_ arguments: [String]) -> [UInt8] { encode(arguments.map { Array($0.utf8) }) }
+    public static func encode(_ arguments: [String]) -> [UInt8] { encode(self.arguments(arguments)) }
+
+    /// The arguments of a command made of text.
+    public static func arguments(_ strings: [String]) -> [ByteBuffer] { strings.map { ByteBuffer(string: $0) } }
 }

@@ -102,11 +102,11 @@ public final class RedisClient {
 
     /// Sends one command; fails at once with ``RedisError/notConnected`` while there is no ready connection.
     public func send(_ arguments: [String]) -> EventLoopFuture<RedisValue> {
-        pipeline([arguments.map { Array($0.utf8) }])[0]
+        pipeline([RESPCommand.arguments(arguments)])[0]
     }
 
     /// Sends commands back to back in one write; each future gets its own reply.
-    public func pipeline(_ commands: [[[UInt8]]]) -> [EventLoopFuture<RedisValue>] {
+    public func pipeline(_ commands: [[ByteBuffer]]) -> [EventLoopFuture<RedisValue>] {
         eventLoop.preconditionInEventLoop()
         guard ready, let handler else {
             return commands.map { _ in eventLoop.makeFailedFuture(RedisError.notConnected) }
@@ -177,7 +177,7 @@ public final class RedisClient {
         setup += configuration.channels.map { ["SUBSCRIBE", $0] }
         // Ready means Redis answered: with nothing else to send, a PING proves the link (and its TLS handshake).
         if setup.isEmpty { setup.append(["PING"]) }
-        let futures = counted(handler.send(setup.map { $0.map { Array($0.utf8) } }))
+        let futures = counted(handler.send(setup.map(RESPCommand.arguments)))
         EventLoopFuture.whenAllSucceed(futures, on: eventLoop).whenComplete { result in
             switch result {
             case .success: this.value.becameReady()

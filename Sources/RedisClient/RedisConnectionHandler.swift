@@ -44,8 +44,11 @@ final class RedisConnectionHandler: ChannelInboundHandler {
         failAll(.connectionClosed)
     }
 
+    /// Arguments at least this long are written as the buffers they are, not copied into the command's.
+    private static let separateArgumentBytes = 4096
+
     /// Writes commands back to back and flushes once; each future gets its own reply.
-    func send(_ commands: [[[UInt8]]]) -> [EventLoopFuture<RedisValue>] {
+    func send(_ commands: [[ByteBuffer]]) -> [EventLoopFuture<RedisValue>] {
         guard let context, context.channel.isActive else {
             return commands.map { _ in eventLoop.makeFailedFuture(RedisError.notConnected) }
         }
@@ -53,7 +56,9 @@ final class RedisConnectionHandler: ChannelInboundHandler {
         var futures: [EventLoopFuture<RedisValue>] = []
         let this = NIOLoopBound(self, eventLoop: eventLoop)
         for command in commands {
-            RESPCommand.write(command, into: &buffer)
+            RESPCommand.write(command, into: &buffer, separating: Self.separateArgumentBytes) { part in
+                context.write(NIOAny(part), promise: nil)
+            }
             let promise = context.eventLoop.makePromise(of: RedisValue.self)
             let timeout = context.eventLoop.scheduleTask(in: commandTimeout) { this.value.timedOut() }
             waiting.append(Waiting(promise: promise, timeout: timeout))

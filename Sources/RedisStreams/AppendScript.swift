@@ -1,3 +1,4 @@
+import NIOCore
 import RedisClient
 import ReplicationCore
 
@@ -64,16 +65,16 @@ enum AppendScript {
     /// The command that runs the script (``LuaScript/evaluate(_:sha:)``).
     static func arguments(
         sha: String?, _ additions: [StreamEntries.Addition], entries: StreamEntries, floors: [Int64]
-    ) -> [[UInt8]] {
-        var command = LuaScript.evaluate(source, sha: sha).map { Array($0.utf8) }
-        command.append(Array("\(additions.count)".utf8))
-        for addition in additions { command.append(Array(entries.key(addition.stream).utf8)) }
+    ) -> [ByteBuffer] {
+        var command = RESPCommand.arguments(LuaScript.evaluate(source, sha: sha) + ["\(additions.count)"])
+        command += RESPCommand.arguments(additions.map { entries.key($0.stream) })
         for addition in additions {
-            command.append(Array((addition.token.map { "\($0)-0" } ?? "").utf8))
-            command.append(Array("\(addition.firstToken.map { $0 - 1 } ?? floors[addition.stream.index])".utf8))
-            command.append(Array(addition.field.utf8))
-            command.append(Array(addition.value.readableBytesView))
-            command.append(Array("\(addition.rows)".utf8))
+            command += RESPCommand.arguments([
+                addition.token.map { "\($0)-0" } ?? "",
+                "\(addition.firstToken.map { $0 - 1 } ?? floors[addition.stream.index])", addition.field,
+            ])
+            command.append(addition.value)
+            command.append(ByteBuffer(string: "\(addition.rows)"))
         }
         return command
     }

@@ -86,15 +86,15 @@ enum AppendTransaction {
     }
 
     /// The check alone (no transaction follows): each key's tip, for a publish to a key whose tip is not known.
-    static func probe(_ streams: [StreamName], entries: StreamEntries, guardKey: String) -> [[UInt8]] {
+    static func probe(_ streams: [StreamName], entries: StreamEntries, guardKey: String) -> [ByteBuffer] {
         check(streams, expected: streams.map { _ in nil }, entries: entries, guardKey: guardKey)
     }
 
     private static func check(_ streams: [StreamName], expected: [Tip?], entries: StreamEntries, guardKey: String)
-        -> [[UInt8]]
+        -> [ByteBuffer]
     {
         let keys = streams.map(entries.key) + [guardKey]
-        return (["EVAL", checkSource, "\(keys.count)"] + keys + expected.map { $0?.text ?? "?" }).map { Array($0.utf8) }
+        return RESPCommand.arguments(["EVAL", checkSource, "\(keys.count)"] + keys + expected.map { $0?.text ?? "?" })
     }
 
     /// The commands of one transaction adding `additions` as `planned`, expecting `tips` of their streams
@@ -102,21 +102,19 @@ enum AppendTransaction {
     static func commands(
         _ additions: [StreamEntries.Addition], planned: [Planned], expecting tips: [Tip?], entries: StreamEntries,
         guardKey: String
-    ) -> [[[UInt8]]] {
+    ) -> [[ByteBuffer]] {
         let streams = streams(of: additions)
-        var commands = [(["WATCH"] + streams.map(entries.key) + [guardKey]).map { Array($0.utf8) }]
+        var commands = [RESPCommand.arguments(["WATCH"] + streams.map(entries.key) + [guardKey])]
         commands.append(check(streams, expected: streams.map { tips[$0.index] }, entries: entries, guardKey: guardKey))
-        commands.append([Array("MULTI".utf8)])
+        commands.append(RESPCommand.arguments(["MULTI"]))
         for (addition, entry) in zip(additions, planned) {
-            var command = ["XADD", entries.key(addition.stream), "\(entry.token)-0", addition.field].map {
-                Array($0.utf8)
-            }
-            command.append(Array(addition.value.readableBytesView))
-            command.append(Array(StreamEntries.rowsAddedField.utf8))
-            command.append(Array("\(entry.rowsAdded)".utf8))
+            var command = RESPCommand.arguments(
+                ["XADD", entries.key(addition.stream), "\(entry.token)-0", addition.field])
+            command.append(addition.value)
+            command += RESPCommand.arguments([StreamEntries.rowsAddedField, "\(entry.rowsAdded)"])
             commands.append(command)
         }
-        commands.append([Array("EXEC".utf8)])
+        commands.append(RESPCommand.arguments(["EXEC"]))
         return commands
     }
 

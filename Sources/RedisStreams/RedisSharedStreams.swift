@@ -378,10 +378,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         }
     }
 
-    private var waitCommand: [[UInt8]] {
-        ["WAIT", "\(configuration.waitReplicas)", "\(configuration.writeTimeout.nanoseconds / 1_000_000)"].map {
-            Array($0.utf8)
-        }
+    private var waitCommand: [ByteBuffer] {
+        RESPCommand.arguments([
+            "WAIT", "\(configuration.waitReplicas)", "\(configuration.writeTimeout.nanoseconds / 1_000_000)",
+        ])
     }
 
     /// Sends a publish through ``AppendScript``; the keys it adds to are no longer as this hub expects.
@@ -500,7 +500,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
 
     /// Loads the scripts, to be run by SHA-1 from then on.
     private func loadScripts() -> EventLoopFuture<Void> {
-        let replies = commands.pipeline(Self.scripts.map { ["SCRIPT", "LOAD", $0].map { Array($0.utf8) } })
+        let replies = commands.pipeline(Self.scripts.map { RESPCommand.arguments(["SCRIPT", "LOAD", $0]) })
         return EventLoopFuture.whenAllComplete(replies, on: eventLoop).map { results in
             for (source, result) in zip(Self.scripts, results) { self.scriptSHAs[source] = try? result.get().string }
         }
@@ -656,7 +656,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// that could not be asked about says nothing).
     private func keyInfos(_ streams: [StreamName]) -> EventLoopFuture<[KeyInfo]> {
         let replies = follower.pipeline(
-            streams.map { ["XINFO", "STREAM", configuration.entries.key($0)].map { Array($0.utf8) } })
+            streams.map { RESPCommand.arguments(["XINFO", "STREAM", configuration.entries.key($0)]) })
         return EventLoopFuture.whenAllComplete(replies, on: eventLoop).map { $0.map(KeyInfo.init) }
     }
 

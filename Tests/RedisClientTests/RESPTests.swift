@@ -9,7 +9,7 @@ import Testing
             String(decoding: RESPCommand.encode(["GET", "key"]), as: UTF8.self) == "*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n")
         let binary: [UInt8] = [0, 13, 10, 255]
         #expect(
-            RESPCommand.encode([Array("SET".utf8), Array("k".utf8), binary]) == Array(
+            RESPCommand.encode([ByteBuffer(string: "SET"), ByteBuffer(string: "k"), ByteBuffer(bytes: binary)]) == Array(
                 "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\n".utf8) + binary + [13, 10])
         #expect(
             String(decoding: RESPCommand.encode(["PUBLISH", "c", ""]), as: UTF8.self)
@@ -29,8 +29,22 @@ import Testing
                 let step = Int.random(in: 1...255, using: &generator)
                 return (0..<length).map { UInt8(truncatingIfNeeded: $0 &* step) }
             }
-            #expect(RESPCommand.encode(arguments) == Self.hiredisFormat(arguments))
+            #expect(RESPCommand.encode(arguments.map { ByteBuffer(bytes: $0) }) == Self.hiredisFormat(arguments))
         }
+    }
+
+    /// A large argument goes out as its own buffer, uncopied; what reaches the socket is the same bytes.
+    @Test func largeArgumentsAreHandedOverAsTheyAreBetweenTheCommandsBytes() {
+        let large = ByteBuffer(string: String(repeating: "r", count: 5_000))
+        let arguments = [ByteBuffer(string: "XADD"), large, ByteBuffer(string: "k"), large]
+        var parts: [ByteBuffer] = []
+        var buffer = ByteBuffer()
+        RESPCommand.write(arguments, into: &buffer, separating: 4_096) { parts.append($0) }
+        parts.append(buffer)
+        #expect(parts.count == 5)
+        #expect(parts[1] == large && parts[3] == large)
+        #expect(parts[1].withUnsafeReadableBytes { $0.baseAddress } == large.withUnsafeReadableBytes { $0.baseAddress })
+        #expect(Array(parts.map { Array($0.readableBytesView) }.joined()) == RESPCommand.encode(arguments))
     }
 
     private static func hiredisFormat(_ arguments: [[UInt8]]) -> [UInt8] {

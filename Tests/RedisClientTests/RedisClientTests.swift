@@ -44,7 +44,7 @@ final class LoopClient: @unchecked Sendable {  // the client is only touched on 
     }
 
     func pipeline(_ commands: [[String]]) async throws -> [RedisValue] {
-        let futures = try await loop.submit { self.client.pipeline(commands.map { $0.map { Array($0.utf8) } }) }.get()
+        let futures = try await loop.submit { self.client.pipeline(commands.map(RESPCommand.arguments)) }.get()
         var values: [RedisValue] = []
         for future in futures { values.append(try await future.get()) }
         return values

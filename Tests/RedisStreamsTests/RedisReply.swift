@@ -7,10 +7,10 @@ import XCTest
 extension RedisServer {
     /// Sends one command on a connection of its own and returns its reply, parsed as the sidecar's client
     /// parses it.
-    func reply(_ arguments: [[UInt8]]) throws -> RedisValue { try replies([arguments])[0] }
+    func reply(_ arguments: [ByteBuffer]) throws -> RedisValue { try replies([arguments])[0] }
 
     /// Sends commands back to back on one connection of their own and returns their replies.
-    func replies(_ commands: [[[UInt8]]]) throws -> [RedisValue] {
+    func replies(_ commands: [[ByteBuffer]]) throws -> [RedisValue] {
         let socket = try LineSocket(port: port)
         defer { socket.close() }
         try socket.send(Array(commands.map { RESPCommand.encode($0) }.joined()))
@@ -26,7 +26,7 @@ extension RedisServer {
         return replies
     }
 
-    func reply(_ arguments: [String]) throws -> RedisValue { try reply(arguments.map { Array($0.utf8) }) }
+    func reply(_ arguments: [String]) throws -> RedisValue { try reply(RESPCommand.arguments(arguments)) }
 
     /// Every entry of `key` as its token and `rows-added`.
     func rowsAdded(_ key: String) throws -> [Int64: Int64] {

@@ -26,7 +26,7 @@ final class RetentionScriptTests: XCTestCase {
             sha: nil, try XCTUnwrap(StreamEntries.additions(of: batch)),
             entries: StreamEntries(prefix: StreamEntries.defaultPrefix(serverName: "test.local")),
             floors: [Int64](repeating: 0, count: StreamName.all.count))
-        try redis.cli(command.map { String(decoding: $0, as: UTF8.self) })
+        try redis.cli(command.map { String(buffer: $0) })
     }
 
     /// Adds a batch of `rowsEach` rows per token.
