@@ -236,8 +236,9 @@ let package = Package(
         .testTarget(
             name: "RedisStreamsTests",
             dependencies: [
-                "RedisStreams", "RedisClient", "ReplicationCore", "StreamLog", "ReplicationTestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
+                "RedisStreams", "RedisClient", "ReplicationCore", "ReplicationNIO", "StreamLog",
+                "ReplicationTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -12,6 +12,11 @@ import ReplicationCore
 /// transaction is sent again once; what cannot go this way (a row the hub makes itself, a token not after the
 /// key's last) goes through ``AppendScript``, which refuses exactly what it must.
 enum AppendTransaction {
+    /// Bytes of rows a publish has at least to be added this way. The check reads a key's first and last
+    /// entries into Lua (up to 32 KiB, hashed as the script's arguments would be) and a transaction is five
+    /// commands: for a publish of a few rows the script costs Redis less (BENCHMARKS.md).
+    static let minimumBytes = 64 * 1024
+
     /// A key's newest entry as this hub expects it: the key's last token and the rows added through it.
     struct Tip: Equatable {
         var token: Int64

@@ -233,9 +233,14 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         /// Transactions it was in that added nothing: after two, it goes through the append script.
         var aborted = 0
 
-        /// Whether it goes through ``AppendScript``: a row the hub makes itself takes its token there.
-        var needsScript: Bool { aborted >= 2 || additions.contains { $0.token == nil } }
-        var bytes: Int { additions.reduce(0) { $0 + $1.value.readableBytes } }
+        /// Bytes of rows.
+        var bytes: Int
+
+        /// Whether it goes through ``AppendScript``: a row the hub makes itself takes its token there, and a
+        /// small publish costs Redis less there than a transaction's commands and check.
+        var needsScript: Bool {
+            aborted >= 2 || bytes < AppendTransaction.minimumBytes || additions.contains { $0.token == nil }
+        }
     }
 
     private func send(_ batches: [NewBatch], promise: EventLoopPromise<AppendResults>) {
@@ -249,7 +254,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let additions = perBatch.flatMap { $0 }
         guard !additions.isEmpty, hub != nil else { return promise.succeed([]) }
         appends.append(
-            Append(batches: batches, promise: promise, additions: additions, entriesPerBatch: perBatch.map(\.count)))
+            Append(
+                batches: batches, promise: promise, additions: additions, entriesPerBatch: perBatch.map(\.count),
+                bytes: additions.reduce(0) { $0 + $1.value.readableBytes }))
         sendAppends()
     }
 

@@ -1,6 +1,9 @@
+import Logging
 import NIOCore
+import NIOPosix
 import RedisClient
 import ReplicationCore
+import ReplicationNIO
 import ReplicationTestSupport
 import StreamLog
 import XCTest
@@ -102,5 +105,69 @@ final class AppendTransactionTests: XCTestCase {
         // Expecting what the check said, it goes through.
         XCTAssertEqual(try transact(try run(8...9), expecting: Tip(token: 5, rowsAdded: 5)).outcome, .added([9]))
         XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 5: 5, 9: 7])
+    }
+
+    /// A hub sharing its streams through the test's Redis, with a log of its own.
+    private final class Hub {
+        let shared: RedisSharedStreams
+        let hub: ReplicationHub
+        let loop: any EventLoop
+
+        init(redis: RedisServer, on loop: any EventLoop) throws {
+            self.loop = loop
+            var configuration = RedisStreamsConfiguration(
+                endpoint: try RedisEndpoint(url: redis.url),
+                entries: StreamEntries(prefix: StreamEntries.defaultPrefix(serverName: "test.local")),
+                writeTimeout: .seconds(10), keepRows: 1_000_000)
+            // No trimming pass runs a script while the test counts them.
+            configuration.trimInterval = .hours(1)
+            shared = RedisSharedStreams(
+                configuration: configuration, eventLoop: loop, latencyBuckets: [1], logger: Logger(label: "test"))
+            hub = ReplicationHub(log: InMemoryStreamLog(), shared: shared)
+            shared.start(storingInto: hub)
+        }
+
+        /// Publishes one run of `tokens` and returns the last token acknowledged.
+        func publish(_ tokens: ClosedRange<Int64>) throws -> Int64? {
+            let lines = tokens.map { "RDATA events \($0) \(eventRow(Int($0)))\n" }.joined()
+            let results = try shared.publish(
+                [.run(.events, lines: ByteBuffer(string: lines), tokens: Array(tokens))], on: loop
+            ).wait()
+            return try results.last?.get().token
+        }
+
+        deinit { try? shared.stop().wait() }
+    }
+
+    func testHubsTakingTurnsAddLargePublishesInTransactionsAndLearnWhatTheOtherAdded() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        var a: Hub? = try Hub(redis: redis, on: group.next())
+        let b = try Hub(redis: redis, on: group.next())
+        // 600 rows are about 80 KiB: a transaction.
+        XCTAssertEqual(try a?.publish(1...600), 600)
+        XCTAssertEqual(try redis.calls("exec"), 1)
+        XCTAssertEqual(try b.publish(601...1200), 1200)
+        XCTAssertEqual(try redis.calls("exec"), 2)
+        // A last saw its own rows: its transaction finds B's after them, adds nothing, and goes again
+        // expecting them.
+        XCTAssertEqual(try a?.publish(1201...1800), 1800)
+        XCTAssertEqual(a?.shared.currentStatistics.abortedTransactions, 1)
+        XCTAssertEqual(try redis.calls("exec"), 4)
+        // A few rows go through the append script.
+        let scripts = try redis.calls("evalsha")
+        XCTAssertEqual(try a?.publish(1801...1803), 1803)
+        XCTAssertEqual(try redis.calls("evalsha"), scripts + 1)
+        XCTAssertEqual(try redis.calls("exec"), 4)
+        a = nil
+        // Whichever way an entry was added, its rows-added counts every row through it.
+        var rows: Int64 = 0
+        var previous: Int64 = 0
+        for (token, added) in try redis.rowsAdded(entries.key(.events)).sorted(by: { $0.key < $1.key }) {
+            rows += token - previous
+            previous = token
+            XCTAssertEqual(added, rows, "entry \(token)")
+        }
+        XCTAssertEqual(rows, 1803)
     }
 }

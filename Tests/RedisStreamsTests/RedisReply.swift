@@ -38,4 +38,11 @@ extension RedisServer {
         }
         return added
     }
+
+    /// Calls of a command Redis has run, from `INFO commandstats`.
+    func calls(_ command: String) throws -> Int {
+        let line = try cli(["INFO", "commandstats"]).split(whereSeparator: \.isNewline)
+            .first { $0.hasPrefix("cmdstat_\(command):") }
+        return line.flatMap { Int($0.split(separator: "=")[1].prefix { $0.isNumber }) } ?? 0
+    }
 }

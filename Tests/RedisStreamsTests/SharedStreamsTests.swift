@@ -172,32 +172,6 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(onB, expected)
     }
 
-    func testWritersTakingTurnsOnTwoSidecarsAddTheirRowsInTransactionsCountingEveryRow() throws {
-        let a = try sidecar()
-        let b = try sidecar()
-        let (worker, _) = try subscribe(b)
-        let execs = try calls("exec")
-        try publish(try connect(a, name: "pub"), tokens: 1...300)
-        XCTAssertGreaterThan(try calls("exec"), execs, "added in a transaction")
-        try publish(try connect(b, name: "pub"), tokens: 301...400)
-        XCTAssertEqual(try metric(a, "aborted_transactions_total"), 0)
-        // A last saw its own rows: its next transaction finds B's after them, adds nothing, and is sent again
-        // expecting them.
-        try publish(try connect(a, name: "pub"), tokens: 401...450)
-        try waitUntilTrue(seconds: 30) { (try? self.metric(a, "aborted_transactions_total")) == 1 }
-        XCTAssertEqual(try metric(a, #"refused_writes_total{reason="failed"}"#), 0)
-        XCTAssertEqual(try readRows(worker, 450), rowLines(1...450))
-        // Every entry's rows-added counts the rows through it, whichever sidecar added it.
-        var rows = 0
-        let perEntry = try rowsPerEntry()
-        for (entry, count) in zip(try entriesInRedis(), perEntry) {
-            rows += count
-            let fields = try redis.cli(["XRANGE", "replication-sidecar:{test.local}:events", entry, entry])
-            XCTAssertEqual(fields.split(separator: "\n").last.map(String.init), "\(rows)", "entry \(entry)")
-        }
-        XCTAssertEqual(rows, 450)
-    }
-
     func testAWriterSendingAgainOnAnotherSidecarIsAcknowledgedAndStoredOnce() throws {
         let a = try sidecar()
         let b = try sidecar()
@@ -381,26 +355,19 @@ final class SharedStreamsTests: XCTestCase {
         XCTAssertEqual(try subscribe(a, after: 500).1, rowLines(501...600))
     }
 
-    /// Calls of a command Redis has run, from `INFO commandstats`.
-    private func calls(_ command: String) throws -> Int {
-        let line = try redis.cli(["INFO", "commandstats"]).split(whereSeparator: \.isNewline)
-            .first { $0.hasPrefix("cmdstat_\(command):") }
-        return line.flatMap { Int($0.split(separator: "=")[1].prefix { $0.isNumber }) } ?? 0
-    }
-
     func testTrimmingRunsTheLoadedScriptAndLoadsItAgainWhenRedisForgetsIt() throws {
         let a = try sidecar(["--retain-rows", "10"])
         let writer = try connect(a, name: "pub")
         try publishOneByOne(writer, tokens: 1...20)
         try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis().count) == 11 }
         // With nothing written, every pass is an EVALSHA: the script is not sent again.
-        let evals = try calls("eval")
-        let evalshas = try calls("evalsha")
-        try waitUntilTrue(seconds: 30) { (try? self.calls("evalsha")) ?? 0 >= evalshas + 3 }
-        XCTAssertEqual(try calls("eval"), evals)
+        let evals = try redis.calls("eval")
+        let evalshas = try redis.calls("evalsha")
+        try waitUntilTrue(seconds: 30) { (try? self.redis.calls("evalsha")) ?? 0 >= evalshas + 3 }
+        XCTAssertEqual(try redis.calls("eval"), evals)
         // Redis forgets its scripts: they are loaded again, and trimming goes on.
         try redis.cli(["SCRIPT", "FLUSH"])
-        try waitUntilTrue(seconds: 30) { (try? self.calls("script|load")) ?? 0 >= 4 }
+        try waitUntilTrue(seconds: 30) { (try? self.redis.calls("script|load")) ?? 0 >= 4 }
         try publishOneByOne(writer, tokens: 21...30)
         try waitUntilTrue(seconds: 30) { (try? self.entriesInRedis()) == (20...30).map { "\($0)-0" } }
     }
@@ -447,16 +414,16 @@ final class SharedStreamsTests: XCTestCase {
         try waitUntilTrue(seconds: 30) { (try? self.subscribe(b, after: 29).1.count) == 5 }
         // B's log holds 29 and 30 only: 28 comes from Redis (XRANGE), then the log takes over. The script
         // that reads it is run by SHA-1, not sent whole.
-        let evals = try calls("eval")
+        let evals = try redis.calls("eval")
         XCTAssertEqual(try subscribe(b, after: 27).1, (28...30).flatMap { fiveRows($0).caughtUp })
-        XCTAssertEqual(try calls("eval"), evals)
+        XCTAssertEqual(try redis.calls("eval"), evals)
         // Redis forgets its scripts: the catch-up is sent whole (unless a trim had them loaded again first),
         // and they are loaded again. Counted from before the flush, so a reload by a trim counts whenever it
         // happens.
-        let loads = try calls("script|load")
+        let loads = try redis.calls("script|load")
         try redis.cli(["SCRIPT", "FLUSH"])
         XCTAssertEqual(try subscribe(b, after: 27).1, (28...30).flatMap { fiveRows($0).caughtUp })
-        try waitUntilTrue(seconds: 30) { (try? self.calls("script|load")) ?? 0 >= loads + 3 }
+        try waitUntilTrue(seconds: 30) { (try? self.redis.calls("script|load")) ?? 0 >= loads + 3 }
         // Redis holds nothing before 28 either: fallen behind, never a gap.
         try assertFallenBehind(b, after: 26)
         XCTAssertEqual(try metric(b, #"backfills_total{result="ok"}"#), 2)
