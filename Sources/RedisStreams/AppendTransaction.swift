@@ -2,15 +2,15 @@ import NIOCore
 import RedisClient
 import ReplicationCore
 
-/// How a writer's publishes are added without passing their rows through Lua: Redis's Lua hashes every byte
-/// of a script's arguments, which made ``AppendScript`` most of Redis's work per row (BENCHMARKS.md, "Through
-/// Redis"). The entries are plain `XADD`s in a `MULTI`/`EXEC`, and a short script that reads only each key's
-/// last token and `rows-added` checks that they are what this hub expects (its ``Tip``): the entries' IDs and
-/// `rows-added` were worked out from those. The keys and a guard key are `WATCH`ed first; the check touches
-/// the guard when a key is not as expected, so that `EXEC` then adds nothing, and nor does it when another
-/// client wrote to a key in between. What is expected is learned from the check's reply, so an aborted
-/// transaction is sent again once; what cannot go this way (a row the hub makes itself, a token not after the
-/// key's last) goes through ``AppendScript``, which refuses exactly what it must.
+/// How a writer's large publishes are added without passing their rows through Lua: Redis's Lua hashes every
+/// byte of a script's arguments, which made ``AppendScript`` most of Redis's work per row (BENCHMARKS.md,
+/// "Through Redis"). The keys are `WATCH`ed, a short script that reads only each key's last token and
+/// `rows-added` answers how they are, and the entries, whose IDs and `rows-added` were worked out from what
+/// this hub expects (its ``Tip``s), are plain `XADD`s queued after `MULTI`. `EXEC` follows only once the check
+/// has answered that every key is as expected, `DISCARD` otherwise; `EXEC` adds nothing either when another
+/// client wrote to a key after `WATCH`. The keys' tips are learned from the check, so a publish not added is
+/// sent again once; what cannot go this way (a row the hub makes itself, a token not after the key's last)
+/// goes through ``AppendScript``, which refuses exactly what it must.
 enum AppendTransaction {
     /// Bytes of rows a publish has at least to be added this way. The check reads a key's first and last
     /// entries into Lua (up to 32 KiB, hashed as the script's arguments would be) and a transaction is five
@@ -22,14 +22,12 @@ enum AppendTransaction {
         var token: Int64
         var rowsAdded: Int64
 
-        /// How the check script writes it.
-        var text: String { "\(token) \(rowsAdded)" }
-
         init(token: Int64, rowsAdded: Int64) {
             self.token = token
             self.rowsAdded = rowsAdded
         }
 
+        /// A tip as the check script writes it: `<token> <rows-added>`.
         init?(_ text: String) {
             let parts = text.split(separator: " ")
             guard parts.count == 2, let token = Int64(parts[0]), let rows = Int64(parts[1]) else { return nil }
@@ -37,17 +35,17 @@ enum AppendTransaction {
         }
     }
 
-    /// KEYS: the keys, then the guard. ARGV: each key's expected tip (`<token> <rows-added>`). Reply: each
-    /// key's tip as it is (`?` for a key that is not a stream). Reads a key with `XINFO STREAM`, which hands
-    /// the script its first and last entries only, whatever the transaction adds.
+    /// KEYS: the keys. Reply: each key's tip (`<token> <rows-added>`; `?` for a key that is not a stream).
+    /// Reads a key with `XINFO STREAM`, which hands the script its first and last entries only, whatever the
+    /// transaction adds.
     static let checkSource = """
         \(StreamEntries.rowsAddedLua)
-        local tips, same = {}, true
-        for i = 1, #KEYS - 1 do
+        local tips = {}
+        for i, key in ipairs(KEYS) do
           local tip = '0 0'
-          local info = redis.pcall('XINFO', 'STREAM', KEYS[i])
+          local info = redis.pcall('XINFO', 'STREAM', key)
           if info.err then
-            if redis.call('EXISTS', KEYS[i]) == 1 then tip = '?' end
+            if redis.call('EXISTS', key) == 1 then tip = '?' end
           else
             local last, entry = '0', false
             for j = 1, #info, 2 do
@@ -57,11 +55,6 @@ enum AppendTransaction {
             tip = last .. ' ' .. string.format('%d', entry and rows_added(entry) or 0)
           end
           tips[i] = tip
-          if tip ~= ARGV[i] then same = false end
-        end
-        if not same then
-          redis.call('INCR', KEYS[#KEYS])
-          redis.call('PEXPIRE', KEYS[#KEYS], 60000)
         end
         return tips
         """
@@ -90,27 +83,19 @@ enum AppendTransaction {
         return planned
     }
 
-    /// The check alone (no transaction follows): each key's tip, for a publish to a key whose tip is not known.
-    static func probe(_ streams: [StreamName], entries: StreamEntries, guardKey: String) -> [ByteBuffer] {
-        check(streams, expected: streams.map { _ in nil }, entries: entries, guardKey: guardKey)
+    /// The check alone: each key's tip, for a publish to a key whose tip is not known.
+    static func probe(_ streams: [StreamName], entries: StreamEntries) -> [ByteBuffer] {
+        RESPCommand.arguments(["EVAL", checkSource, "\(streams.count)"] + streams.map(entries.key))
     }
 
-    private static func check(_ streams: [StreamName], expected: [Tip?], entries: StreamEntries, guardKey: String)
-        -> [ByteBuffer]
+    /// The commands of one transaction adding `additions` as `planned`, up to its `EXEC`: `WATCH`, the check,
+    /// `MULTI`, the `XADD`s.
+    static func commands(_ additions: [StreamEntries.Addition], planned: [Planned], entries: StreamEntries)
+        -> [[ByteBuffer]]
     {
-        let keys = streams.map(entries.key) + [guardKey]
-        return RESPCommand.arguments(["EVAL", checkSource, "\(keys.count)"] + keys + expected.map { $0?.text ?? "?" })
-    }
-
-    /// The commands of one transaction adding `additions` as `planned`, expecting `tips` of their streams
-    /// before: `WATCH`, the check, `MULTI`, the `XADD`s, `EXEC`.
-    static func commands(
-        _ additions: [StreamEntries.Addition], planned: [Planned], expecting tips: [Tip?], entries: StreamEntries,
-        guardKey: String
-    ) -> [[ByteBuffer]] {
         let streams = streams(of: additions)
-        var commands = [RESPCommand.arguments(["WATCH"] + streams.map(entries.key) + [guardKey])]
-        commands.append(check(streams, expected: streams.map { tips[$0.index] }, entries: entries, guardKey: guardKey))
+        var commands = [RESPCommand.arguments(["WATCH"] + streams.map(entries.key))]
+        commands.append(probe(streams, entries: entries))
         commands.append(RESPCommand.arguments(["MULTI"]))
         for (addition, entry) in zip(additions, planned) {
             var command = RESPCommand.arguments(
@@ -119,7 +104,6 @@ enum AppendTransaction {
             command += RESPCommand.arguments([StreamEntries.rowsAddedField, "\(entry.rowsAdded)"])
             commands.append(command)
         }
-        commands.append(RESPCommand.arguments(["EXEC"]))
         return commands
     }
 
@@ -131,13 +115,20 @@ enum AppendTransaction {
         return Dictionary(uniqueKeysWithValues: zip(streams, parts.map { $0.string.flatMap(Tip.init) }))
     }
 
+    /// Whether the check found every key of `streams` at the tip expected of it.
+    static func asExpected(_ found: [StreamName: Tip?]?, _ expected: [Tip?], of streams: [StreamName]) -> Bool {
+        streams.allSatisfy { stream in found?[stream].map { $0 == expected[stream.index] } == true }
+    }
+
+    /// What ends a transaction once its check answered: `EXEC` when every key was as expected, `DISCARD`.
+    static func ending(asExpected: Bool) -> [ByteBuffer] { RESPCommand.arguments([asExpected ? "EXEC" : "DISCARD"]) }
+
     /// The streams a transaction or probe of `additions` checks, in the order of its keys.
     static func streams(of additions: [StreamEntries.Addition]) -> [StreamName] {
         StreamName.all.filter { stream in additions.contains { $0.stream == stream } }
     }
 
-    /// What `EXEC` answered: the tokens added, in order; nil when the transaction was aborted (a key was not
-    /// as expected, or changed).
+    /// What a transaction did: the tokens added, in order, or nothing (a key was not as expected, or changed).
     enum Outcome: Equatable {
         case added([Int64])
         case aborted

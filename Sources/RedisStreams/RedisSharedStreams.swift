@@ -108,10 +108,16 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var tips = [AppendTransaction.Tip?](repeating: nil, count: StreamName.all.count)
     /// Publishes sent to Redis in order, behind the transaction or check in flight (one at a time).
     private var appends: [Append] = []
+    /// A transaction or a check is in flight.
     private var transacting = false
-    /// The key this hub's transactions watch, which their check touches when a key is not as expected. Its own,
-    /// so that no other hub's check aborts them; it expires.
-    private let guardKey: String
+    /// A transaction's `MULTI` is open: its `EXEC` or `DISCARD` waits for its check's answer.
+    private var multiOpen = false
+    /// Commands waiting for the open `MULTI` to close (``outsideTransaction(_:)``).
+    private var held: [() -> Void] = []
+    /// Append script calls not answered yet: no transaction starts meanwhile.
+    private var scriptsInFlight = 0
+    /// Publishes made so far, numbering them.
+    private var appendsMade = 0
     /// Publishes waiting for the command connection, with the time they give up.
     private var queued: [(batches: [NewBatch], promise: EventLoopPromise<AppendResults>, deadline: NIODeadline)] = []
     /// Accepted entries waiting for the follower to store them, per stream and token.
@@ -128,7 +134,6 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         statistics = RedisStreamsStatistics(bucketBounds: latencyBuckets)
         published = NIOLockedValueBox(statistics)
         self.configuration = configuration
-        guardKey = configuration.entries.prefix + "append-guard:" + String(UInt64.random(in: .min ... .max), radix: 16)
         self.eventLoop = eventLoop
         self.logger = logger
     }
@@ -225,6 +230,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
 
     /// One publish on its way to Redis.
     private struct Append {
+        /// Its place among publishes: one sent again goes back to its place.
+        var sequence: Int
         var batches: [NewBatch]
         var promise: EventLoopPromise<AppendResults>
         var additions: [StreamEntries.Addition]
@@ -253,15 +260,28 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let perBatch = Array(batches.lazy.map(StreamEntries.additions(of:)).prefix { $0 != nil }.map { $0! })
         let additions = perBatch.flatMap { $0 }
         guard !additions.isEmpty, hub != nil else { return promise.succeed([]) }
+        appendsMade += 1
         appends.append(
             Append(
-                batches: batches, promise: promise, additions: additions, entriesPerBatch: perBatch.map(\.count),
-                bytes: additions.reduce(0) { $0 + $1.value.readableBytes }))
+                sequence: appendsMade, batches: batches, promise: promise, additions: additions,
+                entriesPerBatch: perBatch.map(\.count), bytes: additions.reduce(0) { $0 + $1.value.readableBytes }))
         sendAppends()
     }
 
-    /// Sends what waits in ``appends``, in order, while no transaction or check is in flight: publishes in a
-    /// row that ``AppendTransaction`` can add go as one transaction, the others through ``AppendScript``.
+    /// Puts publishes to send again back in their places.
+    private func requeue(_ again: [Append]) {
+        for append in again {
+            appends.insert(append, at: appends.firstIndex { $0.sequence > append.sequence } ?? appends.endIndex)
+        }
+    }
+
+    /// Sends on once the event loop is free: a reply that failed at once (no connection) does not recurse.
+    private func sendAppendsLater() { eventLoop.execute { self.sendAppends() } }
+
+    /// Sends what waits in ``appends``, in order. Publishes in a row that ``AppendTransaction`` can add go as
+    /// one transaction, once no script or transaction is in flight: a transaction and a script may add to the
+    /// same key, and each must find the other's entries there. The others go through ``AppendScript``, once
+    /// no transaction is in flight.
     private func sendAppends() {
         while !transacting, let head = appends.first {
             if head.needsScript {
@@ -269,8 +289,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                 sendScript(head)
                 continue
             }
+            guard scriptsInFlight == 0 else { return }
             let unknown = AppendTransaction.streams(of: head.additions).filter { tips[$0.index] == nil }
-            if !unknown.isEmpty { return probe(unknown) }
+            if !unknown.isEmpty { return probe(unknown, for: head.sequence) }
             var following = tips
             var group: [Append] = []
             var planned: [AppendTransaction.Planned] = []
@@ -298,10 +319,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// commands until `EXEC`.
     private static let transactionBytes = 8 << 20
 
-    /// Learns the tips of keys a publish adds to, then sends on.
-    private func probe(_ streams: [StreamName]) {
+    /// Learns the tips of keys the publish `sequence` adds to, then sends on.
+    private func probe(_ streams: [StreamName], for sequence: Int) {
         transacting = true
-        let command = AppendTransaction.probe(streams, entries: configuration.entries, guardKey: guardKey)
+        let command = AppendTransaction.probe(streams, entries: configuration.entries)
         commands.pipeline([command])[0].whenComplete { result in
             self.transacting = false
             let learned = (try? result.get()).map { AppendTransaction.tips($0, of: streams) } ?? [:]
@@ -311,61 +332,101 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                 self.logger.warning("checking the streams in Redis failed: \(error)")
             }
             // A key whose tip cannot be learned (not a stream, Redis unreachable) is left to the script.
-            if streams.contains(where: { self.tips[$0.index] == nil }), !self.appends.isEmpty {
-                self.appends[0].aborted = 2
+            if streams.contains(where: { self.tips[$0.index] == nil }),
+                let index = self.appends.firstIndex(where: { $0.sequence == sequence })
+            {
+                self.appends[index].aborted = 2
             }
-            self.sendAppends()
+            self.sendAppendsLater()
         }
     }
 
-    /// Sends `group` as one transaction of `planned` entries, which leaves the keys at `leaving`.
+    /// Sends `group` as one transaction of `planned` entries, which leaves the keys at `leaving`. `EXEC` is
+    /// sent only once the check has answered that every key is as expected (`DISCARD` otherwise): should the
+    /// check not run at all (Redis busy with another script, out of memory), nothing is added unchecked.
     private func sendTransaction(
         _ group: [Append], planned: [AppendTransaction.Planned], leaving: [AppendTransaction.Tip?]
     ) {
         transacting = true
+        multiOpen = true
         let additions = group.flatMap(\.additions)
         for addition in additions { inFlight[addition.stream.index] += 1 }
         let streams = AppendTransaction.streams(of: additions)
-        var commandList = AppendTransaction.commands(
-            additions, planned: planned, expecting: tips, entries: configuration.entries, guardKey: guardKey)
-        let exec = commandList.count - 1
-        if configuration.waitReplicas > 0 { commandList.append(waitCommand) }
+        let expected = tips
         let sent = NIODeadline.now()
-        let replies = commands.pipeline(commandList)
-        let replicated = configuration.waitReplicas > 0 ? replies.last : nil
-        // What EXEC did is what happened, whatever became of the check.
-        let check = replies[1].map(Optional.some).recover { _ in nil }
-        check.and(replies[exec]).whenComplete { result in
-            self.transacting = false
-            self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
-            switch result {
-            case .failure(let error):
-                self.tips = self.tips.map { _ in nil }
-                self.statistics.errors["script", default: 0] += 1
-                for append in group {
-                    self.refuse(append.promise, kind: "failed", "Redis did not confirm the batch: \(error)")
-                }
-            case .success((let check, let exec)):
-                switch AppendTransaction.outcome(exec) {
-                case .aborted:
-                    let learned = check.map { AppendTransaction.tips($0, of: streams) } ?? [:]
-                    for stream in streams { self.tips[stream.index] = learned[stream] ?? nil }
-                    self.statistics.abortedTransactions += 1
-                    self.appends.insert(
-                        contentsOf: group.map { var append = $0; append.aborted += 1; return append }, at: 0)
-                case .added(let tokens):
-                    self.tips = leaving
-                    self.answer(group, tokens: tokens, refusal: nil, replicated: replicated)
-                case .failed(let tokens, let message):
+        let queued = commands.pipeline(
+            AppendTransaction.commands(additions, planned: planned, entries: configuration.entries))
+        queued[1].whenComplete { checked in
+            let found = (try? checked.get()).map { AppendTransaction.tips($0, of: streams) }
+            let asExpected = AppendTransaction.asExpected(found, expected, of: streams)
+            let replies = self.commands.pipeline(
+                [AppendTransaction.ending(asExpected: asExpected)]
+                    + (asExpected && self.configuration.waitReplicas > 0 ? [self.waitCommand] : []))
+            self.multiOpen = false
+            self.sendHeld()
+            replies[0].whenComplete { result in
+                self.transacting = false
+                self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
+                switch (asExpected, result) {
+                case (true, .success(let reply)):
+                    self.finish(
+                        group, AppendTransaction.outcome(reply), found: found, leaving: leaving,
+                        replicated: replies.count > 1 ? replies[1] : nil)
+                case (false, _):
+                    self.finish(group, .aborted, found: found, leaving: leaving, replicated: nil)
+                case (true, .failure(let error)):
+                    // EXEC refused (EXECABORT, or BUSY, which leaves MULTI open) added nothing; a lost connection
+                    // may have added it all.
+                    if case RedisError.server = error {
+                        _ = self.commands.pipeline([AppendTransaction.ending(asExpected: false)])
+                    }
                     self.tips = self.tips.map { _ in nil }
                     self.statistics.errors["script", default: 0] += 1
-                    self.answer(group, tokens: tokens, refusal: message, replicated: replicated)
+                    for append in group {
+                        self.refuse(append.promise, kind: "failed", "Redis did not confirm the batch: \(error)")
+                    }
                 }
+                self.settle(additions)
+                self.publishStatistics()
+                self.sendAppendsLater()
             }
-            self.settle(additions)
-            self.publishStatistics()
-            self.sendAppends()
         }
+    }
+
+    /// Answers a transaction's publishes, or puts them back to be sent again.
+    private func finish(
+        _ group: [Append], _ outcome: AppendTransaction.Outcome, found: [StreamName: AppendTransaction.Tip?]?,
+        leaving: [AppendTransaction.Tip?], replicated: EventLoopFuture<RedisValue>?
+    ) {
+        switch outcome {
+        case .aborted:
+            for (stream, tip) in found ?? [:] { tips[stream.index] = tip }
+            if found == nil { tips = tips.map { _ in nil } }
+            statistics.abortedTransactions += 1
+            requeue(group.map { var append = $0; append.aborted += 1; return append })
+        case .added(let tokens):
+            tips = leaving
+            answer(group, tokens: tokens, refusal: nil, replicated: replicated)
+        case .failed(let tokens, let message):
+            tips = tips.map { _ in nil }
+            statistics.errors["script", default: 0] += 1
+            answer(group, tokens: tokens, refusal: message, replicated: replicated)
+        }
+    }
+
+    /// Commands other than a transaction's, held while its `MULTI` is open: sent then, they would be queued
+    /// in it.
+    private func outsideTransaction<Value>(_ body: @escaping () -> EventLoopFuture<Value>) -> EventLoopFuture<Value> {
+        guard multiOpen else { return body() }
+        let promise = eventLoop.makePromise(of: Value.self)
+        held.append { body().cascade(to: promise) }
+        return promise.futureResult
+    }
+
+    private func sendHeld() {
+        let sending = held
+        held.removeAll()
+        for body in sending { body() }
     }
 
     /// Answers each publish of a transaction from the tokens `EXEC` added, in order: a publish not added whole
@@ -402,15 +463,19 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let command = AppendScript.arguments(
             sha: scriptSHAs[AppendScript.source], append.additions, entries: configuration.entries, floors: floors)
         let sent = NIODeadline.now()
+        scriptsInFlight += 1
         let replies = commands.pipeline([command] + (configuration.waitReplicas > 0 ? [waitCommand] : []))
         replies[0].whenComplete { result in
             self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
-            defer { self.settle(append.additions) }
+            self.scriptsInFlight -= 1
+            defer {
+                self.settle(append.additions)
+                self.sendAppendsLater()
+            }
             switch result {
             case .failure(let error) where LuaScript.isNotLoaded(error):
                 self.scriptsLost()
-                self.appends.insert(append, at: 0)
-                self.sendAppends()
+                self.requeue([append])
             case .failure(let error):
                 self.statistics.errors["script", default: 0] += 1
                 self.refuse(append.promise, kind: "failed", "Redis did not confirm the batch: \(error)")
@@ -507,8 +572,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
 
     /// Loads the scripts, to be run by SHA-1 from then on.
     private func loadScripts() -> EventLoopFuture<Void> {
-        let replies = commands.pipeline(Self.scripts.map { RESPCommand.arguments(["SCRIPT", "LOAD", $0]) })
-        return EventLoopFuture.whenAllComplete(replies, on: eventLoop).map { results in
+        outsideTransaction {
+            let replies = self.commands.pipeline(Self.scripts.map { RESPCommand.arguments(["SCRIPT", "LOAD", $0]) })
+            return EventLoopFuture.whenAllComplete(replies, on: self.eventLoop)
+        }.map { results in
             for (source, result) in zip(Self.scripts, results) { self.scriptSHAs[source] = try? result.get().string }
         }
     }
@@ -523,11 +590,14 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// Runs a script by SHA-1 once Redis has it, whole before; a call refused because Redis forgot it has the
     /// scripts loaded again and is sent whole.
     private func evaluate(_ source: String, _ arguments: [String]) -> EventLoopFuture<RedisValue> {
-        commands.send(LuaScript.evaluate(source, sha: scriptSHAs[source]) + arguments).flatMapError { error in
-            guard LuaScript.isNotLoaded(error) else { return self.eventLoop.makeFailedFuture(error) }
-            self.scriptsLost()
-            return self.commands.send(LuaScript.evaluate(source, sha: nil) + arguments)
-        }
+        outsideTransaction { self.commands.send(LuaScript.evaluate(source, sha: self.scriptSHAs[source]) + arguments) }
+            .flatMapError { error in
+                guard LuaScript.isNotLoaded(error) else { return self.eventLoop.makeFailedFuture(error) }
+                self.scriptsLost()
+                return self.outsideTransaction {
+                    self.commands.send(LuaScript.evaluate(source, sha: nil) + arguments)
+                }
+            }
     }
 
     // MARK: retention and older rows
@@ -537,7 +607,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// The script is run by SHA-1 only: a pass is skipped until Redis has it.
     private func trim() {
         guard let commands, commands.isReady, let trimSHA = scriptSHAs[TrimScript.source], verified,
-            statistics.divergedStreams.isEmpty, !trimming,
+            statistics.divergedStreams.isEmpty, !trimming, !transacting,
             !stopped
         else { return }
         let now = Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)

@@ -15,7 +15,6 @@ import XCTest
 final class AppendTransactionTests: XCTestCase {
     private var redis: RedisServer!
     private let entries = StreamEntries(prefix: StreamEntries.defaultPrefix(serverName: "test.local"))
-    private let guardKey = "replication-sidecar:{test.local}:append-guard:test"
     private typealias Tip = AppendTransaction.Tip
 
     override func setUpWithError() throws {
@@ -37,24 +36,28 @@ final class AppendTransactionTests: XCTestCase {
     /// Each stream's tip as the check reads it, with no transaction.
     private func probe(_ streams: [StreamName]) throws -> [StreamName: Tip?] {
         AppendTransaction.tips(
-            try redis.reply(AppendTransaction.probe(streams, entries: entries, guardKey: guardKey)), of: streams)
+            try redis.reply(AppendTransaction.probe(streams, entries: entries)), of: streams)
     }
 
-    /// Runs one transaction of `additions` to `events` expecting `tip`: the check's reply and what `EXEC` did.
-    private func transact(_ additions: [StreamEntries.Addition], expecting tip: Tip) throws -> (
-        check: [StreamName: Tip?], outcome: AppendTransaction.Outcome
-    ) {
+    /// Runs one transaction of `additions` to `events` expecting `tip`, as a hub does: `EXEC` once the check
+    /// answered that the key is as expected, `DISCARD` otherwise. `meanwhile` runs between the check's answer
+    /// and `EXEC`. Returns the check's answer and what the transaction did.
+    private func transact(
+        _ additions: [StreamEntries.Addition], expecting tip: Tip, meanwhile: () throws -> Void = {}
+    ) throws -> (check: [StreamName: Tip?], outcome: AppendTransaction.Outcome) {
         var tips = noTips()
         tips[StreamName.events.index] = tip
         let expected = tips
         let planned = try XCTUnwrap(AppendTransaction.plan(additions, after: &tips))
-        let commands = AppendTransaction.commands(
-            additions, planned: planned, expecting: expected, entries: entries, guardKey: guardKey)
-        let replies = try redis.replies(commands)
-        return (
-            AppendTransaction.tips(replies[1], of: AppendTransaction.streams(of: additions)),
-            AppendTransaction.outcome(replies[replies.count - 1])
-        )
+        let connection = try RedisConnection(port: redis.port)
+        defer { connection.close() }
+        let queued = try connection.send(AppendTransaction.commands(additions, planned: planned, entries: entries))
+        let streams = AppendTransaction.streams(of: additions)
+        let check = AppendTransaction.tips(queued[1], of: streams)
+        let asExpected = AppendTransaction.asExpected(check, expected, of: streams)
+        try meanwhile()
+        let ended = try connection.send([AppendTransaction.ending(asExpected: asExpected)])[0]
+        return (check, asExpected ? AppendTransaction.outcome(ended) : .aborted)
     }
 
     func testPlanningFollowsTheTipsAndRefusesWhatOnlyTheScriptCanAnswer() throws {
@@ -70,6 +73,19 @@ final class AppendTransactionTests: XCTestCase {
             AppendTransaction.plan(try run(3...4) + run(6...8), after: &tips),
             [.init(token: 4, rowsAdded: 9), .init(token: 8, rowsAdded: 12)])
         XCTAssertEqual(tips[StreamName.events.index], Tip(token: 8, rowsAdded: 12))
+    }
+
+    func testOnlyACheckThatFoundEveryKeyAsExpectedEndsInExec() {
+        var expected = noTips()
+        expected[StreamName.events.index] = Tip(token: 3, rowsAdded: 3)
+        let asFound: [StreamName: Tip?] = [.events: Tip(token: 3, rowsAdded: 3)]
+        XCTAssertTrue(AppendTransaction.asExpected(asFound, expected, of: [.events]))
+        XCTAssertFalse(AppendTransaction.asExpected([.events: Tip(token: 3, rowsAdded: 4)], expected, of: [.events]))
+        XCTAssertFalse(AppendTransaction.asExpected([.events: nil], expected, of: [.events]), "not a stream")
+        XCTAssertFalse(AppendTransaction.asExpected(nil, expected, of: [.events]), "the check did not run")
+        XCTAssertFalse(AppendTransaction.asExpected(asFound, expected, of: [.events, .caches]), "a key not checked")
+        XCTAssertEqual(
+            AppendTransaction.tips(.error("BUSY Redis is busy running a script"), of: [.events]), [.events: nil])
     }
 
     func testTheCheckReadsEachKeysLastTokenAndRowsAdded() throws {
@@ -88,23 +104,29 @@ final class AppendTransactionTests: XCTestCase {
             try transact(try run(1...3) + run(5...6), expecting: Tip(token: 0, rowsAdded: 0)).outcome, .added([3, 6]))
         XCTAssertEqual(try transact(try run(7...7), expecting: Tip(token: 6, rowsAdded: 5)).outcome, .added([7]))
         XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 6: 5, 7: 6])
-        XCTAssertEqual(try redis.cli(["EXISTS", guardKey]).trimmingCharacters(in: .whitespacesAndNewlines), "0")
     }
 
     func testAKeyNotAsExpectedAddsNothingAndTheCheckSaysHowItIs() throws {
         XCTAssertEqual(try transact(try run(1...3), expecting: Tip(token: 0, rowsAdded: 0)).outcome, .added([3]))
-        // Another hub added 4...5 since: a transaction expecting 3 adds nothing, though its tokens are free.
+        // Another hub added 4...5 since: a transaction expecting 3 is discarded, though its tokens are free.
         _ = try transact(try run(4...5), expecting: Tip(token: 3, rowsAdded: 3))
         let stale = try transact(try run(8...9), expecting: Tip(token: 3, rowsAdded: 3))
         XCTAssertEqual(stale.outcome, .aborted)
         XCTAssertEqual(stale.check, [.events: Tip(token: 5, rowsAdded: 5)])
         XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 5: 5])
-        // The guard the check touched expires.
-        let ttl = try XCTUnwrap(Int(try redis.cli(["PTTL", guardKey]).trimmingCharacters(in: .whitespacesAndNewlines)))
-        XCTAssertTrue((1...60_000).contains(ttl), "\(ttl)")
         // Expecting what the check said, it goes through.
         XCTAssertEqual(try transact(try run(8...9), expecting: Tip(token: 5, rowsAdded: 5)).outcome, .added([9]))
         XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 5: 5, 9: 7])
+    }
+
+    func testAnotherClientAddingAfterTheCheckMakesExecAddNothing() throws {
+        XCTAssertEqual(try transact(try run(1...3), expecting: Tip(token: 0, rowsAdded: 0)).outcome, .added([3]))
+        let raced = try transact(try run(4...5), expecting: Tip(token: 3, rowsAdded: 3)) {
+            _ = try redis.reply(["XADD", entries.key(.events), "10-0", "position", "", "rows-added", "3"])
+        }
+        XCTAssertEqual(raced.check, [.events: Tip(token: 3, rowsAdded: 3)], "as expected when checked")
+        XCTAssertEqual(raced.outcome, .aborted)
+        XCTAssertEqual(try redis.rowsAdded(entries.key(.events)), [3: 3, 10: 3])
     }
 
     /// A hub sharing its streams through the test's Redis, with a log of its own.
@@ -149,16 +171,17 @@ final class AppendTransactionTests: XCTestCase {
         XCTAssertEqual(try redis.calls("exec"), 1)
         XCTAssertEqual(try b.publish(601...1200), 1200)
         XCTAssertEqual(try redis.calls("exec"), 2)
-        // A last saw its own rows: its transaction finds B's after them, adds nothing, and goes again
-        // expecting them.
+        // A last saw its own rows: its check finds B's after them, the transaction is discarded, and it goes
+        // again expecting them.
         XCTAssertEqual(try a?.publish(1201...1800), 1800)
         XCTAssertEqual(a?.shared.currentStatistics.abortedTransactions, 1)
-        XCTAssertEqual(try redis.calls("exec"), 4)
+        XCTAssertEqual(try redis.calls("discard"), 1)
+        XCTAssertEqual(try redis.calls("exec"), 3)
         // A few rows go through the append script.
         let scripts = try redis.calls("evalsha")
         XCTAssertEqual(try a?.publish(1801...1803), 1803)
         XCTAssertEqual(try redis.calls("evalsha"), scripts + 1)
-        XCTAssertEqual(try redis.calls("exec"), 4)
+        XCTAssertEqual(try redis.calls("exec"), 3)
         a = nil
         // Whichever way an entry was added, its rows-added counts every row through it.
         var rows: Int64 = 0

@@ -11,19 +11,9 @@ extension RedisServer {
 
     /// Sends commands back to back on one connection of their own and returns their replies.
     func replies(_ commands: [[ByteBuffer]]) throws -> [RedisValue] {
-        let socket = try LineSocket(port: port)
-        defer { socket.close() }
-        try socket.send(Array(commands.map { RESPCommand.encode($0) }.joined()))
-        let reader = RESPReader()
-        var replies: [RedisValue] = []
-        while replies.count < commands.count {
-            if let value = try reader.next() {
-                replies.append(value)
-            } else {
-                try reader.feed(ByteBuffer(bytes: socket.readBytes(1)))
-            }
-        }
-        return replies
+        let connection = try RedisConnection(port: port)
+        defer { connection.close() }
+        return try connection.send(commands)
     }
 
     func reply(_ arguments: [String]) throws -> RedisValue { try reply(RESPCommand.arguments(arguments)) }
@@ -44,5 +34,29 @@ extension RedisServer {
         let line = try cli(["INFO", "commandstats"]).split(whereSeparator: \.isNewline)
             .first { $0.hasPrefix("cmdstat_\(command):") }
         return line.flatMap { Int($0.split(separator: "=")[1].prefix { $0.isNumber }) } ?? 0
+    }
+}
+
+/// One connection to the test's Redis, for commands sent in turns (a transaction ended once its check answered).
+final class RedisConnection {
+    private let socket: LineSocket
+    private let reader = RESPReader()
+
+    init(port: Int) throws { socket = try LineSocket(port: port) }
+
+    func close() { socket.close() }
+
+    /// Sends commands back to back and returns their replies.
+    func send(_ commands: [[ByteBuffer]]) throws -> [RedisValue] {
+        try socket.send(Array(commands.map { RESPCommand.encode($0) }.joined()))
+        var replies: [RedisValue] = []
+        while replies.count < commands.count {
+            if let value = try reader.next() {
+                replies.append(value)
+            } else {
+                try reader.feed(ByteBuffer(bytes: socket.readBytes(1)))
+            }
+        }
+        return replies
     }
 }
