@@ -116,6 +116,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var held: [() -> Void] = []
     /// Append script calls not answered yet: no transaction starts meanwhile.
     private var scriptsInFlight = 0
+    /// An append script call was refused for want of the script: the calls after it, still in flight, will
+    /// be too, and no other is sent before all have answered, so that they are sent again in order.
+    private var reloadingScripts = false
     /// Publishes made so far, numbering them.
     private var appendsMade = 0
     /// Publishes waiting for the command connection, with the time they give up.
@@ -285,6 +288,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private func sendAppends() {
         while !transacting, let head = appends.first {
             if head.needsScript {
+                guard !reloadingScripts else { return }
                 appends.removeFirst()
                 sendScript(head)
                 continue
@@ -468,6 +472,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         replies[0].whenComplete { result in
             self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
             self.scriptsInFlight -= 1
+            if case .failure(let error) = result, LuaScript.isNotLoaded(error) { self.reloadingScripts = true }
+            if self.scriptsInFlight == 0 { self.reloadingScripts = false }
             defer {
                 self.settle(append.additions)
                 self.sendAppendsLater()
