@@ -70,7 +70,8 @@ public struct RedisStreamsStatistics: Sendable, Equatable {
         commandCounts = Array(repeating: 0, count: bucketBounds.count + 1)
     }
 
-    mutating func recordCommand(seconds: Double) {
+    mutating func recordCommand(sentAt sent: NIODeadline) {
+        let seconds = Double((NIODeadline.now() - sent).nanoseconds) / 1e9
         commandSecondsSum += seconds
         commandCounts[bucketBounds.firstIndex { seconds <= $0 } ?? bucketBounds.count] += 1
     }
@@ -370,7 +371,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             self.sendHeld()
             replies[0].whenComplete { result in
                 self.transacting = false
-                self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
+                self.statistics.recordCommand(sentAt: sent)
                 switch (asExpected, result) {
                 case (true, .success(let reply)):
                     self.finish(
@@ -384,7 +385,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                     if case RedisError.server = error {
                         _ = self.commands.pipeline([AppendTransaction.ending(asExpected: false)])
                     }
-                    self.tips = self.tips.map { _ in nil }
+                    self.forgetTips()
                     self.statistics.errors["script", default: 0] += 1
                     for append in group {
                         self.refuse(append.promise, kind: "failed", "Redis did not confirm the batch: \(error)")
@@ -405,18 +406,21 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         switch outcome {
         case .aborted:
             for (stream, tip) in found ?? [:] { tips[stream.index] = tip }
-            if found == nil { tips = tips.map { _ in nil } }
+            if found == nil { forgetTips() }
             statistics.abortedTransactions += 1
             requeue(group.map { var append = $0; append.aborted += 1; return append })
         case .added(let tokens):
             tips = leaving
             answer(group, tokens: tokens, refusal: nil, replicated: replicated)
         case .failed(let tokens, let message):
-            tips = tips.map { _ in nil }
+            forgetTips()
             statistics.errors["script", default: 0] += 1
             answer(group, tokens: tokens, refusal: message, replicated: replicated)
         }
     }
+
+    /// No key is as this hub knows it any more: each is checked before a transaction adds to it.
+    private func forgetTips() { tips = tips.map { _ in nil } }
 
     /// Commands other than a transaction's, held while its `MULTI` is open: sent then, they would be queued
     /// in it.
@@ -470,7 +474,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         scriptsInFlight += 1
         let replies = commands.pipeline([command] + (configuration.waitReplicas > 0 ? [waitCommand] : []))
         replies[0].whenComplete { result in
-            self.statistics.recordCommand(seconds: Double((NIODeadline.now() - sent).nanoseconds) / 1e9)
+            self.statistics.recordCommand(sentAt: sent)
             self.scriptsInFlight -= 1
             if case .failure(let error) = result, LuaScript.isNotLoaded(error) { self.reloadingScripts = true }
             if self.scriptsInFlight == 0 { self.reloadingScripts = false }
@@ -568,7 +572,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     }
 
     private func commandsConnected(_ connected: Bool) {
-        tips = tips.map { _ in nil }
+        forgetTips()
         guard connected else { return publishStatistics() }
         loadScripts().whenComplete { _ in
             self.sendQueued()
