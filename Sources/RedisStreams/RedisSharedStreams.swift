@@ -78,10 +78,11 @@ public struct RedisStreamsStatistics: Sendable, Equatable {
 }
 
 /// A hub's streams kept in Redis, shared with the hubs of other hosts with the same prefix: publishes are
-/// added by one Lua script (``AppendScript``), and everything in Redis, this hub's own entries included, is
-/// read back with `XREAD BLOCK` from the tokens this hub's log has stored, and stored through
-/// ``ReplicationHub/store(_:on:)``. A publish is acknowledged once its entries are stored locally. Two
-/// Redis connections: `XREAD BLOCK` holds one. Confined to one event loop.
+/// added by a transaction (``AppendTransaction``) or one Lua script (``AppendScript``), and everything in
+/// Redis is read with `XREAD BLOCK` from the tokens this hub's log has stored, and stored through
+/// ``ReplicationHub/store(_:on:)``; a transaction's own entries are stored as it answers, when the log ends
+/// where the key did before them, and are not read back. A publish is acknowledged once its entries are
+/// stored locally. Two Redis connections: `XREAD BLOCK` holds one. Confined to one event loop.
 public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // state confined to `eventLoop`
     public let eventLoop: any EventLoop
     private let configuration: RedisStreamsConfiguration
@@ -95,6 +96,12 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var scriptSHAs: [String: String] = [:]
     private static let scripts = [AppendScript.source, TrimScript.source, BackfillScript.source]
     private var reading = false
+    /// Per stream, the ID of the last entry read that is not a batch (another program's).
+    private var notBatches = [String?](repeating: nil, count: StreamName.all.count)
+    /// The follower connection's `CLIENT ID`, to end its blocked `XREAD` when a transaction starts.
+    private var followerID: Int64?
+    /// Redis refused `CLIENT UNBLOCK` (an ACL, a managed service): the follower's read is left as it is.
+    private var unblockRefused = false
     private var trimming = false
     private var trimTask: RepeatedTask?
     private var entryAges: EntryAges?
@@ -130,6 +137,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// it stores an entry before the script's reply says whose it is.
     private var inFlight = [Int](repeating: 0, count: StreamName.all.count)
     private var storedMeanwhile = [[Int64: AppendedBatch]](repeating: [:], count: StreamName.all.count)
+    /// The last store into the hub's log (``inTurn(_:)``).
+    private var lastStore: EventLoopFuture<Void>?
 
     /// `latencyBuckets`: upper bounds in seconds of the append script's latency histogram.
     public init(
@@ -243,6 +252,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         var entriesPerBatch: [Int]
         /// Transactions it was in that added nothing: after two, it goes through the append script.
         var aborted = 0
+        /// Sent in a transaction: the token each key's newest entry had before this publish's first (nil for
+        /// a key it does not add to). Sent through the script: nil.
+        var follows: [Int64?]?
 
         /// Bytes of rows.
         var bytes: Int
@@ -301,10 +313,14 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             var group: [Append] = []
             var planned: [AppendTransaction.Planned] = []
             var bytes = 0
-            for append in appends {
+            for var append in appends {
+                let before = following
                 guard !append.needsScript, group.isEmpty || bytes + append.bytes <= Self.transactionBytes,
                     let entries = AppendTransaction.plan(append.additions, after: &following)
                 else { break }
+                append.follows = StreamName.all.map { stream in
+                    append.additions.contains { $0.stream == stream } ? before[stream.index]?.token : nil
+                }
                 group.append(append)
                 planned += entries
                 bytes += append.bytes
@@ -318,6 +334,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             appends.removeFirst(group.count)
             sendTransaction(group, planned: planned, leaving: following)
         }
+        if !transacting { resumeReading() }
     }
 
     /// Bytes of rows one transaction holds at most (at least one publish): Redis keeps a transaction's
@@ -359,6 +376,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let streams = AppendTransaction.streams(of: additions)
         let expected = tips
         let sent = NIODeadline.now()
+        pauseFollower()
         let queued = commands.pipeline(
             AppendTransaction.commands(additions, planned: planned, entries: configuration.entries))
         queued[1].whenComplete { checked in
@@ -520,15 +538,42 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         }
     }
 
-    /// Waits for the follower to store every added entry, then answers each batch.
+    /// Stores a publish Redis added whole in a transaction straight into the log, when at its turn the log
+    /// ends at the entries Redis has before it (the check saw them): it is then stored as Redis holds it, and
+    /// its writer is not kept waiting for the follower to read it back. Otherwise, or for what the log
+    /// refuses, the follower stores it.
     private func accepted(_ reply: AppendScript.Reply, _ append: Append) {
+        guard let hub, let follows = append.follows, reply.refusal == nil,
+            reply.added.count == append.additions.count
+        else { return accepted(reply, append, storedDirectly: []) }
+        // Meanwhile the follower keeps what it stores of this publish, should it be first.
+        for addition in append.additions { inFlight[addition.stream.index] += 1 }
+        inTurn { () -> EventLoopFuture<AppendResults> in
+            let atItsPlace = StreamName.all.allSatisfy { stream in
+                follows[stream.index].map { hub.log.currentToken(of: stream) == $0 } ?? true
+            }
+            guard atItsPlace else { return self.eventLoop.makeSucceededFuture([]) }
+            return hub.store(Array(append.batches.prefix(append.entriesPerBatch.count)), on: self.eventLoop)
+        }.whenComplete { stored in
+            self.accepted(reply, append, storedDirectly: (try? stored.get()) ?? [])
+            self.settle(append.additions)
+        }
+    }
+
+    /// Answers each batch once every entry it added is stored: from `storedDirectly` (by batch, as far as it
+    /// goes), or else by the follower.
+    private func accepted(_ reply: AppendScript.Reply, _ append: Append, storedDirectly: AppendResults) {
         let (additions, entriesPerBatch, batches, promise) = (
             append.additions, append.entriesPerBatch, append.batches, append.promise
         )
+        // The batch each entry belongs to.
+        let batchOfEntry = entriesPerBatch.enumerated().flatMap { batch, count in repeatElement(batch, count: count) }
         var stored: [EventLoopFuture<AppendedBatch>] = []
-        for (addition, token) in zip(additions, reply.added) {
+        for ((addition, token), batch) in zip(zip(additions, reply.added), batchOfEntry) {
             statistics.entriesWritten[addition.stream.index] += 1
-            if let batch = storedMeanwhile[addition.stream.index].removeValue(forKey: token) {
+            if batch < storedDirectly.count, case .success(let appended) = storedDirectly[batch] {
+                stored.append(eventLoop.makeSucceededFuture(appended))
+            } else if let batch = storedMeanwhile[addition.stream.index].removeValue(forKey: token) {
                 stored.append(eventLoop.makeSucceededFuture(batch))
             } else {
                 let waiting = eventLoop.makePromise(of: AppendedBatch.self)
@@ -558,6 +603,15 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             if let refusal { results.append(.failure(refusal)) }
             promise.succeed(Array(results.prefix(batches.count)))
         }
+    }
+
+    /// Runs `store` once every store begun before it has completed: what the follower reads and what this
+    /// hub's transactions added reach the log one after the other, each deciding at its turn from what the log
+    /// holds then.
+    private func inTurn<Value>(_ store: @escaping () -> EventLoopFuture<Value>) -> EventLoopFuture<Value> {
+        let turn = (lastStore ?? eventLoop.makeSucceededVoidFuture()).flatMap(store)
+        lastStore = turn.map { _ in }.recover { _ in }
+        return turn
     }
 
     /// A publish has registered what it waits for (or given up): the follower no longer keeps what it stores
@@ -674,8 +728,12 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
 
     private func followerConnected(_ connected: Bool) {
         verified = false
+        followerID = nil
         publishStatistics()
         guard connected else { return }
+        follower.send(["CLIENT", "ID"]).whenSuccess { reply in
+            if case .integer(let id) = reply { self.followerID = id }
+        }
         checkDivergence()
     }
 
@@ -706,7 +764,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             self.statistics.divergedStreams = diverged
             let stored =
                 forgotten.isEmpty
-                ? self.eventLoop.makeSucceededVoidFuture() : hub.store(forgotten, on: self.eventLoop).map { _ in }
+                ? self.eventLoop.makeSucceededVoidFuture()
+                : self.inTurn { hub.store(forgotten, on: self.eventLoop).map { _ in } }
             stored.whenComplete { _ in
                 self.verified = true
                 self.sendQueued()
@@ -781,12 +840,50 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         static func token(_ id: String) -> Int64? { Int64(id.prefix { $0 != "-" }) }
     }
 
+    /// While a transaction is in flight the follower does not read: woken by the transaction's own entries,
+    /// it would read back what this hub stores as the transaction answers. Its blocked `XREAD` is ended
+    /// (`CLIENT UNBLOCK`, on the command connection, so before the transaction), and what other hubs added
+    /// meanwhile is read on the command connection just before the transaction (`XREAD` without `BLOCK`),
+    /// so that it never waits longer than one transaction.
+    private func pauseFollower() {
+        if reading, let followerID, !unblockRefused {
+            commands.send(["CLIENT", "UNBLOCK", "\(followerID)"]).whenFailure { error in
+                guard case RedisError.server(let message) = error else { return }
+                self.unblockRefused = true
+                self.logger.notice(
+                    "Redis refused CLIENT UNBLOCK: this sidecar reads back its own entries",
+                    metadata: ["error": "\(message)"])
+            }
+        }
+        guard verified else { return }
+        commands.send(
+            configuration.entries.readCommand(after: readIDs(), count: configuration.readCount, blockMillis: nil)
+        ).whenSuccess { reply in _ = self.store(reply) }
+    }
+
+    /// Where each stream is read from: after what the log stored, or after an entry read since that is not
+    /// a batch, which would otherwise be read again and again.
+    private func readIDs() -> [String] {
+        StreamName.all.map { stream in
+            let stored = hub?.log.currentToken(of: stream) ?? 0
+            if let passed = notBatches[stream.index], let token = KeyInfo.token(passed), token >= stored {
+                return passed
+            }
+            return "\(stored)-0"
+        }
+    }
+
+    /// Reads again once no transaction is in flight and what it added is stored.
+    private func resumeReading() {
+        guard !reading else { return }
+        (lastStore ?? eventLoop.makeSucceededVoidFuture()).whenComplete { _ in self.read() }
+    }
+
     private func read() {
-        guard let hub, !reading, !stopped, follower.isReady else { return }
+        guard hub != nil, verified, !reading, !transacting, !stopped, follower.isReady else { return }
         reading = true
-        let tokens = StreamName.all.map { hub.log.currentToken(of: $0) }
         let command = configuration.entries.readCommand(
-            after: tokens, count: configuration.readCount, blockMillis: configuration.blockMillis)
+            after: readIDs(), count: configuration.readCount, blockMillis: configuration.blockMillis)
         follower.send(command).whenComplete { result in
             switch result {
             case .success(let reply):
@@ -806,14 +903,25 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         }
     }
 
-    /// Stores what one `XREAD` returned, then hands each stored entry to the publish waiting for it.
+    /// Stores what one `XREAD` returned, at its turn (``inTurn(_:)``), then hands each stored entry to the
+    /// publish waiting for it.
     private func store(_ reply: RedisValue) -> EventLoopFuture<Void> {
+        inTurn { self.storeInTurn(reply) }
+    }
+
+    /// Entries the log already has (this hub's own, stored as its transaction answered) are only counted.
+    private func storeInTurn(_ reply: RedisValue) -> EventLoopFuture<Void> {
         guard let hub else { return eventLoop.makeSucceededVoidFuture() }
         var batches: [NewBatch] = []
         // Streams whose first entry read is not the token after the log's: entries between may have been trimmed.
         var unsure: [(stream: StreamName, first: Int64)] = []
         var seen = [Bool](repeating: false, count: StreamName.all.count)
         for (stream, id, fields) in configuration.entries.entries(ofReadReply: reply) {
+            if let token = StreamEntries.token(ofID: id), token <= hub.log.currentToken(of: stream) {
+                statistics.entriesRead[stream.index] += 1
+                statistics.redisTokens[stream.index] = max(statistics.redisTokens[stream.index], token)
+                continue
+            }
             switch StreamEntries.batch(stream: stream, id: id, fields: fields) {
             case .success(let batch):
                 batches.append(batch)
@@ -826,7 +934,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                     seen[stream.index] = true
                 }
             case .failure(let error):
-                // Not ours (another program wrote to the key): counted and logged, never stored.
+                // Not ours (another program wrote to the key): counted and logged, never stored, not read again.
+                notBatches[stream.index] = id
                 statistics.errors["entry", default: 0] += 1
                 logger.error("an entry in Redis is not a batch: \(error)", metadata: ["stream": "\(stream)"])
             }
@@ -844,6 +953,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                         self.storedMeanwhile[batch.stream.index][batch.token] = batch
                     }
                 case .failure(let error):
+                    // Read again, from what the log has: an entry that is not a batch after it too.
+                    self.notBatches = self.notBatches.map { _ in nil }
                     self.statistics.errors["store", default: 0] += 1
                     self.logger.error("storing what Redis holds failed: \(error)")
                 }

@@ -170,10 +170,11 @@ public struct StreamEntries: Sendable {
         return isRun && !tokens.isEmpty ? tokens : nil
     }
 
-    /// `XREAD` arguments that read every stream after the token this hub has stored for it.
-    public func readCommand(after tokens: [Int64], count: Int, blockMillis: Int) -> [String] {
-        ["XREAD", "COUNT", "\(count)", "BLOCK", "\(blockMillis)", "STREAMS"] + StreamName.all.map(key)
-            + StreamName.all.map { "\(tokens[$0.index])-0" }
+    /// `XREAD` arguments that read every stream after its entry ID in `ids`; without `blockMillis`, an
+    /// answer comes at once, nil when there is nothing.
+    public func readCommand(after ids: [String], count: Int, blockMillis: Int?) -> [String] {
+        ["XREAD", "COUNT", "\(count)"] + (blockMillis.map { ["BLOCK", "\($0)"] } ?? []) + ["STREAMS"]
+            + StreamName.all.map(key) + ids
     }
 
     /// The entries of an `XREAD` reply, per key in the reply's order, each as its stream, ID and fields.

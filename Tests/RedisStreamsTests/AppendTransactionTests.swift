@@ -150,12 +150,15 @@ final class AppendTransactionTests: XCTestCase {
         }
 
         /// Publishes one run of `tokens` and returns the last token acknowledged.
-        func publish(_ tokens: ClosedRange<Int64>) throws -> Int64? {
+        func publish(_ tokens: ClosedRange<Int64>) throws -> Int64? { try acknowledged(tokens)?.token }
+
+        /// Publishes one run of `tokens` and returns how the log stored its last entry.
+        func acknowledged(_ tokens: ClosedRange<Int64>) throws -> AppendedBatch? {
             let lines = tokens.map { "RDATA events \($0) \(eventRow(Int($0)))\n" }.joined()
             let results = try shared.publish(
                 [.run(.events, lines: ByteBuffer(string: lines), tokens: Array(tokens))], on: loop
             ).wait()
-            return try results.last?.get().token
+            return try results.last?.get()
         }
 
         deinit { try? shared.stop().wait() }
@@ -192,5 +195,65 @@ final class AppendTransactionTests: XCTestCase {
             XCTAssertEqual(added, rows, "entry \(token)")
         }
         XCTAssertEqual(rows, 1803)
+    }
+
+    /// Waits, up to a deadline, until Redis shows this hub's follower blocked in its `XREAD`.
+    private func waitForTheFollowerToBlock() throws {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let clients = try redis.reply(["CLIENT", "LIST"]).string ?? ""
+            if clients.split(separator: "\n").contains(where: {
+                $0.contains("name=replication-sidecar-follower") && $0.contains("flags=b") && $0.contains("cmd=xread")
+            }) {
+                return
+            }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        XCTFail("the follower never blocked in XREAD")
+    }
+
+    func testAHubStoresItsOwnTransactionAsRedisAnswersItAndDoesNotReadItBack() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let a = try Hub(redis: redis, on: group.next())
+        try waitForTheFollowerToBlock()
+        // 600 rows are about 80 KiB: several entries, added by a transaction.
+        let stored = try XCTUnwrap(try a.acknowledged(1...600))
+        XCTAssertEqual(try redis.calls("exec"), 1)
+        guard case .integer(let length) = try redis.reply(["XLEN", entries.key(.events)]) else {
+            return XCTFail("no stream")
+        }
+        XCTAssertGreaterThan(length, 1)
+        // Stored as the writer's one batch, not as the entries the follower would have read back.
+        XCTAssertEqual(stored.previousToken, 0)
+        XCTAssertEqual(stored.rowCount, 600)
+        XCTAssertEqual(a.hub.log.currentToken(of: .events), 600)
+        // The transaction ended the follower's blocked XREAD, and it read again after the stored entries.
+        try waitForTheFollowerToBlock()
+        let statistics = a.shared.currentStatistics
+        XCTAssertEqual(statistics.entriesRead[StreamName.events.index], 0)
+        XCTAssertEqual(statistics.errors, [:])
+    }
+
+    func testAPublishWhoseKeyHasEntriesTheLogDoesNotIsStoredByTheFollowerAfterThem() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let a = try Hub(redis: redis, on: group.next())
+        XCTAssertEqual(try a.publish(1...600), 600)
+        // Another program's entry, which no hub stores: the log stays at 600 while the key is at 700.
+        _ = try redis.reply(["XADD", entries.key(.events), "700-0", "note", "not a batch"])
+        let stored = try XCTUnwrap(try a.acknowledged(701...1300))
+        XCTAssertEqual(stored.token, 1300)
+        XCTAssertEqual(try redis.calls("exec"), 2, "the first try was discarded: the key was not at 600")
+        XCTAssertEqual(try redis.calls("discard"), 1)
+        // Not stored as it answered (the log did not end at 700) but entry by entry as the follower read it.
+        XCTAssertEqual(stored.previousToken, try XCTUnwrap(stored.token - Int64(stored.rowCount)))
+        XCTAssertLessThan(stored.rowCount, 600)
+        XCTAssertEqual(a.hub.log.currentToken(of: .events), 1300)
+        let statistics = a.shared.currentStatistics
+        XCTAssertGreaterThanOrEqual(statistics.entriesRead[StreamName.events.index], 2)
+        // Read once or twice (by the follower, and just before a transaction), but not again and again.
+        XCTAssertEqual(statistics.errors["entry"].map { (1...2).contains($0) }, true, "\(statistics.errors)")
+        XCTAssertNil(statistics.errors["store"])
     }
 }
