@@ -96,6 +96,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var scriptSHAs: [String: String] = [:]
     private static let scripts = [AppendScript.source, TrimScript.source, BackfillScript.source]
     private var reading = false
+    /// The last `XREAD` returned as many entries as it asks for, of some stream: more are waiting, and the
+    /// follower reads on (without `BLOCK`) even while a transaction is in flight.
+    private var readAFullCount = false
     /// Per stream, the ID of the last entry read that is not a batch (another program's).
     private var notBatches = [String?](repeating: nil, count: StreamName.all.count)
     /// The follower connection's `CLIENT ID`, to end its blocked `XREAD` when a transaction starts.
@@ -133,9 +136,10 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private var queued: [(batches: [NewBatch], promise: EventLoopPromise<AppendResults>, deadline: NIODeadline)] = []
     /// Accepted entries waiting for the follower to store them, per stream and token.
     private var awaiting = [[Int64: EventLoopPromise<AppendedBatch>]](repeating: [:], count: StreamName.all.count)
-    /// Script replies still expected per stream: meanwhile, what the follower stores is kept here, in case
-    /// it stores an entry before the script's reply says whose it is.
-    private var inFlight = [Int](repeating: 0, count: StreamName.all.count)
+    /// Entries of publishes whose answer (or store) is still awaited, counted per stream and token (nil: one
+    /// whose token Redis picks): meanwhile, what the follower stores that may be one of them is kept in
+    /// ``storedMeanwhile``, in case it stores an entry before the answer says whose it is.
+    private var inFlight = [[Int64?: Int]](repeating: [:], count: StreamName.all.count)
     private var storedMeanwhile = [[Int64: AppendedBatch]](repeating: [:], count: StreamName.all.count)
     /// The last store into the hub's log (``inTurn(_:)``).
     private var lastStore: EventLoopFuture<Void>?
@@ -286,7 +290,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
 
     /// Puts publishes to send again back in their places.
     private func requeue(_ again: [Append]) {
-        for append in again {
+        for var append in again {
+            // Sent again, it may be added after entries its transaction's check did not see.
+            append.follows = nil
             appends.insert(append, at: appends.firstIndex { $0.sequence > append.sequence } ?? appends.endIndex)
         }
     }
@@ -372,7 +378,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         transacting = true
         multiOpen = true
         let additions = group.flatMap(\.additions)
-        for addition in additions { inFlight[addition.stream.index] += 1 }
+        expect(additions)
         let streams = AppendTransaction.streams(of: additions)
         let expected = tips
         let sent = NIODeadline.now()
@@ -482,10 +488,8 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private func sendScript(_ append: Append) {
         guard let hub else { return }
         let floors = StreamName.all.map { hub.log.currentToken(of: $0) }
-        for addition in append.additions {
-            inFlight[addition.stream.index] += 1
-            tips[addition.stream.index] = nil
-        }
+        expect(append.additions)
+        for addition in append.additions { tips[addition.stream.index] = nil }
         let command = AppendScript.arguments(
             sha: scriptSHAs[AppendScript.source], append.additions, entries: configuration.entries, floors: floors)
         let sent = NIODeadline.now()
@@ -522,7 +526,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private func answer(_ append: Append, _ reply: AppendScript.Reply, replicated: EventLoopFuture<RedisValue>?) {
         guard let replicated else { return accepted(reply, append) }
         // Registered now, so that the follower keeps what it stores for this publish until WAIT answers.
-        for addition in append.additions { inFlight[addition.stream.index] += 1 }
+        expect(append.additions)
         let waitReplicas = configuration.waitReplicas
         replicated.whenComplete { replicated in
             defer { self.settle(append.additions) }
@@ -547,7 +551,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             reply.added.count == append.additions.count
         else { return accepted(reply, append, storedDirectly: []) }
         // Meanwhile the follower keeps what it stores of this publish, should it be first.
-        for addition in append.additions { inFlight[addition.stream.index] += 1 }
+        expect(append.additions)
         inTurn { () -> EventLoopFuture<AppendResults> in
             let atItsPlace = StreamName.all.allSatisfy { stream in
                 follows[stream.index].map { hub.log.currentToken(of: stream) == $0 } ?? true
@@ -566,11 +570,13 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let (additions, entriesPerBatch, batches, promise) = (
             append.additions, append.entriesPerBatch, append.batches, append.promise
         )
+        guard !stopped else { return promise.fail(RedisError.connectionClosed) }
         // The batch each entry belongs to.
         let batchOfEntry = entriesPerBatch.enumerated().flatMap { batch, count in repeatElement(batch, count: count) }
         var stored: [EventLoopFuture<AppendedBatch>] = []
         for ((addition, token), batch) in zip(zip(additions, reply.added), batchOfEntry) {
             statistics.entriesWritten[addition.stream.index] += 1
+            statistics.redisTokens[addition.stream.index] = max(statistics.redisTokens[addition.stream.index], token)
             if batch < storedDirectly.count, case .success(let appended) = storedDirectly[batch] {
                 stored.append(eventLoop.makeSucceededFuture(appended))
             } else if let batch = storedMeanwhile[addition.stream.index].removeValue(forKey: token) {
@@ -617,12 +623,24 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     /// A publish has registered what it waits for (or given up): the follower no longer keeps what it stores
     /// for it.
     private func settle(_ additions: [StreamEntries.Addition]) {
-        for addition in additions { inFlight[addition.stream.index] -= 1 }
-        forgetStoredMeanwhile()
+        for addition in additions {
+            let index = addition.stream.index
+            guard let count = inFlight[index][addition.token] else { continue }
+            inFlight[index][addition.token] = count > 1 ? count - 1 : nil
+        }
+        for stream in AppendTransaction.streams(of: additions) where inFlight[stream.index][nil] == nil {
+            storedMeanwhile[stream.index] = storedMeanwhile[stream.index].filter { isAwaited(stream, $0.key) }
+        }
     }
 
-    private func forgetStoredMeanwhile() {
-        for stream in StreamName.all where inFlight[stream.index] == 0 { storedMeanwhile[stream.index].removeAll() }
+    /// A publish's answer is awaited: the follower keeps what it stores of its entries.
+    private func expect(_ additions: [StreamEntries.Addition]) {
+        for addition in additions { inFlight[addition.stream.index][addition.token, default: 0] += 1 }
+    }
+
+    /// Whether an entry the follower stored may be one whose answer is awaited.
+    private func isAwaited(_ stream: StreamName, _ token: Int64) -> Bool {
+        inFlight[stream.index][token] != nil || inFlight[stream.index][nil] != nil
     }
 
     private func commandsConnected(_ connected: Bool) {
@@ -848,7 +866,9 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private func pauseFollower() {
         if reading, let followerID, !unblockRefused {
             commands.send(["CLIENT", "UNBLOCK", "\(followerID)"]).whenFailure { error in
-                guard case RedisError.server(let message) = error else { return }
+                guard case RedisError.server(let message) = error,
+                    message.hasPrefix("NOPERM") || message.lowercased().contains("unknown")
+                else { return }
                 self.unblockRefused = true
                 self.logger.notice(
                     "Redis refused CLIENT UNBLOCK: this sidecar reads back its own entries",
@@ -858,7 +878,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         guard verified else { return }
         commands.send(
             configuration.entries.readCommand(after: readIDs(), count: configuration.readCount, blockMillis: nil)
-        ).whenSuccess { reply in _ = self.store(reply) }
+        ).whenSuccess { reply in self.store(reply).whenComplete { _ in self.read() } }
     }
 
     /// Where each stream is read from: after what the log stored, or after an entry read since that is not
@@ -880,10 +900,12 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     }
 
     private func read() {
-        guard hub != nil, verified, !reading, !transacting, !stopped, follower.isReady else { return }
+        guard hub != nil, verified, !reading, !transacting || readAFullCount, !stopped, follower.isReady else {
+            return
+        }
         reading = true
         let command = configuration.entries.readCommand(
-            after: readIDs(), count: configuration.readCount, blockMillis: configuration.blockMillis)
+            after: readIDs(), count: configuration.readCount, blockMillis: transacting ? nil : configuration.blockMillis)
         follower.send(command).whenComplete { result in
             switch result {
             case .success(let reply):
@@ -916,7 +938,12 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         // Streams whose first entry read is not the token after the log's: entries between may have been trimmed.
         var unsure: [(stream: StreamName, first: Int64)] = []
         var seen = [Bool](repeating: false, count: StreamName.all.count)
-        for (stream, id, fields) in configuration.entries.entries(ofReadReply: reply) {
+        var passed = notBatches
+        let read = configuration.entries.entries(ofReadReply: reply)
+        var perStream = [Int](repeating: 0, count: StreamName.all.count)
+        for (stream, _, _) in read { perStream[stream.index] += 1 }
+        readAFullCount = perStream.contains { $0 >= configuration.readCount }
+        for (stream, id, fields) in read {
             if let token = StreamEntries.token(ofID: id), token <= hub.log.currentToken(of: stream) {
                 statistics.entriesRead[stream.index] += 1
                 statistics.redisTokens[stream.index] = max(statistics.redisTokens[stream.index], token)
@@ -934,27 +961,30 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                     seen[stream.index] = true
                 }
             case .failure(let error):
-                // Not ours (another program wrote to the key): counted and logged, never stored, not read again.
-                notBatches[stream.index] = id
+                // Not ours (another program wrote to the key): counted and logged, never stored, and not read
+                // again once what came before it is stored.
+                passed[stream.index] = id
                 statistics.errors["entry", default: 0] += 1
                 logger.error("an entry in Redis is not a batch: \(error)", metadata: ["stream": "\(stream)"])
             }
         }
-        guard !batches.isEmpty else { return eventLoop.makeSucceededVoidFuture() }
-        let read = batches
+        guard !batches.isEmpty else {
+            notBatches = passed
+            return eventLoop.makeSucceededVoidFuture()
+        }
         let forgotten = unsure.isEmpty ? eventLoop.makeSucceededFuture([]) : forgettingTrimmed(before: unsure)
-        return forgotten.flatMap { forgotten in hub.store(forgotten + read, on: self.eventLoop) }.map { results in
+        return forgotten.flatMap { [batches] forgotten in hub.store(forgotten + batches, on: self.eventLoop) }.map {
+            results in
+            if results.allSatisfy({ if case .success = $0 { true } else { false } }) { self.notBatches = passed }
             for result in results {
                 switch result {
                 case .success(let batch):
                     if let waiting = self.awaiting[batch.stream.index].removeValue(forKey: batch.token) {
                         waiting.succeed(batch)
-                    } else if self.inFlight[batch.stream.index] > 0 {
+                    } else if self.isAwaited(batch.stream, batch.token) {
                         self.storedMeanwhile[batch.stream.index][batch.token] = batch
                     }
                 case .failure(let error):
-                    // Read again, from what the log has: an entry that is not a batch after it too.
-                    self.notBatches = self.notBatches.map { _ in nil }
                     self.statistics.errors["store", default: 0] += 1
                     self.logger.error("storing what Redis holds failed: \(error)")
                 }

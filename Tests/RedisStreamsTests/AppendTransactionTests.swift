@@ -135,10 +135,10 @@ final class AppendTransactionTests: XCTestCase {
         let hub: ReplicationHub
         let loop: any EventLoop
 
-        init(redis: RedisServer, on loop: any EventLoop) throws {
+        init(redis: RedisServer, on loop: any EventLoop, url: String? = nil) throws {
             self.loop = loop
             var configuration = RedisStreamsConfiguration(
-                endpoint: try RedisEndpoint(url: redis.url),
+                endpoint: try RedisEndpoint(url: url ?? redis.url),
                 entries: StreamEntries(prefix: StreamEntries.defaultPrefix(serverName: "test.local")),
                 writeTimeout: .seconds(10), keepRows: 1_000_000)
             // No trimming pass runs a script while the test counts them.
@@ -232,6 +232,7 @@ final class AppendTransactionTests: XCTestCase {
         try waitForTheFollowerToBlock()
         let statistics = a.shared.currentStatistics
         XCTAssertEqual(statistics.entriesRead[StreamName.events.index], 0)
+        XCTAssertEqual(statistics.redisTokens[StreamName.events.index], 600, "Redis's last token, as written")
         XCTAssertEqual(statistics.errors, [:])
     }
 
@@ -255,5 +256,23 @@ final class AppendTransactionTests: XCTestCase {
         // Read once or twice (by the follower, and just before a transaction), but not again and again.
         XCTAssertEqual(statistics.errors["entry"].map { (1...2).contains($0) }, true, "\(statistics.errors)")
         XCTAssertNil(statistics.errors["store"])
+    }
+
+    func testAHubWhoseUserMayNotUnblockReadsItsOwnTransactionBackAndStoresItOnce() throws {
+        _ = try redis.reply(["ACL", "SETUSER", "sidecar", "on", ">secret", "~*", "&*", "+@all", "-@admin"])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let a = try Hub(redis: redis, on: group.next(), url: "redis://sidecar:secret@127.0.0.1:\(redis.port)")
+        try waitForTheFollowerToBlock()
+        XCTAssertEqual(try a.publish(1...600), 600)
+        XCTAssertEqual(try a.publish(601...1200), 1200)
+        XCTAssertEqual(try redis.calls("exec"), 2)
+        XCTAssertEqual(try redis.rejectedCalls("client|unblock"), 1, "refused once, then not asked again")
+        // The follower, woken by each transaction, read its entries back: the log has each row once.
+        try waitForTheFollowerToBlock()
+        XCTAssertEqual(a.hub.log.currentToken(of: .events), 1200)
+        let statistics = a.shared.currentStatistics
+        XCTAssertGreaterThan(statistics.entriesRead[StreamName.events.index], 0)
+        XCTAssertEqual(statistics.errors, [:])
     }
 }

@@ -30,10 +30,17 @@ extension RedisServer {
     }
 
     /// Calls of a command Redis has run, from `INFO commandstats`.
-    func calls(_ command: String) throws -> Int {
+    func calls(_ command: String) throws -> Int { try commandStatistic(command, "calls") }
+
+    /// Calls of a command Redis refused before running it (an ACL, a wrong number of arguments).
+    func rejectedCalls(_ command: String) throws -> Int { try commandStatistic(command, "rejected_calls") }
+
+    private func commandStatistic(_ command: String, _ field: String) throws -> Int {
         let line = try cli(["INFO", "commandstats"]).split(whereSeparator: \.isNewline)
             .first { $0.hasPrefix("cmdstat_\(command):") }
-        return line.flatMap { Int($0.split(separator: "=")[1].prefix { $0.isNumber }) } ?? 0
+        let value = line?.dropFirst("cmdstat_\(command):".count).split(separator: ",")
+            .first { $0.hasPrefix("\(field)=") }?.dropFirst(field.count + 1)
+        return value.flatMap { Int($0) } ?? 0
     }
 }
 
