@@ -904,12 +904,15 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             return
         }
         reading = true
+        let blocking = !transacting
         let command = configuration.entries.readCommand(
-            after: readIDs(), count: configuration.readCount, blockMillis: transacting ? nil : configuration.blockMillis)
+            after: readIDs(), count: configuration.readCount, blockMillis: blocking ? configuration.blockMillis : nil)
         follower.send(command).whenComplete { result in
             switch result {
             case .success(let reply):
-                self.store(reply).whenComplete { _ in
+                // A blocking read answered with nothing may have been ended by a transaction: it says nothing
+                // of how many entries wait.
+                self.store(reply, tellsWhetherFull: !(blocking && reply == .null)).whenComplete { _ in
                     self.reading = false
                     self.read()
                 }
@@ -927,12 +930,12 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
 
     /// Stores what one `XREAD` returned, at its turn (``inTurn(_:)``), then hands each stored entry to the
     /// publish waiting for it.
-    private func store(_ reply: RedisValue) -> EventLoopFuture<Void> {
-        inTurn { self.storeInTurn(reply) }
+    private func store(_ reply: RedisValue, tellsWhetherFull: Bool = true) -> EventLoopFuture<Void> {
+        inTurn { self.storeInTurn(reply, tellsWhetherFull: tellsWhetherFull) }
     }
 
     /// Entries the log already has (this hub's own, stored as its transaction answered) are only counted.
-    private func storeInTurn(_ reply: RedisValue) -> EventLoopFuture<Void> {
+    private func storeInTurn(_ reply: RedisValue, tellsWhetherFull: Bool) -> EventLoopFuture<Void> {
         guard let hub else { return eventLoop.makeSucceededVoidFuture() }
         var batches: [NewBatch] = []
         // Streams whose first entry read is not the token after the log's: entries between may have been trimmed.
@@ -942,7 +945,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         let read = configuration.entries.entries(ofReadReply: reply)
         var perStream = [Int](repeating: 0, count: StreamName.all.count)
         for (stream, _, _) in read { perStream[stream.index] += 1 }
-        readAFullCount = perStream.contains { $0 >= configuration.readCount }
+        if tellsWhetherFull { readAFullCount = perStream.contains { $0 >= configuration.readCount } }
         for (stream, id, fields) in read {
             if let token = StreamEntries.token(ofID: id), token <= hub.log.currentToken(of: stream) {
                 statistics.entriesRead[stream.index] += 1
