@@ -70,6 +70,11 @@ public struct RedisStreamsStatistics: Sendable, Equatable {
         commandCounts = Array(repeating: 0, count: bucketBounds.count + 1)
     }
 
+    /// Redis holds `token` of `stream`, as read or written.
+    mutating func sawRedisToken(_ token: Int64, of stream: StreamName) {
+        redisTokens[stream.index] = max(redisTokens[stream.index], token)
+    }
+
     mutating func recordCommand(sentAt sent: NIODeadline) {
         let seconds = Double((NIODeadline.now() - sent).nanoseconds) / 1e9
         commandSecondsSum += seconds
@@ -549,7 +554,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
     private func accepted(_ reply: AppendScript.Reply, _ append: Append) {
         guard let hub, let follows = append.follows, reply.refusal == nil,
             reply.added.count == append.additions.count
-        else { return accepted(reply, append, storedDirectly: []) }
+        else { return answerOnceStored(reply, append, storedDirectly: []) }
         // Meanwhile the follower keeps what it stores of this publish, should it be first.
         expect(append.additions)
         inTurn { () -> EventLoopFuture<AppendResults> in
@@ -559,14 +564,14 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
             guard atItsPlace else { return self.eventLoop.makeSucceededFuture([]) }
             return hub.store(Array(append.batches.prefix(append.entriesPerBatch.count)), on: self.eventLoop)
         }.whenComplete { stored in
-            self.accepted(reply, append, storedDirectly: (try? stored.get()) ?? [])
+            self.answerOnceStored(reply, append, storedDirectly: (try? stored.get()) ?? [])
             self.settle(append.additions)
         }
     }
 
     /// Answers each batch once every entry it added is stored: from `storedDirectly` (by batch, as far as it
     /// goes), or else by the follower.
-    private func accepted(_ reply: AppendScript.Reply, _ append: Append, storedDirectly: AppendResults) {
+    private func answerOnceStored(_ reply: AppendScript.Reply, _ append: Append, storedDirectly: AppendResults) {
         let (additions, entriesPerBatch, batches, promise) = (
             append.additions, append.entriesPerBatch, append.batches, append.promise
         )
@@ -576,7 +581,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         var stored: [EventLoopFuture<AppendedBatch>] = []
         for ((addition, token), batch) in zip(zip(additions, reply.added), batchOfEntry) {
             statistics.entriesWritten[addition.stream.index] += 1
-            statistics.redisTokens[addition.stream.index] = max(statistics.redisTokens[addition.stream.index], token)
+            statistics.sawRedisToken(token, of: addition.stream)
             if batch < storedDirectly.count, case .success(let appended) = storedDirectly[batch] {
                 stored.append(eventLoop.makeSucceededFuture(appended))
             } else if let batch = storedMeanwhile[addition.stream.index].removeValue(forKey: token) {
@@ -942,14 +947,12 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
         var unsure: [(stream: StreamName, first: Int64)] = []
         var seen = [Bool](repeating: false, count: StreamName.all.count)
         var passed = notBatches
-        let read = configuration.entries.entries(ofReadReply: reply)
         var perStream = [Int](repeating: 0, count: StreamName.all.count)
-        for (stream, _, _) in read { perStream[stream.index] += 1 }
-        if tellsWhetherFull { readAFullCount = perStream.contains { $0 >= configuration.readCount } }
-        for (stream, id, fields) in read {
+        for (stream, id, fields) in configuration.entries.entries(ofReadReply: reply) {
+            perStream[stream.index] += 1
             if let token = StreamEntries.token(ofID: id), token <= hub.log.currentToken(of: stream) {
                 statistics.entriesRead[stream.index] += 1
-                statistics.redisTokens[stream.index] = max(statistics.redisTokens[stream.index], token)
+                statistics.sawRedisToken(token, of: stream)
                 continue
             }
             switch StreamEntries.batch(stream: stream, id: id, fields: fields) {
@@ -957,7 +960,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                 batches.append(batch)
                 statistics.entriesRead[stream.index] += 1
                 if let token = StreamEntries.token(ofID: id), case .exactly(let first) = batch.firstToken {
-                    statistics.redisTokens[stream.index] = max(statistics.redisTokens[stream.index], token)
+                    statistics.sawRedisToken(token, of: stream)
                     if !seen[stream.index], first > hub.log.currentToken(of: stream) + 1 {
                         unsure.append((stream, first))
                     }
@@ -971,6 +974,7 @@ public final class RedisSharedStreams: SharedStreams, @unchecked Sendable {  // 
                 logger.error("an entry in Redis is not a batch: \(error)", metadata: ["stream": "\(stream)"])
             }
         }
+        if tellsWhetherFull { readAFullCount = perStream.contains { $0 >= configuration.readCount } }
         guard !batches.isEmpty else {
             notBatches = passed
             return eventLoop.makeSucceededVoidFuture()
