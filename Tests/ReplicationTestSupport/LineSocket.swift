@@ -38,7 +38,7 @@ public final class LineSocket: @unchecked Sendable {  // used by one thread at a
             }
             guard bound == 0 else {
                 let error = SocketError(system: "bind \(source)")
-                Glibc.close(fd)
+                close()
                 throw error
             }
         }
@@ -53,7 +53,9 @@ public final class LineSocket: @unchecked Sendable {  // used by one thread at a
         }
         guard result == 0 else {
             let error = SocketError(system: "connect")
-            Glibc.close(fd)
+            // Through close(), which forgets the descriptor: deinit runs after a throw too, and closing it
+            // again could close a descriptor the process has reused meanwhile (a NIO channel's).
+            close()
             throw error
         }
     }
